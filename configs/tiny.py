@@ -1,0 +1,26 @@
+"""tiny: the default CPU run. A ~7M-parameter phi-style model trained on the Python
+standard library of the running interpreter (no download), tokenized with an 8k
+sentencepiece BPE trained on first use.
+
+    python -m phijax.train --config=configs/tiny.py --workdir=runs/tiny
+
+Expect on a 2-core CPU: under 10 minutes; the final line prints held-out bits per
+byte beside gzip -9 on the same text (about 2.15 bits/byte).
+``configs/tiny.py:runlocal`` is a seconds-long smoke run.
+"""
+
+from phijax import config as base
+
+
+def get_config(arg=None):
+  c = base.default()
+  c.model.update(
+      arch="phi", vocab_size=8192, hidden_size=256, num_layers=4, num_heads=8,
+      intermediate_size=1024, max_position_embeddings=2048, rope_theta=10000.0,
+      partial_rotary_factor=0.5, dtype="float32")
+  c.data.seq_len = 256
+  c.train.update(batch_size=32, steps=1000, log_every=10, eval_every=250, save_every=250)
+  c.optim.update(lr=3e-3, b1=0.9, b2=0.95, weight_decay=0.1, clip=1.0)
+  if arg == "runlocal":
+    base.shrink_for_cpu(c)
+  return c

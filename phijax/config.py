@@ -1,0 +1,105 @@
+"""The config tree every run is driven by (ml-collections).
+
+``configs/*.py`` start from ``default()`` and change what they need. The tree:
+
+- ``model``: architecture (see ``phijax.model_config.ModelConfig`` for every field),
+  ``attention_impl``, ``dtype`` (compute), ``remat``.
+- ``data``: sources, tokenizer, max ``seq_len``, ``workers`` (``phijax.data.config``).
+- ``train``: ``steps`` (or ``tokens``), ``batch_size``, ``seed``, ``log_every``,
+  ``eval_every``, ``save_every``, ...
+- ``optim``: ``name``, ``lr``, ``b1``, ``b2``, ``eps``, ``weight_decay``, ``clip``.
+- ``curriculum``: sequence-length warmup, LR schedule, stages (``phijax.curriculum``).
+- ``mesh``: ``data``, ``fsdp``, ``tensor`` sizes (-1 takes the remaining devices).
+
+Fields are type-locked by ml-collections, so ``--config.train.steps=abc`` and
+unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ml_collections import ConfigDict, config_dict
+
+from phijax.model_config import ModelConfig
+
+
+def model_defaults() -> ConfigDict:
+  """ModelConfig's fields as a ConfigDict (placeholders keep None overridable)."""
+  c = ConfigDict()
+  for f in dataclasses.fields(ModelConfig):
+    value = f.default
+    if value is None:
+      value = config_dict.placeholder(_PLACEHOLDER_TYPES.get(f.name, int))
+    elif isinstance(value, tuple):
+      value = list(value)
+    c[f.name] = value
+  return c
+
+
+_PLACEHOLDER_TYPES = {
+    "sliding_window": int,
+    "rope_scaling": dict,
+    "head_dim": int,
+    "intermediate_size": int,
+}
+
+
+def default() -> ConfigDict:
+  """The full default tree; ``configs/tiny.py`` is the run users start from."""
+  from phijax.data import config as data_config  # local: keeps import order simple
+  from phijax import curriculum
+
+  c = ConfigDict()
+  c.model = model_defaults()
+  c.data = data_config.defaults()
+  c.train = ConfigDict(dict(
+      steps=1000,
+      tokens=0,  # > 0: train until this many tokens instead of `steps`
+      batch_size=32,
+      microbatches=1,  # gradient accumulation
+      seed=0,
+      log_every=10,
+      eval_every=250,
+      eval_batches=16,
+      save_every=250,
+      save_every_minutes=0.0,
+      keep_last=2,
+      z_loss=0.0,
+      samples=4,  # greedy samples written to samples.txt at the end
+      sample_tokens=96,
+      progress=True,
+  ))
+  c.optim = ConfigDict(dict(
+      name="adamw", lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0))
+  c.curriculum = curriculum.defaults()
+  c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, rules="default",
+                           distributed=False))
+  return c
+
+
+def shrink_for_cpu(c: ConfigDict) -> ConfigDict:
+  """The ``runlocal`` argument of every config: same architecture family and
+  features (rotary fraction, GQA ratio, window, LongRoPE), CPU smoke-test size."""
+  m = c.model
+  ratio = max(1, m.num_heads // (m.num_kv_heads or m.num_heads))
+  m.num_heads = 4
+  m.num_kv_heads = max(1, 4 // ratio) if ratio > 1 else 0
+  m.hidden_size = 64
+  m.head_dim = None
+  m.intermediate_size = 128
+  m.num_layers = 2
+  m.vocab_size = c.data.tokenizer.vocab_size if "tokenizer" in c.data else 8192
+  if m.sliding_window is not None:
+    m.sliding_window = 32
+  if m.rope_scaling is not None:
+    raise ValueError("runlocal does not shrink LongRoPE configs (factor lists depend on "
+                     "head_dim); drop rope_scaling first")
+  c.data.seq_len = 64
+  c.train.steps = 20
+  c.train.batch_size = 8
+  c.train.log_every = 5
+  c.train.eval_every = 10
+  c.train.save_every = 10
+  c.train.eval_batches = 2
+  return c

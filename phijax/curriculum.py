@@ -1,0 +1,6 @@
+"""Curriculum (being built)."""
+from ml_collections import ConfigDict
+
+
+def defaults() -> ConfigDict:
+  return ConfigDict(dict())

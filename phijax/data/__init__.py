@@ -1,0 +1,1 @@
+"""Data: tokenizer, sources, grain pipeline, packing (being built)."""

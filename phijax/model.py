@@ -1,0 +1,266 @@
+"""The Phi transformer as one Flax Linen module.
+
+Two block variants, chosen by ``cfg.arch``:
+
+- ``phi`` (phi-1, phi-1.5, phi-2): ``h = x + attn(LN(x)) + mlp(LN(x))``, one shared
+  LayerNorm with bias, biased q/k/v/o, partial rotary, ``gelu_new`` MLP, final
+  LayerNorm, untied ``lm_head`` with bias, optional per-head q/k LayerNorm.
+- ``phi3`` (phi-3, phi-4): sequential pre-norm with RMSNorm, q/k/v and gate/up
+  without bias, GQA, SwiGLU, LongRoPE, optional sliding window, ``lm_head`` without bias.
+
+Hugging Face fuses q/k/v (phi3) and gate/up; here they are separate parameters so
+that every tensor has clean logical axes for tensor parallelism. ``phijax.convert``
+splits and fuses. Parameters are float32; ``cfg.dtype`` is the compute dtype;
+normalisation statistics, softmax and logits are float32.
+
+Tensor names carry their shapes: B batch, T length, D embed, H heads, K kv heads,
+E head_dim, F mlp, V vocab.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from phijax import attention, rope
+from phijax.model_config import ModelConfig, as_model_config
+
+Partitioned = nn.with_logical_partitioning
+constrain = nn.with_logical_constraint
+
+
+def _dtype(name):
+  return jnp.dtype(name)
+
+
+def _normal(cfg, names):
+  return Partitioned(nn.initializers.normal(cfg.init_std), names)
+
+
+def _zeros(names):
+  return Partitioned(nn.initializers.zeros_init(), names)
+
+
+def _ones(names):
+  return Partitioned(nn.initializers.ones_init(), names)
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm with bias, statistics in float32, output in the compute dtype."""
+  eps: float
+  dtype: jnp.dtype
+  names: tuple = ("embed",)
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    scale = self.param("scale", _ones(self.names), (d,), jnp.float32)
+    bias = self.param("bias", _zeros(self.names), (d,), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+    return (y * scale + bias).astype(self.dtype)
+
+
+class RMSNorm(nn.Module):
+  """Phi-3 RMSNorm: normalise in float32, cast back, then multiply by the weight."""
+  eps: float
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", _ones(("embed",)), (x.shape[-1],), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+    return (scale * y.astype(self.dtype)).astype(self.dtype)
+
+
+def _dense(cfg, features, names, name, use_bias, axis=-1):
+  """DenseGeneral with logical names on kernel (all of ``names``) and bias."""
+  n_in = 1 if isinstance(axis, int) else len(axis)
+  return nn.DenseGeneral(
+      features=features, axis=axis, use_bias=use_bias, name=name,
+      dtype=_dtype(cfg.dtype), param_dtype=jnp.float32,
+      kernel_init=_normal(cfg, names),
+      bias_init=_zeros(names[n_in:]))
+
+
+def _attention_with_dropout(q, k, v, *, segment_ids, window, rate, rng):
+  """XLA attention with dropout on the probabilities (training with attention_dropout).
+
+  Fused kernels have no dropout, so this path is always plain XLA.
+  """
+  B, T, H, E = q.shape
+  K = k.shape[2]
+  q5 = q.reshape(B, T, K, H // K, E)
+  s = jnp.einsum("btkge,bske->bkgts", q5, k, preferred_element_type=jnp.float32)
+  s = s * (E ** -0.5)
+  mask = attention.attention_mask(T, T, causal=True, q_segment_ids=segment_ids,
+                                  kv_segment_ids=segment_ids, window=window)
+  s = jnp.where(mask[:, None, None], s, -jnp.inf)
+  p = jax.nn.softmax(s, axis=-1)
+  keep = jax.random.bernoulli(rng, 1.0 - rate, p.shape)
+  p = jnp.where(keep, p / (1.0 - rate), 0.0).astype(v.dtype)
+  out = jnp.einsum("bkgts,bske->btkge", p, v, preferred_element_type=jnp.float32)
+  return out.reshape(B, T, H, E).astype(q.dtype)
+
+
+class Attention(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, cos, sin, segment_ids, deterministic):
+    cfg = self.cfg
+    H, K, E = cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
+    bias = cfg.arch == "phi"
+    q = _dense(cfg, (H, E), ("embed", "heads", "head_dim"), "q_proj", bias)(x_BxTxD)
+    k = _dense(cfg, (K, E), ("embed", "kv_heads", "head_dim"), "k_proj", bias)(x_BxTxD)
+    v = _dense(cfg, (K, E), ("embed", "kv_heads", "head_dim"), "v_proj", bias)(x_BxTxD)
+    if cfg.qk_layernorm:
+      q = LayerNorm(cfg.layer_norm_eps, q.dtype, ("head_dim",), name="q_norm")(q)
+      k = LayerNorm(cfg.layer_norm_eps, k.dtype, ("head_dim",), name="k_norm")(k)
+    q = rope.apply_rotary(q, cos, sin)
+    k = rope.apply_rotary(k, cos, sin)
+    q = constrain(q, ("batch", "length", "heads", "head_dim"))
+    k = constrain(k, ("batch", "length", "kv_heads", "head_dim"))
+    v = constrain(v, ("batch", "length", "kv_heads", "head_dim"))
+    if cfg.attention_dropout > 0 and not deterministic:
+      o = _attention_with_dropout(q, k, v, segment_ids=segment_ids,
+                                  window=cfg.sliding_window, rate=cfg.attention_dropout,
+                                  rng=self.make_rng("dropout"))
+    else:
+      o = attention.dot_product_attention(
+          q, k, v, causal=True, segment_ids=segment_ids, window=cfg.sliding_window,
+          impl=cfg.attention_impl)
+    o = constrain(o, ("batch", "length", "heads", "head_dim"))
+    return _dense(cfg, cfg.hidden_size, ("heads", "head_dim", "embed"), "o_proj", bias,
+                  axis=(-2, -1))(o)
+
+
+class Mlp(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD):
+    cfg = self.cfg
+    F = cfg.mlp_dim
+    if cfg.arch == "phi":
+      h = _dense(cfg, F, ("embed", "mlp"), "fc1", True)(x_BxTxD)
+      h = jax.nn.gelu(h, approximate=True)  # HF "gelu_new"
+      h = constrain(h, ("batch", "length", "mlp"))
+      return _dense(cfg, cfg.hidden_size, ("mlp", "embed"), "fc2", True)(h)
+    gate = _dense(cfg, F, ("embed", "mlp"), "gate_proj", False)(x_BxTxD)
+    up = _dense(cfg, F, ("embed", "mlp"), "up_proj", False)(x_BxTxD)
+    h = constrain(up * jax.nn.silu(gate), ("batch", "length", "mlp"))
+    return _dense(cfg, cfg.hidden_size, ("mlp", "embed"), "down_proj", False)(h)
+
+
+class Block(nn.Module):
+  cfg: ModelConfig
+  resid_pdrop: float
+
+  @nn.compact
+  def __call__(self, x_BxTxD, cos, sin, segment_ids, deterministic):
+    cfg = self.cfg
+    dtype = _dtype(cfg.dtype)
+    drop = nn.Dropout(self.resid_pdrop)
+    if cfg.arch == "phi":
+      h = LayerNorm(cfg.layer_norm_eps, dtype, name="input_norm")(x_BxTxD)
+      a = Attention(cfg, name="attn")(h, cos, sin, segment_ids, deterministic)
+      m = Mlp(cfg, name="mlp")(h)
+      out = x_BxTxD + drop(a, deterministic=deterministic) + drop(m, deterministic=deterministic)
+    else:
+      h = RMSNorm(cfg.layer_norm_eps, dtype, name="input_norm")(x_BxTxD)
+      a = Attention(cfg, name="attn")(h, cos, sin, segment_ids, deterministic)
+      x = x_BxTxD + drop(a, deterministic=deterministic)
+      h = RMSNorm(cfg.layer_norm_eps, dtype, name="post_attention_norm")(x)
+      out = x + drop(Mlp(cfg, name="mlp")(h), deterministic=deterministic)
+    return constrain(out.astype(dtype), ("batch", "length", "embed"))
+
+
+_REMAT_POLICIES = {
+    "full": None,  # save nothing, recompute the whole block
+    "dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def residual_dropout_rates(cfg: ModelConfig) -> list[float]:
+  """Per-layer residual dropout; ``linear`` rises from 0 (bottom) to p (top), as LIMA."""
+  L, p = cfg.num_layers, cfg.resid_pdrop
+  if cfg.resid_pdrop_schedule == "linear" and L > 1:
+    return [p * i / (L - 1) for i in range(L)]
+  return [p] * L
+
+
+class Transformer(nn.Module):
+  """``logits = Transformer(cfg).apply({"params": p}, tokens, positions, segment_ids)``.
+
+  ``cfg`` is a ``ModelConfig`` (or a dict / ``config.model`` ConfigDict).
+  ``positions`` default to ``0..T-1``; packed rows pass per-document positions and
+  ``segment_ids`` so documents neither see each other nor share positions.
+  Dropout is active with ``deterministic=False`` and a ``dropout`` rng.
+  Returns float32 logits ``[B, T, V]``.
+  """
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None, *,
+               deterministic: bool = True):
+    cfg = as_model_config(self.cfg)
+    dtype = _dtype(cfg.dtype)
+    B, T = tokens_BxT.shape
+    if positions_BxT is None:
+      positions_BxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+    embed = self.param("embed", _normal(cfg, ("vocab", "embed")),
+                       (cfg.vocab_size, cfg.hidden_size), jnp.float32)
+    x = jnp.take(embed, tokens_BxT, axis=0).astype(dtype)
+    if cfg.arch == "phi":  # HF Phi3 accepts embd_pdrop but never applies it
+      x = nn.Dropout(cfg.embd_pdrop)(x, deterministic=deterministic)
+    x = constrain(x, ("batch", "length", "embed"))
+    cos, sin = rope.cos_sin(cfg, positions_BxT)
+
+    block_cls = Block
+    if cfg.remat != "none":
+      block_cls = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], static_argnums=(5,))
+    for i, p in enumerate(residual_dropout_rates(cfg)):
+      x = block_cls(cfg, p, name=f"layers_{i}")(x, cos, sin, segment_ids_BxT, deterministic)
+
+    if cfg.arch == "phi":
+      x = LayerNorm(cfg.layer_norm_eps, dtype, name="final_norm")(x)
+    else:
+      x = RMSNorm(cfg.layer_norm_eps, dtype, name="final_norm")(x)
+    w = self.param("lm_head", _normal(cfg, ("embed", "vocab")),
+                   (cfg.hidden_size, cfg.vocab_size), jnp.float32)
+    logits = jnp.einsum("btd,dv->btv", x, w.astype(dtype),
+                        preferred_element_type=jnp.float32)
+    if cfg.arch == "phi":
+      b = self.param("lm_head_bias", _zeros(("vocab",)), (cfg.vocab_size,), jnp.float32)
+      logits = logits + b
+    return constrain(logits, ("batch", "length", "vocab"))
+
+
+def init_params(cfg, rng, batch_size=1, length=8):
+  """Unboxed float32 parameters (logical names dropped; see ``param_axes``)."""
+  model = Transformer(as_model_config(cfg))
+  tokens = jnp.zeros((batch_size, length), jnp.int32)
+  return nn.unbox(model.init(rng, tokens)["params"])
+
+
+def abstract_params(cfg):
+  """Shapes of the boxed parameters via ``jax.eval_shape``: no memory allocated."""
+  model = Transformer(as_model_config(cfg))
+  tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+  return jax.eval_shape(lambda t: model.init(jax.random.key(0), t), tokens)["params"]
+
+
+def param_axes(cfg):
+  """The pytree of logical axis names (``nn.LogicallyPartitioned`` boxes' names)."""
+  boxed = abstract_params(cfg)
+  return nn.get_partition_spec(boxed)
+
+
+def count_params(cfg) -> int:
+  leaves = jax.tree_util.tree_leaves(nn.unbox(abstract_params(cfg)))
+  return int(sum(x.size for x in leaves))

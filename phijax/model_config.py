@@ -1,0 +1,142 @@
+"""``ModelConfig``: the architecture of a Phi model as a frozen, hashable dataclass.
+
+It is what ``phijax.model.Transformer`` takes and what ``phijax.convert.from_hf``
+returns; ``config.model`` in a run config holds the same fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+ARCHS = ("phi", "phi3")
+REMAT = ("none", "full", "dots")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  arch: str = "phi"  # "phi": phi-1/1.5/2 (parallel block); "phi3": phi-3/phi-4
+  vocab_size: int = 51200
+  hidden_size: int = 2048
+  num_layers: int = 24
+  num_heads: int = 32
+  num_kv_heads: int = 0  # 0 = num_heads (no GQA)
+  head_dim: int | None = None  # None = hidden_size // num_heads
+  intermediate_size: int | None = None  # None = 4 * hidden_size
+  max_position_embeddings: int = 2048
+  rope_theta: float = 10000.0
+  partial_rotary_factor: float = 1.0
+  # LongRoPE: dict(short_factor=[...], long_factor=[...],
+  # original_max_position_embeddings=int, attention_factor=float or None)
+  rope_scaling: Any = None
+  sliding_window: int | None = None
+  layer_norm_eps: float = 1e-5
+  qk_layernorm: bool = False
+  embd_pdrop: float = 0.0
+  attention_dropout: float = 0.0
+  resid_pdrop: float = 0.0
+  resid_pdrop_schedule: str = "constant"  # or "linear": 0 at layer 0 up to p at the top
+  dtype: str = "float32"  # compute dtype; params stay float32
+  remat: str = "none"
+  attention_impl: str = "xla"
+  init_std: float = 0.02
+
+  def __post_init__(self):
+    if self.rope_scaling is not None and not isinstance(self.rope_scaling, _FrozenDict):
+      # Frozen so the config hashes (jit static argument); lists become tuples.
+      object.__setattr__(self, "rope_scaling", _freeze(self.rope_scaling))
+    def bad(field, msg):
+      raise ValueError(f"model config: {field}: {msg}")
+    if self.arch not in ARCHS:
+      bad("arch", f"unknown architecture {self.arch!r}; choose one of {ARCHS}")
+    for name in ("vocab_size", "hidden_size", "num_layers", "num_heads"):
+      if int(getattr(self, name)) <= 0:
+        bad(name, f"must be positive, got {getattr(self, name)}")
+    if self.head_dim is None and self.hidden_size % self.num_heads:
+      bad("num_heads", f"{self.num_heads} heads do not divide hidden_size "
+          f"{self.hidden_size}; set head_dim explicitly or change num_heads")
+    if self.num_heads % self.kv_heads:
+      bad("num_kv_heads", f"{self.kv_heads} kv heads do not divide num_heads "
+          f"{self.num_heads}")
+    if self.rotary_dim % 2:
+      bad("partial_rotary_factor", f"rotary dims int(head_dim * factor) = "
+          f"{self.rotary_dim} must be even")
+    if self.dtype not in DTYPES:
+      bad("dtype", f"{self.dtype!r} is not one of {DTYPES}")
+    if self.remat not in REMAT:
+      bad("remat", f"{self.remat!r} is not one of {REMAT}")
+    if self.resid_pdrop_schedule not in ("constant", "linear"):
+      bad("resid_pdrop_schedule", f"{self.resid_pdrop_schedule!r} is not 'constant' or 'linear'")
+    if self.sliding_window is not None and self.sliding_window <= 0:
+      bad("sliding_window", "must be a positive number of keys or None")
+    if self.rope_scaling is not None:
+      rs = self.rope_scaling
+      for key in ("short_factor", "long_factor", "original_max_position_embeddings"):
+        if key not in rs:
+          bad("rope_scaling", f"LongRoPE needs {key!r}")
+      for key in ("short_factor", "long_factor"):
+        if len(rs[key]) != self.rotary_dim // 2:
+          bad(f"rope_scaling.{key}", f"has {len(rs[key])} entries, expected "
+              f"rotary_dim/2 = {self.rotary_dim // 2}")
+
+  @property
+  def kv_heads(self) -> int:
+    return self.num_kv_heads or self.num_heads
+
+  @property
+  def dim_per_head(self) -> int:
+    return self.head_dim or self.hidden_size // self.num_heads
+
+  @property
+  def mlp_dim(self) -> int:
+    return self.intermediate_size or 4 * self.hidden_size
+
+  @property
+  def rotary_dim(self) -> int:
+    return int(self.dim_per_head * self.partial_rotary_factor)
+
+  def replace(self, **kw) -> "ModelConfig":
+    return dataclasses.replace(self, **kw)
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    if d["rope_scaling"] is not None:
+      d["rope_scaling"] = _thaw(d["rope_scaling"])
+    return d
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+    """From a dict or ConfigDict; unknown keys are an error naming them."""
+    if hasattr(d, "to_dict"):
+      d = d.to_dict()
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise ValueError(f"model config: unknown field(s) {unknown}; known: {sorted(names)}")
+    return cls(**d)
+
+
+class _FrozenDict(dict):
+  """A dict that hashes, so ModelConfig stays usable as a jit static argument."""
+
+  def __hash__(self):
+    return hash(tuple(sorted(self.items())))
+
+  def __setitem__(self, *a):
+    raise TypeError("frozen")
+
+
+def _freeze(d):
+  return _FrozenDict({k: tuple(v) if isinstance(v, (list, tuple)) else v
+                      for k, v in dict(d).items()})
+
+
+def _thaw(d):
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in dict(d).items()}
+
+
+def as_model_config(cfg) -> ModelConfig:
+  if isinstance(cfg, ModelConfig):
+    return cfg
+  return ModelConfig.from_dict(cfg)

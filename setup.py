@@ -1,0 +1,40 @@
+"""phijax: Phi-style small language models in JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name="phijax",
+    version="0.1.0",
+    description="Train Phi-style small language models (phi-1 ... phi-4) in JAX/Flax, from one CPU to a pod.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["phijax", "phijax.*"]),
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.10",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "grain>=0.2.10",
+        "sentencepiece>=0.2",
+        "ml-collections>=1.0",
+        "absl-py",
+        "numpy",
+        "safetensors>=0.4",
+        "tensorboardX>=2.6",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3"],
+        # torch is only the parity oracle; CI installs a CPU build first (see .ci/run).
+        "hf": ["torch>=2.4", "transformers>=4.48", "safetensors>=0.4"],
+        "gpu": ["jax[cuda12]"],
+        "tpu": ["jax[tpu]"],
+    },
+    entry_points={
+        "console_scripts": [
+            "phijax-train=phijax.train:run",
+            "phijax-convert=phijax.convert.__main__:run",
+            "phijax-plot-curriculum=phijax.curriculum_plot:run",
+        ]
+    },
+)
