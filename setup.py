@@ -15,6 +15,7 @@ setup(
         "optax>=0.2.4",
         "orbax-checkpoint>=0.11",
         "grain>=0.2.10",
+        "array_record>=0.5",
         "sentencepiece>=0.2",
         "ml-collections>=1.0",
         "absl-py",
@@ -22,6 +23,7 @@ setup(
         "safetensors>=0.4",
         "tensorboardX>=2.6",
         "matplotlib",
+        "tqdm",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],

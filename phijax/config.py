@@ -65,6 +65,11 @@ def default() -> ConfigDict:
       save_every=250,
       save_every_minutes=0.0,
       keep_last=2,
+      keep_best=0,  # > 0: also keep this many checkpoints with the best eval metric
+      best_metric="eval_loss",
+      init_from="",  # warm start params: a run dir, a phijax params dir or an HF dir
+      max_nonfinite=5,  # stop after this many non-finite steps in a row
+      peak_flops=0.0,  # per-device peak FLOP/s for MFU; 0 = data sheet / measured
       z_loss=0.0,
       samples=4,  # greedy samples written to samples.txt at the end
       sample_tokens=96,

@@ -77,14 +77,38 @@ class RMSNorm(nn.Module):
     return (scale * y.astype(self.dtype)).astype(self.dtype)
 
 
-def _dense(cfg, features, names, name, use_bias, axis=-1):
-  """DenseGeneral with logical names on kernel (all of ``names``) and bias."""
-  n_in = 1 if isinstance(axis, int) else len(axis)
-  return nn.DenseGeneral(
-      features=features, axis=axis, use_bias=use_bias, name=name,
-      dtype=_dtype(cfg.dtype), param_dtype=jnp.float32,
-      kernel_init=_normal(cfg, names),
-      bias_init=_zeros(names[n_in:]))
+class Dense(nn.Module):
+  """Linear map contracting the last ``n_in`` dims of x into ``features``.
+
+  Like ``nn.DenseGeneral`` but the kernel is created in its final shape, so the
+  logical-partitioning constraint applies to the real parameter (DenseGeneral
+  initialises a flattened kernel and reshapes it).
+  """
+  features: tuple
+  names: tuple  # logical names of the kernel: input dims then output dims
+  use_bias: bool
+  n_in: int
+  dtype: jnp.dtype
+  init_std: float
+
+  @nn.compact
+  def __call__(self, x):
+    in_shape = x.shape[x.ndim - self.n_in:]
+    kernel = self.param(
+        "kernel", Partitioned(nn.initializers.normal(self.init_std), self.names),
+        (*in_shape, *self.features), jnp.float32)
+    axes = tuple(range(x.ndim - self.n_in, x.ndim))
+    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
+                            ((axes, tuple(range(self.n_in))), ((), ())))
+    if self.use_bias:
+      bias = self.param("bias", _zeros(self.names[self.n_in:]), self.features, jnp.float32)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+def _dense(cfg, features, names, name, use_bias, n_in=1):
+  features = (features,) if isinstance(features, int) else tuple(features)
+  return Dense(features, names, use_bias, n_in, _dtype(cfg.dtype), cfg.init_std, name=name)
 
 
 def _attention_with_dropout(q, k, v, *, segment_ids, window, rate, rng):
@@ -136,7 +160,7 @@ class Attention(nn.Module):
           impl=cfg.attention_impl)
     o = constrain(o, ("batch", "length", "heads", "head_dim"))
     return _dense(cfg, cfg.hidden_size, ("heads", "head_dim", "embed"), "o_proj", bias,
-                  axis=(-2, -1))(o)
+                  n_in=2)(o)
 
 
 class Mlp(nn.Module):

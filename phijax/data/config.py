@@ -1,6 +1,53 @@
-"""Defaults for ``config.data`` (owned by the data pipeline)."""
+"""Defaults for ``config.data`` (owned by the data pipeline).
+
+Every field is a str/int/float/bool so it can be overridden from the command line
+(``--config.data.seq_len=512``, ``--config.data.sources.stdlib.weight=0.5``). New
+sources are added in a config file with ``source(...)``::
+
+    c.data.sources.docs = data_config.source("jsonl", "/data/docs.jsonl", weight=0.2)
+"""
+
 from ml_collections import ConfigDict
+
+SOURCE_KINDS = ("stdlib", "text", "jsonl", "sft", "array_record")
+
+
+def source(kind: str = "text", path: str = "", *, text_field: str = "text",
+           weight: float = 1.0, glob: str = "", max_tokens: int = 0) -> ConfigDict:
+  """One data source.
+
+  Args:
+    kind: ``stdlib`` (the running interpreter's standard library; ``path`` may point
+      at another stdlib root), ``text`` (a file or a directory: one document per
+      file), ``jsonl`` (one document per line, text in ``text_field``), ``sft``
+      (JSON Lines of ``{"prompt", "response"}`` or ``{"messages": [{"role",
+      "content"}]}`` records), ``array_record`` (pre-tokenized: one record per
+      document, little-endian int32 token ids; see ``phijax.data.write_array_record``).
+    path: file or directory (several files: a directory, read in sorted order).
+    weight: share of training *tokens* (rows) drawn from this source.
+    glob: which files of a directory are documents ("": all files for ``text``,
+      ``*.jsonl`` for ``jsonl``/``sft``, ``*.array_record*`` for ``array_record``).
+    max_tokens: ``sft`` only: truncate a rendered conversation to this many tokens
+      (0: ``seq_len + 1``, one full row).
+  """
+  if kind not in SOURCE_KINDS:
+    raise ValueError(f"unknown data source kind {kind!r}; choose one of {SOURCE_KINDS}")
+  return ConfigDict(dict(kind=kind, path=path, text_field=text_field,
+                         weight=float(weight), glob=glob, max_tokens=int(max_tokens)))
 
 
 def defaults() -> ConfigDict:
-  return ConfigDict(dict(seq_len=256, workers=0))
+  return ConfigDict(dict(
+      seq_len=256,
+      workers=0,  # grain worker processes (0: everything in the calling process)
+      read_threads=2,  # threads reading + tokenizing documents per process
+      heldout_fraction=0.05,  # documents held out by a stable hash of their key
+      tokenizer=ConfigDict(dict(
+          path="",  # a sentencepiece .model; "" trains on the stdlib train split
+          vocab_size=8192,
+          model_type="bpe",  # or "unigram"
+          cache_dir="~/.cache/phijax",
+          train_bytes=64_000_000,  # cap on tokenizer training text
+      )),
+      sources=ConfigDict(dict(stdlib=source("stdlib"))),
+  ))

@@ -1,0 +1,155 @@
+"""Documents -> fixed-length rows: tokenize, shift, pack, finalize.
+
+Convention: a document is its tokens followed by ``<|endoftext|>``; its example is
+``inputs = doc[:-1]``, ``targets = doc[1:]``, so no target crosses a document. Rows
+of ``seq_len`` carry ``segment_ids`` (1, 2, ... per document piece in the row, 0 on
+padding) and ``positions`` (restarting at 0 for every piece).
+
+Pretraining sources are packed concat-then-split (grain's
+``ConcatThenSplitIterDataset``): documents are laid end to end and cut every
+``seq_len`` tokens, so rows have no padding and a long document continues in the
+next row (its positions restart there); nothing is dropped. SFT conversations are
+never split: they are truncated to ``max_tokens`` (with a warning) and packed
+first-fit, padding the rest of a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+
+import grain
+import numpy as np
+
+from phijax.data import sft
+from phijax.data.errors import DataError, DataWarning
+
+ROW_KEYS = ("inputs", "targets", "segment_ids", "positions", "loss_mask")
+# First-fit bins open at once for SFT rows: more bins, less padding, more reordering.
+_SFT_PACKING_BINS = 8
+log = logging.getLogger(__name__)
+
+
+class DocumentExamples:
+  """Map ``document index -> {"inputs", "targets"[, "loss_mask"]}`` for one source."""
+
+  def __init__(self, source, tok, seq_len: int):
+    self.source = source
+    self.tok = tok
+    self.sft_max_tokens = 0
+    if not source.split_documents:
+      max_tokens = source.max_tokens or seq_len + 1
+      if max_tokens > seq_len + 1:
+        raise DataError(
+            f"data source {source.name!r}: max_tokens={max_tokens} does not fit a "
+            f"row of seq_len={seq_len} (conversations are not split across rows); "
+            f"set config.data.sources.{source.name}.max_tokens <= {seq_len + 1}")
+      if max_tokens < 2:
+        raise DataError(f"data source {source.name!r}: max_tokens must be >= 2")
+      self.sft_max_tokens = max_tokens
+    self._truncated = 0
+    self._lock = threading.Lock()
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    del state["_lock"]
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
+  def __call__(self, i):
+    if self.sft_max_tokens:
+      turns = self.source.conversation(int(i))
+      ids, is_response, truncated_from = sft.render(turns, self.tok, self.sft_max_tokens)
+      if truncated_from:
+        self._note_truncation(int(i), truncated_from)
+      return dict(inputs=ids[:-1], targets=ids[1:],
+                  loss_mask=is_response[1:].astype(np.float32))
+    doc = self.source.tokens(int(i), self.tok)
+    return dict(inputs=doc[:-1], targets=doc[1:])
+
+  def _note_truncation(self, i, n):
+    with self._lock:
+      self._truncated += 1
+      count = self._truncated
+    if count <= 3 or count & (count - 1) == 0:  # the first few, then at powers of 2
+      warnings.warn(
+          f"data source {self.source.name!r}: conversation {i} has {n} tokens, "
+          f"truncated to max_tokens={self.sft_max_tokens} ({count} truncated so far "
+          "in this process)", DataWarning, stacklevel=2)
+
+
+def _non_empty(example) -> bool:
+  # A document with no tokens has only its eos: nothing to predict.
+  return len(example["inputs"]) > 0
+
+
+def pack_rows(examples: grain.IterDataset, seq_len: int, *, split_documents: bool,
+              has_loss_mask: bool) -> grain.IterDataset:
+  """Packs variable-length examples into rows of ``seq_len`` (grain's packers)."""
+  features = ("inputs", "targets") + (("loss_mask",) if has_loss_mask else ())
+  length_struct = {k: seq_len for k in features}
+  if split_documents:
+    # split_full_length_features=True: a document of exactly seq_len tokens is cut
+    # like any other, so rows are the plain concatenation of documents in order.
+    return grain.experimental.ConcatThenSplitIterDataset(
+        examples, length_struct=length_struct, split_full_length_features=True)
+  return grain.experimental.FirstFitPackIterDataset(
+      examples, length_struct=length_struct, num_packing_bins=_SFT_PACKING_BINS,
+      shuffle_bins=False)
+
+
+class FinalizeRows:
+  """Packed features -> the row dict the train step takes; padding gets ``pad_id``."""
+
+  def __init__(self, pad_id: int, token_bytes: np.ndarray | None = None):
+    self.pad_id = pad_id
+    self.token_bytes = token_bytes
+
+  def __call__(self, packed):
+    segment_ids = packed["inputs_segment_ids"].astype(np.int32)
+    pad = segment_ids == 0
+    inputs = np.where(pad, self.pad_id, packed["inputs"]).astype(np.int32)
+    targets = np.where(pad, self.pad_id, packed["targets"]).astype(np.int32)
+    if "loss_mask" in packed:
+      loss_mask = np.where(pad, 0.0, packed["loss_mask"]).astype(np.float32)
+    else:
+      loss_mask = (~pad).astype(np.float32)
+    row = dict(inputs=inputs, targets=targets, segment_ids=segment_ids,
+               positions=packed["inputs_positions"].astype(np.int32),
+               loss_mask=loss_mask)
+    if self.token_bytes is not None:
+      row["bytes"] = np.where(loss_mask > 0, self.token_bytes[targets], 0).astype(np.int32)
+    return row
+
+
+def source_rows(source, indices, tok, seq_len: int, *, shuffle_seed: int | None,
+                read_threads: int, token_bytes=None) -> grain.IterDataset:
+  """Rows from documents ``indices`` of ``source``.
+
+  ``shuffle_seed`` set: an endless stream, reshuffled every epoch (grain's
+  ``shuffle`` reseeds per epoch when indexed past the end, which ``repeat`` does).
+  None: one pass in order (evaluation).
+  """
+  docs = grain.MapDataset.source(np.asarray(indices, np.int64))
+  if shuffle_seed is not None:
+    docs = docs.shuffle(seed=shuffle_seed).repeat()
+  examples = docs.map(DocumentExamples(source, tok, seq_len)).filter(_non_empty)
+  read_options = grain.ReadOptions(num_threads=read_threads,
+                                   prefetch_buffer_size=max(16, 8 * read_threads))
+  rows = pack_rows(examples.to_iter_dataset(read_options), seq_len,
+                   split_documents=source.split_documents,
+                   has_loss_mask=not source.split_documents)
+  return rows.map(FinalizeRows(tok.pad_id, token_bytes))
+
+
+def packing_efficiency(batches) -> float:
+  """Fraction of row positions holding a token (not padding)."""
+  used = total = 0
+  for b in batches:
+    used += int((b["segment_ids"] > 0).sum())
+    total += b["segment_ids"].size
+  return used / max(total, 1)

@@ -1,0 +1,240 @@
+"""The training and evaluation pipelines the train loop calls.
+
+Train: per source, this process's share of the train-split documents, shuffled with
+a per-epoch seed and repeated forever, tokenized, packed into rows; the sources'
+rows mixed by weight (``phijax.data.mixture``), batched, optionally produced by
+grain worker processes. ``get_state()`` / ``set_state()`` on the iterator resume
+exactly (grain's checkpointing; orbax saves it with
+``grain.checkpoint.CheckpointSave``).
+
+Hosts: with ``process_count > 1`` each process takes every ``process_count``-th
+document of each source (starting at ``process_index``) before shuffling, so hosts
+read disjoint shares whose union is the whole data set; ``batch_size`` is per
+process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Mapping, Sequence
+
+import grain
+import numpy as np
+
+from phijax.data import packing
+from phijax.data import sources as sources_lib
+from phijax.data.errors import DataError
+from phijax.data.mixture import WeightedMix
+
+log = logging.getLogger(__name__)
+
+
+def _process(process_index, process_count):
+  if process_index is None or process_count is None:
+    import jax  # local: the pipeline itself never needs jax (worker processes)
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise DataError(f"process_index {process_index} is not in [0, {process_count})")
+  return process_index, process_count
+
+
+def _check_cfg(cfg_data):
+  if cfg_data.seq_len < 1:
+    raise DataError(f"config.data.seq_len must be >= 1, got {cfg_data.seq_len}")
+  if cfg_data.workers < 0:
+    raise DataError(f"config.data.workers must be >= 0, got {cfg_data.workers}")
+  if not 0.0 <= cfg_data.heldout_fraction < 1.0:
+    raise DataError("config.data.heldout_fraction must be in [0, 1), got "
+                    f"{cfg_data.heldout_fraction}")
+  if not cfg_data.sources:
+    raise DataError("config.data.sources is empty; add at least one source")
+
+
+def source_weights(cfg_data, weights: Mapping[str, float] | None = None) -> dict:
+  """``{name: weight}`` of the sources that take part (weight > 0).
+
+  ``weights`` (a curriculum stage's mixture) replaces the config's; sources it does
+  not name get weight 0.
+  """
+  names = list(cfg_data.sources)
+  if weights is None:
+    weights = {n: cfg_data.sources[n].weight for n in names}
+  else:
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+      raise DataError(f"mixture weights name unknown data sources {unknown}; "
+                      f"config.data.sources has {names}")
+  for n, w in weights.items():
+    if not w >= 0:  # also catches NaN
+      raise DataError(f"data source {n!r}: weight must be >= 0, got {w}")
+  active = {n: float(weights.get(n, 0.0)) for n in names if weights.get(n, 0.0) > 0}
+  if not active:
+    raise DataError(f"all data source weights are 0 ({dict(weights)}); give at least "
+                    "one source a positive weight")
+  return active
+
+
+def build_sources(cfg_data, names: Sequence[str] | None = None) -> dict:
+  """``{name: Source}`` for ``names`` (default: all configured sources)."""
+  names = list(cfg_data.sources) if names is None else list(names)
+  return {n: sources_lib.build_source(n, cfg_data.sources[n], cfg_data.heldout_fraction)
+          for n in names}
+
+
+def _shard(indices: np.ndarray, source, process_index, process_count, split):
+  share = indices[process_index::process_count]
+  if len(share) == 0:
+    raise DataError(
+        f"data source {source.name!r} has {len(indices)} {split} documents, too few "
+        f"to give each of {process_count} processes one; add data or lower "
+        "config.data.heldout_fraction")
+  return share
+
+
+def stage_seed(seed: int, stage: int, name: str) -> int:
+  """The shuffle seed of one source in one curriculum stage (32 bits, stable)."""
+  digest = hashlib.sha256(f"{seed}/{stage}/{name}".encode()).digest()
+  return int.from_bytes(digest[:4], "big")
+
+
+def make_train_dataset(cfg_data, tok, *, batch_size: int, seed: int,
+                       weights: Mapping[str, float] | None = None,
+                       process_index: int | None = None,
+                       process_count: int | None = None,
+                       stage: int = 0) -> grain.IterDataset:
+  """The endless training ``grain.IterDataset`` (see ``make_train_iterator``)."""
+  _check_cfg(cfg_data)
+  if batch_size < 1:
+    raise DataError(f"batch_size must be >= 1, got {batch_size}")
+  process_index, process_count = _process(process_index, process_count)
+  active = source_weights(cfg_data, weights)
+  srcs = build_sources(cfg_data, list(active))
+  streams = {}
+  for name, src in srcs.items():
+    share = _shard(src.train_indices(), src, process_index, process_count, "train")
+    streams[name] = packing.source_rows(
+        src, share, tok, cfg_data.seq_len, shuffle_seed=stage_seed(seed, stage, name),
+        read_threads=cfg_data.read_threads)
+  rows = WeightedMix(streams, active)
+  ds = rows.batch(batch_size, drop_remainder=True)
+  if cfg_data.workers > 0:
+    _ensure_absl_flags_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg_data.workers))
+    # Copy out of grain's shared memory: the batch then owns plain numpy memory.
+    ds = ds.map(_own_arrays)
+  return ds
+
+
+def make_train_iterator(cfg_data, tok, *, batch_size: int, seed: int,
+                        weights: Mapping[str, float] | None = None,
+                        process_index: int | None = None,
+                        process_count: int | None = None,
+                        stage: int = 0) -> grain.DatasetIterator:
+  """Endless iterator of training batches (dicts of numpy ``[batch_size, seq_len]``).
+
+  ``inputs``, ``targets`` (the next token of the same document), ``segment_ids``
+  (1.. per document piece in a row, 0 padding), ``positions`` (0 at each piece's
+  start), all int32, and ``loss_mask`` float32. Epochs repeat forever, reshuffled.
+
+  Args:
+    weights: ``{source: weight}`` for this curriculum stage (None: the config's);
+      weights are shares of tokens, kept exactly.
+    process_index, process_count: this host's share (default: jax's).
+    stage: curriculum stage; each stage shuffles with its own seed, so a new stage
+      does not replay the documents the previous one started with.
+
+  The iterator's ``get_state()`` / ``set_state()`` resume exactly; restore into an
+  iterator built with the same arguments and ``config.data.workers`` (the worker
+  count changes the order). With workers, call ``it.close()`` when done with it
+  (e.g. before building the next stage's iterator) to stop its processes; a script
+  that starts workers needs the usual ``if __name__ == "__main__":`` guard (spawn).
+  """
+  ds = make_train_dataset(cfg_data, tok, batch_size=batch_size, seed=seed,
+                          weights=weights, process_index=process_index,
+                          process_count=process_count, stage=stage)
+  return iter(ds)
+
+
+def _own_arrays(batch):
+  return {k: np.array(v) for k, v in batch.items()}
+
+
+def _ensure_absl_flags_parsed():
+  # grain's worker start reads an absl flag; outside absl.app (pytest, notebooks)
+  # that raises UnparsedFlagAccessError (google/grain#1355, fixed after 0.2.18).
+  # Marking flags parsed keeps their defaults; absl.app still parses argv later.
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def _eval_sources(cfg_data, names):
+  if names is None:
+    names = list(source_weights(cfg_data))
+  return build_sources(cfg_data, names)
+
+
+def make_eval_batches(cfg_data, tok, *, batch_size: int, num_batches: int | None,
+                      process_index: int | None = None,
+                      process_count: int | None = None,
+                      sources: Sequence[str] | None = None) -> list[dict]:
+  """``num_batches`` batches over the held-out split, in a fixed order.
+
+  Same dicts as training plus ``bytes`` (int32 ``[B, L]``: UTF-8 bytes of each
+  target token, 0 where ``loss_mask`` is 0), so bits per byte is
+  ``sum(loss * loss_mask) / ln(2) / sum(bytes)``. Covers the held-out documents of
+  ``sources`` (default: those with config weight > 0) from the start, at full
+  ``seq_len``. Every process gets exactly ``num_batches`` (a multi-host eval step
+  must run the same number of times everywhere): when the held-out data runs out,
+  the rest is padding rows (``loss_mask`` 0), with a warning. ``num_batches=None``
+  takes every held-out row of this process (the last batch padded); multi-host
+  callers then agree on the largest count and pass it.
+  """
+  _check_cfg(cfg_data)
+  process_index, process_count = _process(process_index, process_count)
+  seq_len = cfg_data.seq_len
+  wanted = batch_size * num_batches if num_batches is not None else None
+  rows = []
+  for src in _eval_sources(cfg_data, sources).values():
+    indices = src.heldout_indices()
+    if len(indices) == 0:
+      continue
+    share = _shard(indices, src, process_index, process_count, "held-out")
+    it = iter(packing.source_rows(src, share, tok, seq_len, shuffle_seed=None,
+                                  read_threads=cfg_data.read_threads,
+                                  token_bytes=tok.token_bytes))
+    for row in it:
+      rows.append(row)
+      if len(rows) == wanted:
+        break
+    if len(rows) == wanted:
+      break
+  if not rows:
+    raise DataError("no held-out documents to evaluate on; set "
+                    "config.data.heldout_fraction > 0")
+  if num_batches is None:
+    num_batches = -(-len(rows) // batch_size)
+    wanted = batch_size * num_batches
+  elif len(rows) < wanted:
+    log.warning("held-out data fills %d of %d eval rows; the rest is padding",
+                len(rows), wanted)
+  if len(rows) < wanted:
+    pad = {k: np.zeros_like(v) for k, v in rows[0].items()}
+    pad["inputs"][:] = tok.pad_id
+    pad["targets"][:] = tok.pad_id
+    rows.extend([pad] * (wanted - len(rows)))
+  return [{k: np.stack([r[k] for r in rows[b * batch_size:(b + 1) * batch_size]])
+           for k in rows[0]} for b in range(num_batches)]
+
+
+def heldout_documents(cfg_data, tok=None, sources: Sequence[str] | None = None) -> list[str]:
+  """Texts of the held-out documents ``make_eval_batches`` reads, in its order
+  (all processes' shares), e.g. for a gzip bits-per-byte baseline. ``tok`` is
+  needed only for pre-tokenized (array_record) sources."""
+  _check_cfg(cfg_data)
+  texts = []
+  for src in _eval_sources(cfg_data, sources).values():
+    texts.extend(src.text(int(i), tok) for i in src.heldout_indices())
+  return texts

@@ -1,0 +1,320 @@
+"""Data sources: where documents come from, validated up front.
+
+Every source is an indexable list of documents with a fixed train / held-out split
+(a stable hash of each document's key: relative path, ``file:line`` or
+``file:record``). Sources are checked when they are built: missing paths, empty
+directories, JSON lines without the text field and out-of-vocabulary token ids give
+a ``DataError`` naming the file, line and config field, instead of an exception from
+inside a grain worker. Non-UTF-8 and empty files are skipped, counted and named in a
+``DataWarning``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import warnings
+
+import numpy as np
+
+from phijax.data import corpus
+from phijax.data import sft
+from phijax.data.errors import DataError, DataWarning
+
+DEFAULT_GLOBS = {"text": "**/*", "jsonl": "**/*.jsonl", "sft": "**/*.jsonl",
+                 "array_record": "**/*.array_record*"}
+
+
+def _warn_skipped(name: str, what: str, items: list[str]) -> None:
+  shown = ", ".join(items[:10]) + (f" (and {len(items) - 10} more)" if len(items) > 10 else "")
+  warnings.warn(f"data source {name!r}: skipped {len(items)} {what}: {shown}",
+                DataWarning, stacklevel=4)
+
+
+def _resolve_files(name: str, kind: str, path: str, glob: str):
+  """``(root, files)``: the file ``path`` or the files under directory ``path``."""
+  if not path:
+    raise DataError(f"data source {name!r} ({kind}) has no path; set "
+                    f"config.data.sources.{name}.path")
+  p = pathlib.Path(path).expanduser()
+  if not p.exists():
+    raise DataError(f"data source {name!r} ({kind}): path {path!r} does not exist; set "
+                    f"config.data.sources.{name}.path to an existing file or directory")
+  if p.is_file():
+    return p.parent, [p]
+  glob = glob or DEFAULT_GLOBS[kind]
+  files = sorted(f for f in p.glob(glob) if f.is_file() and not any(
+      part.startswith(".") for part in f.relative_to(p).parts))
+  if not files:
+    raise DataError(f"data source {name!r} ({kind}): directory {path!r} has no files "
+                    f"matching {glob!r}; point config.data.sources.{name}.path at a "
+                    "directory with data or change .glob")
+  return p, files
+
+
+def _split(keys, heldout_fraction: float) -> np.ndarray:
+  return np.fromiter((corpus.is_heldout(k, heldout_fraction) for k in keys), bool,
+                     count=len(keys))
+
+
+class Source:
+  """A list of documents. Subclasses fill ``heldout`` ([num_documents] bool)."""
+
+  kind = ""
+  # False: examples must not be split across rows (SFT conversations).
+  split_documents = True
+
+  def __init__(self, name: str):
+    self.name = name
+    self.heldout = np.zeros(0, bool)
+
+  @property
+  def num_documents(self) -> int:
+    return len(self.heldout)
+
+  def train_indices(self) -> np.ndarray:
+    return np.flatnonzero(~self.heldout)
+
+  def heldout_indices(self) -> np.ndarray:
+    return np.flatnonzero(self.heldout)
+
+  def tokens(self, i: int, tok) -> np.ndarray:
+    """Token ids of document ``i`` followed by ``<|endoftext|>`` (int32)."""
+    return np.asarray(tok.encode(self.text(i)) + [tok.eos_id], np.int32)
+
+  def text(self, i: int, tok=None) -> str:
+    raise NotImplementedError
+
+  def __repr__(self):
+    return (f"{type(self).__name__}({self.name!r}, {self.num_documents} documents, "
+            f"{int(self.heldout.sum())} held out)")
+
+
+class TextFiles(Source):
+  """One document per UTF-8 file."""
+
+  kind = "text"
+
+  def __init__(self, name: str, root, files, heldout_fraction: float):
+    super().__init__(name)
+    paths, keys, not_utf8, empty = [], [], [], []
+    for f in files:
+      key = pathlib.Path(f).relative_to(root).as_posix()
+      raw = pathlib.Path(f).read_bytes()
+      try:
+        raw.decode("utf-8")
+      except UnicodeDecodeError:
+        not_utf8.append(str(f))
+        continue
+      if not raw:
+        empty.append(str(f))
+        continue
+      paths.append(str(f))
+      keys.append(key)
+    # Empty files are counted but not warned about: they hold no tokens to lose
+    # (the stdlib has several empty __init__.py).
+    self.skipped = {"not_utf8": not_utf8, "empty": empty}
+    if not_utf8:
+      _warn_skipped(name, "files that are not UTF-8 text", not_utf8)
+    if not paths:
+      raise DataError(f"data source {name!r}: none of its {len(files)} files is a "
+                      f"non-empty UTF-8 text file (first: {str(files[0])!r})")
+    self.paths = paths
+    self.keys = keys
+    self.heldout = _split(keys, heldout_fraction)
+
+  def paths_of(self, indices) -> list[str]:
+    return [self.paths[i] for i in indices]
+
+  def text(self, i: int, tok=None) -> str:
+    with open(self.paths[i], "rb") as f:  # bytes: no newline translation
+      return f.read().decode("utf-8")
+
+
+def stdlib_source(name: str, path: str, heldout_fraction: float) -> TextFiles:
+  root = pathlib.Path(path).expanduser() if path else corpus.stdlib_root()
+  if not root.is_dir():
+    raise DataError(f"data source {name!r} (stdlib): {str(root)!r} is not a directory; "
+                    f"set config.data.sources.{name}.path to a Python stdlib "
+                    "directory or '' for the running interpreter's")
+  files = corpus.stdlib_files(root)
+  if not files:
+    raise DataError(f"data source {name!r} (stdlib): no .py files under {str(root)!r}")
+  src = TextFiles(name, root, [root / f for f in files], heldout_fraction)
+  src.kind = "stdlib"
+  return src
+
+
+class JsonLines(Source):
+  """One document per JSON line, text in ``text_field``."""
+
+  kind = "jsonl"
+
+  def __init__(self, name: str, root, files, heldout_fraction: float,
+               text_field: str = "text"):
+    super().__init__(name)
+    self.files = [str(f) for f in files]
+    self.text_field = text_field
+    file_ids, offsets, lengths, keys, empty = [], [], [], [], []
+    for fid, f in enumerate(files):
+      rel = pathlib.Path(f).relative_to(root).as_posix()
+      offset = 0
+      with open(f, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+          n = len(line)
+          if line.strip():
+            where = f"{f}:{lineno}"
+            record = self._parse(line, where)
+            if self._is_empty(record):
+              empty.append(where)
+            else:
+              file_ids.append(fid)
+              offsets.append(offset)
+              lengths.append(n)
+              keys.append(f"{rel}:{lineno}")
+          offset += n
+    self.skipped = {"empty": empty}  # no tokens lost: counted, not warned about
+    if not keys:
+      raise DataError(f"data source {name!r} ({self.kind}): no records in "
+                      f"{', '.join(self.files[:3])}")
+    self.file_ids = np.asarray(file_ids, np.int32)
+    self.offsets = np.asarray(offsets, np.int64)
+    self.lengths = np.asarray(lengths, np.int64)
+    self.heldout = _split(keys, heldout_fraction)
+
+  def _parse(self, line: bytes, where: str):
+    """Validates one line; returns what ``_is_empty`` needs."""
+    record = _load_json(line, where)
+    if not isinstance(record, dict) or self.text_field not in record:
+      keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+      raise DataError(f"{where}: no {self.text_field!r} field (the line has {keys}); "
+                      f"set config.data.sources.{self.name}.text_field")
+    if not isinstance(record[self.text_field], str):
+      raise DataError(f"{where}: field {self.text_field!r} is "
+                      f"{type(record[self.text_field]).__name__}, not a string")
+    return record[self.text_field]
+
+  def _is_empty(self, parsed) -> bool:
+    return not parsed
+
+  def _record(self, i: int):
+    with open(self.files[self.file_ids[i]], "rb") as f:
+      f.seek(int(self.offsets[i]))
+      return json.loads(f.read(int(self.lengths[i])))
+
+  def text(self, i: int, tok=None) -> str:
+    return self._record(i)[self.text_field]
+
+
+def _load_json(line: bytes, where: str):
+  try:
+    return json.loads(line)
+  except UnicodeDecodeError as e:
+    raise DataError(f"{where}: not UTF-8 ({e.reason} at byte {e.start})") from None
+  except json.JSONDecodeError as e:
+    raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+
+
+class SftJsonLines(JsonLines):
+  """Conversations (LIMA-style) from JSON Lines; see ``phijax.data.sft``."""
+
+  kind = "sft"
+  split_documents = False
+
+  def __init__(self, name, root, files, heldout_fraction, max_tokens: int):
+    self.max_tokens = max_tokens
+    super().__init__(name, root, files, heldout_fraction)
+
+  def _parse(self, line: bytes, where: str):
+    return sft.parse_conversation(_load_json(line, where), where)
+
+  def _is_empty(self, turns) -> bool:
+    return not any(text for role, text in turns if role == "assistant")
+
+  def conversation(self, i: int):
+    return sft.parse_conversation(self._record(i), f"{self.name}[{i}]")
+
+  def text(self, i: int, tok=None) -> str:
+    """The turns' texts joined by newlines (for text-only baselines such as gzip)."""
+    return "\n".join(text for _, text in self.conversation(i))
+
+  def tokens(self, i, tok):
+    raise TypeError("SFT documents are rendered with phijax.data.sft.render")
+
+
+class ArrayRecordTokens(Source):
+  """Pre-tokenized documents: one ArrayRecord record per document, int32 ids."""
+
+  kind = "array_record"
+
+  def __init__(self, name: str, root, files, heldout_fraction: float):
+    super().__init__(name)
+    import grain  # local: only this source needs array_record
+    from array_record.python import array_record_module
+    self.files = [str(f) for f in files]
+    keys = []
+    for f in files:
+      rel = pathlib.Path(f).relative_to(root).as_posix()
+      try:
+        reader = array_record_module.ArrayRecordReader(str(f))
+        count = reader.num_records()
+        reader.close()
+      except Exception as e:  # the C++ reader's errors (RuntimeError, ValueError)
+        raise DataError(f"data source {name!r}: {str(f)!r} is not an ArrayRecord file "
+                        f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                        ) from None
+      keys.extend(f"{rel}:{k}" for k in range(count))
+    if not keys:
+      raise DataError(f"data source {name!r}: no records in {', '.join(self.files[:3])}")
+    self._records = grain.sources.ArrayRecordDataSource(self.files)
+    self.heldout = _split(keys, heldout_fraction)
+
+  def tokens(self, i: int, tok) -> np.ndarray:
+    ids = np.frombuffer(self._records[int(i)], "<i4")
+    if ids.size and (ids.min() < 0 or ids.max() >= tok.vocab_size):
+      raise DataError(
+          f"data source {self.name!r}: record {i} has token id {int(ids.max())} "
+          f"outside the tokenizer's vocabulary (size {tok.vocab_size}); the records "
+          "were written with another tokenizer")
+    return np.concatenate([ids.astype(np.int32), np.asarray([tok.eos_id], np.int32)])
+
+  def text(self, i: int, tok=None) -> str:
+    if tok is None:
+      raise DataError(f"data source {self.name!r} is pre-tokenized: pass the tokenizer "
+                      "to get its text")
+    return tok.decode(self.tokens(i, tok)[:-1])
+
+
+def write_array_record(path, documents) -> int:
+  """Writes token-id documents (sequences of ints) as an ``array_record`` source
+  file; returns the number of records."""
+  from array_record.python import array_record_module
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  writer = array_record_module.ArrayRecordWriter(str(path), "group_size:1")
+  n = 0
+  for doc in documents:
+    writer.write(np.asarray(doc, "<i4").tobytes())
+    n += 1
+  writer.close()
+  return n
+
+
+def build_source(name: str, scfg, heldout_fraction: float) -> Source:
+  """The source ``config.data.sources[name]`` describes."""
+  kind = scfg.kind
+  if kind == "stdlib":
+    return stdlib_source(name, scfg.path, heldout_fraction)
+  if kind not in DEFAULT_GLOBS:
+    from phijax.data.config import SOURCE_KINDS
+    raise DataError(f"data source {name!r}: unknown kind {kind!r}; choose one of "
+                    f"{SOURCE_KINDS}")
+  root, files = _resolve_files(name, kind, scfg.path, scfg.get("glob", ""))
+  if kind == "text":
+    return TextFiles(name, root, files, heldout_fraction)
+  if kind == "jsonl":
+    return JsonLines(name, root, files, heldout_fraction, scfg.get("text_field", "text"))
+  if kind == "sft":
+    return SftJsonLines(name, root, files, heldout_fraction, scfg.get("max_tokens", 0))
+  return ArrayRecordTokens(name, root, files, heldout_fraction)

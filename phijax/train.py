@@ -1,0 +1,368 @@
+"""Training loop and CLI.
+
+    python -m phijax.train --config=configs/tiny.py --workdir=runs/tiny [--config.a.b=v]
+
+Re-running the same command on the same work directory resumes from the newest
+valid checkpoint; a finished run says so and exits 0. The work directory gets
+``config.json``, ``metrics.jsonl``, TensorBoard events (``tb/``), ``checkpoints/``
+and ``samples.txt``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from phijax import checkpoint, curriculum, data, generate, metrics, optim, sharding
+from phijax.model_config import ModelConfig
+from phijax.train_step import build, device_batch
+
+log = logging.getLogger("phijax")
+
+SAMPLE_PROMPTS = ("def ", "import ", "class ", "    return ", "# ", "for ")
+
+
+class ConfigError(ValueError):
+  """A config value that cannot run; the message names the field."""
+
+
+def check_config(config, mesh) -> None:
+  t = config.train
+  if t.batch_size <= 0:
+    raise ConfigError(f"train.batch_size must be positive, got {t.batch_size}")
+  if t.microbatches <= 0 or t.batch_size % t.microbatches:
+    raise ConfigError(f"train.microbatches={t.microbatches} must divide "
+                      f"train.batch_size={t.batch_size}")
+  ways = sharding.batch_divisor(mesh, sharding.parse_rules(config.mesh.rules))
+  if (t.batch_size // t.microbatches) % ways:
+    raise ConfigError(
+        f"train.batch_size={t.batch_size} (per micro-batch {t.batch_size // t.microbatches}) "
+        f"is not divisible by the {ways} ways the batch is split (mesh data*fsdp = "
+        f"{mesh.shape['data']}*{mesh.shape['fsdp']}); pick a multiple of {ways}")
+  if t.batch_size % jax.process_count():
+    raise ConfigError(f"train.batch_size={t.batch_size} must divide over "
+                      f"{jax.process_count()} processes")
+  if config.data.seq_len > config.model.max_position_embeddings:
+    raise ConfigError(f"data.seq_len={config.data.seq_len} exceeds "
+                      f"model.max_position_embeddings={config.model.max_position_embeddings}")
+
+
+def _write_config(config, workdir):
+  """config.json: the resolved config. A resumed run must have the same model."""
+  path = os.path.join(workdir, "config.json")
+  resolved = json.loads(config.to_json_best_effort())
+  if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
+    with open(path) as f:
+      old = json.load(f)
+    if old.get("model") != resolved["model"]:
+      diff = sorted(k for k in set(old.get("model", {})) | set(resolved["model"])
+                    if old.get("model", {}).get(k) != resolved["model"].get(k))
+      raise ConfigError(
+          f"{workdir} holds a run with a different model config (fields {diff}); "
+          "use a new --workdir, or the same config to resume")
+  with open(path, "w") as f:
+    json.dump(resolved, f, indent=2)
+
+
+class _StopFlag:
+  """SIGTERM / SIGINT set a flag; the loop checkpoints at the next step boundary."""
+
+  def __init__(self):
+    self.signal = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    if self.signal is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # a second Ctrl-C stops at once
+    self.signal = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+  def requested(self) -> bool:
+    flag = self.signal is not None
+    if jax.process_count() > 1:  # every host must stop at the same step
+      from jax.experimental import multihost_utils
+      flag = bool(multihost_utils.process_allgather(np.int32(flag)).max())
+    return flag
+
+
+def gzip_bits_per_byte(texts) -> float:
+  raw = "".join(texts).encode("utf-8")
+  return 8.0 * len(gzip.compress(raw, 9)) / max(1, len(raw))
+
+
+def evaluate(fns, params, batches) -> dict:
+  sums = {"nll_sum": 0.0, "tokens": 0.0, "bytes": 0.0}
+  for b in batches:
+    out = fns.eval_step(params, device_batch(b, fns.batch_sharding,
+                                             keys=("inputs", "targets", "positions",
+                                                   "segment_ids", "loss_mask", "bytes")))
+    for k in sums:
+      sums[k] += float(out[k])
+  loss = sums["nll_sum"] / max(sums["tokens"], 1.0)
+  return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0)),
+          "eval_bpb": sums["nll_sum"] / math.log(2) / max(sums["bytes"], 1.0),
+          "eval_tokens": sums["tokens"]}
+
+
+def write_samples(path, model_cfg, params, tok, n, max_new_tokens):
+  params = jax.device_get(params)
+  with open(path, "w") as f:
+    for prompt in SAMPLE_PROMPTS[:n]:
+      ids = tok.encode(prompt)
+      out = generate.greedy(model_cfg, params, ids, max_new_tokens, stop_id=tok.eos_id)
+      f.write(f"=== prompt: {prompt!r}\n{prompt}{tok.decode(out)}\n\n")
+
+
+def _run_tokenizer(config, workdir):
+  """The run keeps its own copy of the tokenizer, so a resume (on any machine or
+  Python version, whose stdlib would train a different one) reads the same ids."""
+  path = os.path.join(workdir, "tokenizer.model")
+  if os.path.exists(path):
+    with config.unlocked():
+      config.data.tokenizer.path = path
+    return data.load_tokenizer(config.data)
+  tok = data.load_tokenizer(config.data)
+  if jax.process_index() == 0:
+    tok.save(path)
+  return tok
+
+
+@dataclasses.dataclass
+class _Position:
+  step: int
+  tokens: int
+  stage: int
+
+
+def train(config, workdir: str) -> dict:
+  """Runs (or resumes) training; returns the final summary dict."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  sharding.maybe_initialize_distributed(config.mesh)
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.parse_rules(config.mesh.rules)
+  check_config(config, mesh)
+  model_cfg = ModelConfig.from_dict(config.model)
+  cur = curriculum.Curriculum(config)
+  tok = _run_tokenizer(config, workdir)
+  if tok.vocab_size > model_cfg.vocab_size:
+    raise ConfigError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the "
+                      f"tokenizer's {tok.vocab_size} tokens")
+  _write_config(config, workdir)
+
+  t = config.train
+  fns = build(model_cfg, optim.make_direction(config.optim), mesh, rules,
+              microbatches=t.microbatches, z_loss=t.z_loss, seed=t.seed)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_last)
+  best = (checkpoint.Checkpointer(os.path.join(workdir, "best"), keep=t.keep_best,
+                                  best_metric=t.best_metric) if t.keep_best else None)
+  abstract = jax.eval_shape(fns.init.jitted, jax.random.key(t.seed))
+  restored = ckpt.restore_latest(checkpoint.abstract_like(abstract, fns.state_shardings))
+  if restored is None:
+    state = fns.init(jax.random.key(t.seed))
+    if t.init_from:  # warm start: parameters only, fresh optimizer state
+      params = checkpoint.load_init_params(t.init_from, abstract.params)
+      params = jax.device_put(params, fns.state_shardings.params)
+      state = state.replace(params=params, opt_state=jax.jit(
+          fns.tx.init, out_shardings=fns.state_shardings.opt_state)(params))
+      log.info("warm start: parameters from %s", t.init_from)
+    pos = _Position(0, 0, 0)
+    data_state = None
+  else:
+    step, state, meta = restored
+    pos = _Position(int(meta["step"]), int(meta["tokens"]), int(meta["stage"]))
+    data_state = checkpoint.decode_iterator_state(meta.get("data_state"))
+    log.info("resumed from step %d (%d tokens) in %s", pos.step, pos.tokens, ckpt.directory)
+
+  plan = cur.at(pos.step, pos.tokens)
+  total_steps = cur.total_steps_estimate()
+  writer = metrics.Writer(workdir)
+  progress = metrics.Progress(total_steps, pos.step, enabled=t.progress)
+  peak, peak_src = metrics.device_peak_flops(t.peak_flops)
+  progress.write(f"phijax: {model_cfg.arch} model, {_count(model_cfg):,} params, mesh "
+                 f"{dict(mesh.shape)}, {total_steps} steps planned; MFU peak "
+                 f"{peak / 1e9:.1f} GFLOP/s ({peak_src})")
+
+  per_process = t.batch_size // jax.process_count()
+
+  def make_iterator(stage_plan, state_blob=None):
+    it = data.make_train_iterator(config.data, tok, batch_size=per_process, seed=t.seed,
+                                  weights=stage_plan.weights, stage=stage_plan.stage)
+    if state_blob is not None:
+      it.set_state(state_blob)
+    return it
+
+  it = make_iterator(plan, data_state) if not plan.done else None
+  eval_batches = None
+
+  def get_eval_batches():
+    nonlocal eval_batches
+    if eval_batches is None:
+      eval_batches = data.make_eval_batches(config.data, tok, batch_size=per_process,
+                                            num_batches=t.eval_batches)
+    return eval_batches
+
+  def meta():
+    return {"step": pos.step, "tokens": pos.tokens, "stage": pos.stage,
+            "data_state": checkpoint.encode_iterator_state(it.get_state()) if it else None,
+            "model": model_cfg.to_dict()}
+
+  saved_step = restored[0] if restored else -1
+
+  def save(force=False):
+    nonlocal saved_step
+    if pos.step != saved_step:
+      ckpt.save(pos.step, state, meta(), force=force)
+      saved_step = pos.step
+
+  if plan.done:
+    ckpt.close()
+    msg = f"run in {workdir} already finished at step {pos.step}; nothing to do"
+    progress.write(msg)
+    progress.close()
+    writer.close()
+    return {"finished": True, "step": pos.step, "message": msg}
+
+  window_start, window_tokens = time.perf_counter(), 0
+  last_save_time = time.time()
+  stop_reason = None
+  prev_streak = None
+  with _StopFlag() as stop:
+    while not plan.done:
+      if plan.stage != pos.stage:  # a curriculum stage switch: new mixture
+        pos.stage = plan.stage
+        it = make_iterator(plan)
+      batch = curriculum.shorten_batch(next(it), plan.seq_len, cur.seq_mode)
+      rows, cols = batch["inputs"].shape
+      state, m = fns.train_step(state, device_batch(batch, fns.batch_sharding),
+                                jnp.float32(plan.lr))
+      pos.step += 1
+      step_tokens = rows * cols * jax.process_count()
+      pos.tokens += step_tokens
+      window_tokens += step_tokens
+      # The previous step's streak: reading it does not wait for the step just queued.
+      if prev_streak is not None and int(prev_streak) >= t.max_nonfinite:
+        stop_reason = "nonfinite"
+      prev_streak = m["nonfinite_streak"]
+      if pos.step % t.log_every == 0 or stop_reason:
+        m = jax.device_get(m)
+        elapsed = time.perf_counter() - window_start
+        tps = window_tokens / max(elapsed, 1e-9)
+        row = {"tokens": pos.tokens, "loss": float(m["loss"]), "lr": plan.lr,
+               "seq_len": cols, "grad_norm": float(m["grad_norm"]), "tokens_per_sec": tps,
+               "mfu": (tps * metrics.flops_per_token(model_cfg, cols) / peak) if peak else 0.0,
+               "stage": plan.stage, "skipped_steps": int(jax.device_get(state.skipped))}
+        writer.write(pos.step, row)
+        progress.update(pos.step, {"loss": row["loss"], "lr": plan.lr, "len": cols,
+                                   "tok/s": int(tps), "mfu": row["mfu"]})
+        window_start, window_tokens = time.perf_counter(), 0
+      if stop_reason:
+        break
+      plan = cur.at(pos.step, pos.tokens)
+      if t.eval_every and pos.step % t.eval_every == 0 and not plan.done:
+        ev = evaluate(fns, state.params, get_eval_batches())
+        writer.write(pos.step, {"tokens": pos.tokens, **ev})
+        if best is not None:
+          best.save(pos.step, state, meta(), force=True, metrics=ev)
+        progress.write(f"step {pos.step}: eval loss {ev['eval_loss']:.4f} "
+                       f"bpb {ev['eval_bpb']:.4f}")
+        window_start = time.perf_counter()
+      minutes = t.save_every_minutes and time.time() - last_save_time > 60 * t.save_every_minutes
+      if (t.save_every and pos.step % t.save_every == 0) or minutes:
+        save()
+        last_save_time = time.time()
+      if stop.requested():
+        stop_reason = stop.signal or "signal"
+        break
+
+  if best is not None:
+    best.close()
+  if stop_reason == "nonfinite":
+    ckpt.close()
+    progress.close()
+    writer.close()
+    good = ckpt.all_steps()
+    raise RuntimeError(
+        f"stopping: {t.max_nonfinite} steps in a row had a non-finite loss or "
+        f"gradient (last at step {pos.step}); last good checkpoint: "
+        f"{'step %d in %s' % (good[-1], ckpt.directory) if good else 'none'}; lower the "
+        "learning rate or check the data, then rerun to resume from it")
+  save(force=True)
+  ckpt.close()
+  if stop_reason:
+    msg = (f"{stop_reason}: checkpoint written at step {pos.step} in {ckpt.directory}; "
+           "rerun the same command to resume")
+    progress.write(msg)
+    progress.close()
+    writer.close()
+    return {"finished": False, "step": pos.step, "message": msg}
+
+  ev = evaluate(fns, state.params, data.make_eval_batches(
+      config.data, tok, batch_size=per_process, num_batches=None))
+  gz = gzip_bits_per_byte(data.heldout_documents(config.data))
+  writer.write(pos.step, {"tokens": pos.tokens, **ev, "gzip_bpb": gz})
+  if jax.process_index() == 0 and t.samples:
+    write_samples(os.path.join(workdir, "samples.txt"), model_cfg, state.params, tok,
+                  t.samples, t.sample_tokens)
+  summary = {"finished": True, "step": pos.step, "tokens": pos.tokens, **ev, "gzip_bpb": gz}
+  progress.close()
+  writer.close()
+  print(f"done: step {pos.step}, {pos.tokens:,} tokens; held-out loss {ev['eval_loss']:.4f}, "
+        f"ppl {ev['eval_ppl']:.2f}, {ev['eval_bpb']:.3f} bits/byte (gzip -9: {gz:.3f} "
+        f"bits/byte) over {int(ev['eval_tokens']):,} held-out tokens", flush=True)
+  return summary
+
+
+def _count(model_cfg):
+  from phijax.model import count_params
+  return count_params(model_cfg)
+
+
+def run():
+  """Console entry point (``phijax-train``)."""
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  config_flags.DEFINE_config_file("config", None, "config file (configs/*.py[:arg])",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "run directory (resumes if it holds a run)")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def main(argv):
+    if len(argv) > 1:
+      sys.exit(f"error: unexpected arguments {argv[1:]}")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    for noisy in ("absl", "jax"):
+      logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+      train(flags.FLAGS.config, flags.FLAGS.workdir)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+      sys.exit(f"error: {e}")
+
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

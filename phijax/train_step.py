@@ -1,0 +1,186 @@
+"""Train state, the jitted train step and the eval step (pure functions).
+
+    state, metrics = train_step(state, batch, lr)
+
+``batch`` holds ``[B, L]`` arrays ``inputs``, ``targets``, ``positions``,
+``segment_ids``, ``loss_mask``; ``lr`` is the host curriculum's learning rate. The
+loss is the masked mean over the whole batch; with ``microbatches > 1`` gradients of
+the summed loss are accumulated over micro-batches and divided once by the total
+mask, so accumulation equals one big batch. A step whose loss or gradient is not
+finite leaves the state unchanged and is counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from phijax import losses, sharding
+from phijax.model import Transformer
+
+BATCH_KEYS = ("inputs", "targets", "positions", "segment_ids", "loss_mask")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: optimizer updates applied
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # raw uint32 PRNG key (checkpointable)
+  nonfinite_streak: jax.Array  # consecutive skipped (non-finite) steps
+  skipped: jax.Array  # skipped steps in total
+
+
+def _path_key(path):
+  return tuple(str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p))))
+               for p in path)
+
+
+def _opt_state_shardings(opt_shapes, param_shapes, param_shardings, mesh):
+  """Optimizer-state leaves that mirror a parameter (Adam moments) take its sharding;
+  counters and scalars are replicated. Matched by tree-path suffix and shape."""
+  by_path = {}
+  flat_p = jax.tree_util.tree_flatten_with_path(param_shapes)[0]
+  flat_s = jax.tree_util.tree_leaves(param_shardings)
+  for (path, shape), shard in zip(flat_p, flat_s):
+    by_path[_path_key(path)] = (shape.shape, shard)
+
+  def pick(path, leaf):
+    key = _path_key(path)
+    for n in range(len(key)):
+      hit = by_path.get(key[n:])
+      if hit is not None and hit[0] == leaf.shape:
+        return hit[1]
+    return NamedSharding(mesh, P())
+
+  return jax.tree_util.tree_map_with_path(pick, opt_shapes)
+
+
+@dataclasses.dataclass
+class StepFns:
+  """Everything compiled for one (config, mesh)."""
+  model: Transformer
+  tx: optax.GradientTransformation
+  state_shardings: TrainState
+  batch_sharding: NamedSharding
+  init: Any  # rng -> TrainState (sharded)
+  train_step: Any  # (state, batch, lr) -> (state, metrics)
+  eval_step: Any  # (params, batch) -> sums
+  mesh: Any
+  rules: Any
+
+
+def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 0.0,
+          seed: int = 0) -> StepFns:
+  model = Transformer(model_cfg)
+  rules = list(rules)
+  dummy = jnp.zeros((1, 8), jnp.int32)
+
+  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy))["params"]
+  param_specs = nn.get_partition_spec(boxed)
+  param_shapes = nn.unbox(boxed)
+  param_shardings = sharding.logical_sharding(mesh, rules, param_specs, param_shapes)
+  opt_shapes = jax.eval_shape(tx.init, param_shapes)
+  rep = NamedSharding(mesh, P())
+  state_shardings = TrainState(
+      step=rep, params=param_shardings,
+      opt_state=_opt_state_shardings(opt_shapes, param_shapes, param_shardings, mesh),
+      rng=rep, nonfinite_streak=rep, skipped=rep)
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+
+  def init(rng):
+    params = nn.unbox(model.init(rng, dummy)["params"])
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=tx.init(params),
+                      rng=jax.random.PRNGKey(seed),
+                      nonfinite_streak=jnp.zeros((), jnp.int32),
+                      skipped=jnp.zeros((), jnp.int32))
+
+  def loss_sums(params, batch, rng):
+    logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                         batch["segment_ids"], deterministic=False, rngs={"dropout": rng})
+    nll, objective = losses.token_losses(logits, batch["targets"], z_loss)
+    mask = batch["loss_mask"]
+    return losses.masked_sum(objective, mask), (losses.masked_sum(nll, mask),
+                                                jnp.sum(mask.astype(jnp.float32)))
+
+  grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
+
+  def train_step(state: TrainState, batch, lr):
+    rng = jax.random.fold_in(state.rng, state.step)
+    if microbatches == 1:
+      (_, (nll_sum, count)), grads = grad_fn(state.params, batch, rng)
+    else:
+      micro = jax.tree_util.tree_map(
+          lambda x: x.reshape(microbatches, x.shape[0] // microbatches, *x.shape[1:]), batch)
+
+      def body(carry, xs):
+        g_acc, nll_acc, n_acc = carry
+        mb, i = xs
+        (_, (nll, n)), g = grad_fn(state.params, mb, jax.random.fold_in(rng, i))
+        return (jax.tree_util.tree_map(jnp.add, g_acc, g), nll_acc + nll, n_acc + n), None
+
+      zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+      (grads, nll_sum, count), _ = jax.lax.scan(
+          body, (zeros, jnp.zeros(()), jnp.zeros(())), (micro, jnp.arange(microbatches)))
+    denom = jnp.maximum(count, 1.0)
+    grads = jax.tree_util.tree_map(lambda g: g / denom, grads)
+    loss = nll_sum / denom
+    grad_norm = optax.global_norm(grads)
+    direction, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = jax.tree_util.tree_map(lambda p, d: p + lr * d.astype(p.dtype),
+                                    state.params, direction)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree_util.tree_map(
+        lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = state.replace(
+        step=state.step + finite.astype(jnp.int32),
+        params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
+        nonfinite_streak=jnp.where(finite, 0, state.nonfinite_streak + 1),
+        skipped=state.skipped + (~finite).astype(jnp.int32))
+    metrics = {"loss": loss, "grad_norm": grad_norm, "loss_tokens": count,
+               "nonfinite": (~finite).astype(jnp.int32),
+               "nonfinite_streak": new_state.nonfinite_streak}
+    return new_state, metrics
+
+  def eval_step(params, batch):
+    logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                         batch["segment_ids"])
+    nll, _ = losses.token_losses(logits, batch["targets"])
+    mask = batch["loss_mask"]
+    return {"nll_sum": losses.masked_sum(nll, mask),
+            "tokens": jnp.sum(mask.astype(jnp.float32)),
+            "bytes": jnp.sum(batch["bytes"].astype(jnp.float32))}
+
+  jit_init = jax.jit(init, out_shardings=state_shardings)
+  jit_train = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding, None),
+                      out_shardings=(state_shardings, None), donate_argnums=(0,))
+  eval_batch_sharding = batch_sharding
+  jit_eval = jax.jit(eval_step, in_shardings=(param_shardings, eval_batch_sharding),
+                     out_shardings=None)
+
+  def in_context(f):
+    def wrapped(*a, **k):
+      with sharding.mesh_context(mesh), nn.logical_axis_rules(rules):
+        return f(*a, **k)
+    wrapped.jitted = f
+    return wrapped
+
+  return StepFns(model=model, tx=tx, state_shardings=state_shardings,
+                 batch_sharding=batch_sharding, init=in_context(jit_init),
+                 train_step=in_context(jit_train), eval_step=in_context(jit_eval),
+                 mesh=mesh, rules=rules)
+
+
+def device_batch(batch: dict, batch_sharding, keys=BATCH_KEYS):
+  """Host numpy batch (this process's rows) -> global sharded jax arrays."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(batch[k]))
+          for k in keys if k in batch}
