@@ -15,12 +15,14 @@ from phijax import config as base
 def get_config(arg=None):
   c = base.default()
   c.model.update(
-      arch="phi", vocab_size=8192, hidden_size=256, num_layers=4, num_heads=8,
-      intermediate_size=1024, max_position_embeddings=2048, rope_theta=10000.0,
+      arch="phi", vocab_size=8192, hidden_size=192, num_layers=4, num_heads=6,
+      intermediate_size=768, max_position_embeddings=2048, rope_theta=10000.0,
       partial_rotary_factor=0.5, dtype="float32")
   c.data.seq_len = 256
-  c.train.update(batch_size=32, steps=1000, log_every=10, eval_every=250, save_every=250)
+  c.train.update(batch_size=16, steps=400, log_every=10, eval_every=100, eval_batches=8,
+                 save_every=100)
   c.optim.update(lr=3e-3, b1=0.9, b2=0.95, weight_decay=0.1, clip=1.0)
+  c.curriculum.lr.update(schedule="cosine", warmup_steps=20, min_ratio=0.1)
   if arg == "runlocal":
     base.shrink_for_cpu(c)
   return c

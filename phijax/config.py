@@ -62,6 +62,7 @@ def default() -> ConfigDict:
       log_every=10,
       eval_every=250,
       eval_batches=16,
+      final_eval_batches=0,  # the final evaluation; 0 = the whole held-out split
       save_every=250,
       save_every_minutes=0.0,
       keep_last=2,
@@ -74,6 +75,8 @@ def default() -> ConfigDict:
       samples=4,  # greedy samples written to samples.txt at the end
       sample_tokens=96,
       progress=True,
+      aot_compile=True,  # compile every sequence-length bucket's step at start-up
+      compile_cache_dir="~/.cache/phijax/xla",  # JAX persistent compilation cache; "" = off
   ))
   c.optim = ConfigDict(dict(
       name="adamw", lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0))
@@ -102,6 +105,8 @@ def shrink_for_cpu(c: ConfigDict) -> ConfigDict:
                      "head_dim); drop rope_scaling first")
   c.data.seq_len = 64
   c.train.steps = 20
+  c.train.tokens = 0  # a token budget would override the 20 steps
+  c.curriculum.lr.warmup_steps = min(c.curriculum.lr.warmup_steps, c.train.steps // 10)
   c.train.batch_size = 8
   c.train.log_every = 5
   c.train.eval_every = 10

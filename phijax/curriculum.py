@@ -295,6 +295,11 @@ class Plan:
   done: bool  # training has finished (by steps or by tokens)
   tokens_per_step: int  # tokens this step consumes (rows * columns of its batch)
 
+  def scalars(self) -> dict[str, float]:
+    """What to log per step (TensorBoard / metrics.jsonl): the plot's quantities."""
+    return {"lr": self.lr, "seq_len": self.seq_len, "stage": self.stage,
+            **{f"mix/{name}": w for name, w in self.weights.items()}}
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -487,7 +492,8 @@ class Curriculum:
     if decays and self.warmup_steps >= self.total_steps:
       raise CurriculumError(
           f"curriculum.lr warmup ({self.warmup_steps} steps) is not shorter than the run "
-          f"({self.total_steps} steps): nothing is left to decay over; shorten warmup")
+          f"({self.total_steps} steps): nothing is left to decay over; shorten "
+          "lr.warmup_steps (or use lr.warmup_fraction)")
     if self.lr_schedule == "rsqrt" and self.warmup_steps <= 0:
       raise CurriculumError("curriculum.lr.schedule='rsqrt' decays as sqrt(warmup / t): "
                             "set lr.warmup_steps or lr.warmup_fraction > 0")
@@ -644,7 +650,7 @@ class Curriculum:
   def describe(self) -> str:
     """A few lines for logs: budget, lengths, warmup, stage starts."""
     lines = [f"{self.total_steps} steps, {self.total_tokens:,} tokens "
-             f"(budget: {self.budget:g} {self.budget_unit}); batch {self.batch_size}",
+             f"(budget: {self.budget:,.0f} {self.budget_unit}); batch {self.batch_size}",
              f"lengths {self.buckets()} ({self.seq_mode}"
              f"{', warmup on' if self.seq_warmup else ''}); eval at {self.eval_seq_len}",
              f"lr {self.lr_schedule}, peak {self.peak_lr:g}, warmup {self.warmup_steps} "
@@ -655,6 +661,12 @@ class Curriculum:
                    f"tokens): {mix}" + (f", lr {st.lr_schedule}" if st.lr_schedule else "")
                    + (f", lr x{st.lr_scale:g}" if st.lr_scale != 1 else ""))
     return "\n".join(lines)
+
+
+def buckets(config) -> list[int]:
+  """Every training sequence length ``config``'s run uses, sorted: the step variants
+  to compile ahead of time (evaluation adds ``config.data.seq_len``)."""
+  return Curriculum(config).buckets()
 
 
 def _stage_fields(spec, path: str) -> ConfigDict:

@@ -156,9 +156,17 @@ class _Position:
   stage: int
 
 
+def enable_compilation_cache(path: str) -> None:
+  """JAX's persistent compilation cache: a rerun (or resume) skips recompiling."""
+  if path:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
 def train(config, workdir: str) -> dict:
   """Runs (or resumes) training; returns the final summary dict."""
   workdir = os.path.abspath(workdir)
+  enable_compilation_cache(config.train.compile_cache_dir)
   os.makedirs(workdir, exist_ok=True)
   sharding.maybe_initialize_distributed(config.mesh)
   mesh = sharding.make_mesh(config.mesh)
@@ -245,6 +253,25 @@ def train(config, workdir: str) -> dict:
     writer.close()
     return {"finished": True, "step": pos.step, "message": msg}
 
+  # One step variant per sequence-length bucket, compiled ahead of time so a length
+  # change mid-run never stalls on a compile (and the count is known up front).
+  compile_start = time.perf_counter()
+  step_variants = {}
+  if t.aot_compile:
+    for length in cur.buckets():
+      rows = t.batch_size * (cur.eval_seq_len // length if cur.seq_mode == "reshape" else 1)
+      step_variants[(rows, length)] = fns.compile_train_step(rows, length)
+    progress.write(f"compiled {len(step_variants)} train-step variant(s) for lengths "
+                   f"{cur.buckets()} in {time.perf_counter() - compile_start:.1f}s")
+
+  def train_step(state, batch, lr):
+    shape = batch["inputs"].shape
+    fn = step_variants.get(shape)
+    if fn is None:  # not planned (aot_compile off, or an unplanned shape): jit compiles
+      log.info("compiling a train step for batch shape %s", shape)
+      fn = step_variants[shape] = fns.compile_train_step(*shape)
+    return fn(state, batch, lr)
+
   window_start, window_tokens = time.perf_counter(), 0
   last_save_time = time.time()
   stop_reason = None
@@ -256,8 +283,8 @@ def train(config, workdir: str) -> dict:
         it = make_iterator(plan)
       batch = curriculum.shorten_batch(next(it), plan.seq_len, cur.seq_mode)
       rows, cols = batch["inputs"].shape
-      state, m = fns.train_step(state, device_batch(batch, fns.batch_sharding),
-                                jnp.float32(plan.lr))
+      state, m = train_step(state, device_batch(batch, fns.batch_sharding),
+                            jnp.float32(plan.lr))
       pos.step += 1
       step_tokens = rows * cols * jax.process_count()
       pos.tokens += step_tokens
@@ -270,10 +297,10 @@ def train(config, workdir: str) -> dict:
         m = jax.device_get(m)
         elapsed = time.perf_counter() - window_start
         tps = window_tokens / max(elapsed, 1e-9)
-        row = {"tokens": pos.tokens, "loss": float(m["loss"]), "lr": plan.lr,
+        row = {"tokens": pos.tokens, "loss": float(m["loss"]), **plan.scalars(),
                "seq_len": cols, "grad_norm": float(m["grad_norm"]), "tokens_per_sec": tps,
                "mfu": (tps * metrics.flops_per_token(model_cfg, cols) / peak) if peak else 0.0,
-               "stage": plan.stage, "skipped_steps": int(jax.device_get(state.skipped))}
+               "skipped_steps": int(jax.device_get(state.skipped))}
         writer.write(pos.step, row)
         progress.update(pos.step, {"loss": row["loss"], "lr": plan.lr, "len": cols,
                                    "tok/s": int(tps), "mfu": row["mfu"]})
@@ -320,7 +347,7 @@ def train(config, workdir: str) -> dict:
     return {"finished": False, "step": pos.step, "message": msg}
 
   ev = evaluate(fns, state.params, data.make_eval_batches(
-      config.data, tok, batch_size=per_process, num_batches=None))
+      config.data, tok, batch_size=per_process, num_batches=t.final_eval_batches or None))
   gz = gzip_bits_per_byte(data.heldout_documents(config.data))
   writer.write(pos.step, {"tokens": pos.tokens, **ev, "gzip_bpb": gz})
   if jax.process_index() == 0 and t.samples:
@@ -361,7 +388,23 @@ def run():
     except (ConfigError, ValueError, FileNotFoundError) as e:
       sys.exit(f"error: {e}")
 
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+  """absl flag parsing with one clear line for a bad ``--config.*`` override."""
+  from absl import flags
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"error: {e}")
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    name = str(e).strip("\"'").split("'")[0]
+    bad = [a for a in argv[1:] if a.startswith("--config.") and name and name in a]
+    where = f" in {bad[0]}" if bad else ""
+    sys.exit(f"error: bad config override{where}: {str(e).strip(chr(34))}; the config "
+             "has no such key or the value has the wrong type (keys are listed in "
+             "the run's config.json and phijax/config.py)")
 
 
 if __name__ == "__main__":

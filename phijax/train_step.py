@@ -26,7 +26,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from phijax import losses, sharding
 from phijax.model import Transformer
 
-BATCH_KEYS = ("inputs", "targets", "positions", "segment_ids", "loss_mask")
+BATCH_DTYPES = {"inputs": jnp.int32, "targets": jnp.int32, "positions": jnp.int32,
+                "segment_ids": jnp.int32, "loss_mask": jnp.float32}
+BATCH_KEYS = tuple(BATCH_DTYPES)
 
 
 @flax.struct.dataclass
@@ -72,6 +74,7 @@ class StepFns:
   state_shardings: TrainState
   batch_sharding: NamedSharding
   init: Any  # rng -> TrainState (sharded)
+  compile_train_step: Any  # (rows, cols) -> AOT-compiled train_step for that shape
   train_step: Any  # (state, batch, lr) -> (state, metrics)
   eval_step: Any  # (params, batch) -> sums
   mesh: Any
@@ -134,7 +137,7 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
     denom = jnp.maximum(count, 1.0)
     grads = jax.tree_util.tree_map(lambda g: g / denom, grads)
     loss = nll_sum / denom
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     direction, opt_state = tx.update(grads, state.opt_state, state.params)
     params = jax.tree_util.tree_map(lambda p, d: p + lr * d.astype(p.dtype),
                                     state.params, direction)
@@ -174,13 +177,26 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
     wrapped.jitted = f
     return wrapped
 
+  def compile_train_step(rows: int, cols: int):
+    """Ahead-of-time compile for one batch shape (one sequence-length bucket)."""
+    state_abs = jax.tree_util.tree_map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+        jax.eval_shape(init, jax.random.key(0)), state_shardings)
+    batch_abs = {k: jax.ShapeDtypeStruct((rows, cols), dt, sharding=batch_sharding)
+                 for k, dt in BATCH_DTYPES.items()}
+    with sharding.mesh_context(mesh), nn.logical_axis_rules(rules):
+      return jit_train.lower(state_abs, batch_abs,
+                             jax.ShapeDtypeStruct((), jnp.float32)).compile()
+
   return StepFns(model=model, tx=tx, state_shardings=state_shardings,
                  batch_sharding=batch_sharding, init=in_context(jit_init),
+                 compile_train_step=compile_train_step,
                  train_step=in_context(jit_train), eval_step=in_context(jit_eval),
                  mesh=mesh, rules=rules)
 
 
 def device_batch(batch: dict, batch_sharding, keys=BATCH_KEYS):
   """Host numpy batch (this process's rows) -> global sharded jax arrays."""
-  return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(batch[k]))
+  return {k: jax.make_array_from_process_local_data(
+      batch_sharding, np.asarray(batch[k], dtype=BATCH_DTYPES.get(k, None)))
           for k in keys if k in batch}
