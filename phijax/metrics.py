@@ -128,3 +128,43 @@ class Progress:
   def close(self):
     if self.bar is not None:
       self.bar.close()
+
+
+def plot_run(workdir: str, path: str | None = None) -> str:
+  """Training and held-out loss (and LR / sequence length) against tokens, as a PNG."""
+  from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  train = [r for r in rows if "loss" in r and isinstance(r["loss"], (int, float))]
+  evals = [r for r in rows if "eval_loss" in r and not r.get("final")]
+  final = [r for r in rows if r.get("final")]
+  fig = Figure(figsize=(8, 6), layout="constrained")
+  ax_loss, ax_lr = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+  ax_loss.plot([r["tokens"] for r in train], [r["loss"] for r in train], label="train loss")
+  if evals:
+    ax_loss.plot([r["tokens"] for r in evals], [r["eval_loss"] for r in evals], "o-",
+                 label="held-out loss")
+    ax_bpb = ax_loss.twinx()
+    ax_bpb.plot([r["tokens"] for r in evals], [r["eval_bpb"] for r in evals], "s--",
+                color="tab:green", label="held-out bits/byte")
+    for r in final:
+      ax_bpb.plot([r["tokens"]], [r["eval_bpb"]], "*", color="tab:green", markersize=12,
+                  label=f"final, whole held-out: {r['eval_bpb']:.3f}")
+      if r.get("gzip_bpb"):
+        ax_bpb.axhline(r["gzip_bpb"], color="gray", linestyle=":",
+                       label=f"gzip -9: {r['gzip_bpb']:.3f}")
+    ax_bpb.set_ylabel("bits / byte")
+    ax_bpb.legend(loc="upper center")
+  ax_loss.set_ylabel("loss (nats / token)")
+  ax_loss.legend(loc="upper right")
+  ax_loss.set_title(os.path.basename(os.path.abspath(workdir)))
+  ax_lr.plot([r["tokens"] for r in train], [r["lr"] for r in train], color="tab:red")
+  ax_lr.set_ylabel("learning rate")
+  ax_lr.set_xlabel("tokens")
+  if train and len({r["seq_len"] for r in train}) > 1:
+    ax_len = ax_lr.twinx()
+    ax_len.step([r["tokens"] for r in train], [r["seq_len"] for r in train], color="tab:purple")
+    ax_len.set_ylabel("sequence length")
+  path = path or os.path.join(workdir, "loss.png")
+  fig.savefig(path, dpi=100)
+  return path

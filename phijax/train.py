@@ -349,13 +349,16 @@ def train(config, workdir: str) -> dict:
   ev = evaluate(fns, state.params, data.make_eval_batches(
       config.data, tok, batch_size=per_process, num_batches=t.final_eval_batches or None))
   gz = gzip_bits_per_byte(data.heldout_documents(config.data))
-  writer.write(pos.step, {"tokens": pos.tokens, **ev, "gzip_bpb": gz})
+  # "final": over the whole held-out split (periodic evals use eval_batches of it).
+  writer.write(pos.step, {"tokens": pos.tokens, **ev, "gzip_bpb": gz, "final": True})
   if jax.process_index() == 0 and t.samples:
     write_samples(os.path.join(workdir, "samples.txt"), model_cfg, state.params, tok,
                   t.samples, t.sample_tokens)
   summary = {"finished": True, "step": pos.step, "tokens": pos.tokens, **ev, "gzip_bpb": gz}
   progress.close()
   writer.close()
+  if jax.process_index() == 0:
+    metrics.plot_run(workdir)
   print(f"done: step {pos.step}, {pos.tokens:,} tokens; held-out loss {ev['eval_loss']:.4f}, "
         f"ppl {ev['eval_ppl']:.2f}, {ev['eval_bpb']:.3f} bits/byte (gzip -9: {gz:.3f} "
         f"bits/byte) over {int(ev['eval_tokens']):,} held-out tokens", flush=True)

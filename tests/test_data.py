@@ -59,10 +59,13 @@ def tok(texts):
   return data.train_tokenizer(texts, vocab_size=400)
 
 
-def _cfg(path, *, kind="text", heldout=0.0, workers=0, seq_len=SEQ, **src):
+def _cfg(path, *, kind="text", heldout=0.0, workers=0, seq_len=SEQ, shuffle_rows=0, **src):
+  # Row shuffling off by default here: these tests read documents back from the
+  # packed stream's order. The shuffle has its own tests below.
   c = data.config.defaults()
   c.seq_len = seq_len
   c.workers = workers
+  c.shuffle_rows = shuffle_rows
   c.heldout_fraction = heldout
   c.sources = {"main": data.config.source(kind, str(path), **src)}
   return c
@@ -299,6 +302,27 @@ def test_epochs_reshuffle_and_stages_differ(tok, texts, corpus_dir):
   assert _documents_from_stream(tok, stage1, n_tokens) != first
 
 
+def test_row_shuffle_permutes_rows_within_windows(tok, corpus_dir):
+  kw = dict(batch_size=2, seed=5, process_index=0, process_count=1)
+  window = 4
+  plain = _take(data.make_train_iterator(_cfg(corpus_dir), tok, **kw), 6)
+  mixed = _take(data.make_train_iterator(_cfg(corpus_dir, shuffle_rows=window), tok, **kw), 6)
+
+  def rows(batches):
+    return [tuple(r) for b in batches for r in b["inputs"]]
+
+  p, m = rows(plain), rows(mixed)
+  for w in range(0, len(p), window):  # the same rows in every window, reordered
+    assert sorted(p[w:w + window]) == sorted(m[w:w + window])
+  assert p != m
+  for b in mixed:  # each row keeps its own targets, positions and segments
+    for i, r in enumerate(b["inputs"]):
+      j = p.index(tuple(r))
+      src = plain[j // 2]
+      np.testing.assert_array_equal(b["targets"][i], src["targets"][j % 2])
+      np.testing.assert_array_equal(b["positions"][i], src["positions"][j % 2])
+
+
 # -------------------------------------------------------------------- resume
 
 
@@ -306,7 +330,7 @@ def test_epochs_reshuffle_and_stages_differ(tok, texts, corpus_dir):
 def test_resume_is_exact(tok, corpus_dir, tmp_path, workers):
   import grain
   from etils import epath
-  cfg = _cfg(corpus_dir, workers=workers)
+  cfg = _cfg(corpus_dir, workers=workers, shuffle_rows=3)  # windows end mid-batch
   kw = dict(batch_size=2, seed=1, process_index=0, process_count=1)
   handler = grain.checkpoint.CheckpointHandler()  # what orbax saves the iterator with
   it = data.make_train_iterator(cfg, tok, **kw)
@@ -376,6 +400,7 @@ def test_mixture_shares_are_exact_per_stage(tmp_path, tok):
   _write_dir(tmp_path / "b", docs("nopqrstuvwxyz", 30, 20))  # short documents
   cfg = data.config.defaults()
   cfg.seq_len, cfg.heldout_fraction = SEQ, 0.0
+  cfg.shuffle_rows = 0  # the row shuffle keeps shares per window, not per prefix
   cfg.sources = {"a": data.config.source("text", str(tmp_path / "a"), weight=1.0),
                  "b": data.config.source("text", str(tmp_path / "b"), weight=3.0)}
 

@@ -47,12 +47,15 @@ def _losses(workdir):
 
 
 def _start_and_wait(workdir, until_checkpoint, *extra):
-  proc = subprocess.Popen(_cmd(workdir, *extra), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env())
+  # Output to a file: a pipe nobody reads can fill up and stall the child.
+  log = open(workdir.parent / f"{workdir.name}.log", "w+")
+  proc = subprocess.Popen(_cmd(workdir, *extra), stdout=log, stderr=subprocess.STDOUT,
+                          text=True, cwd=ROOT, env=_env())
+  proc.log = log
   deadline = time.time() + 300
   target = workdir / "checkpoints" / str(until_checkpoint)
   while not target.exists():
-    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert proc.poll() is None, open(log.name).read()[-3000:]
     assert time.time() < deadline, "training did not reach the checkpoint in time"
     time.sleep(0.05)
   return proc
@@ -83,10 +86,11 @@ def test_kill9_and_rerun_is_bit_identical(tmp_path, uninterrupted):
 def test_sigterm_checkpoints_and_rerun_continues(tmp_path, uninterrupted):
   proc = _start_and_wait(tmp_path, 2)
   proc.send_signal(signal.SIGTERM)
-  out, err = proc.communicate(timeout=300)
-  assert proc.returncode == 0, err[-3000:]
-  assert "SIGTERM: checkpoint written at step" in out + err
-  stopped = int((out + err).split("checkpoint written at step ")[1].split()[0])
+  proc.wait(timeout=300)
+  text = open(proc.log.name).read()
+  assert proc.returncode == 0, text[-3000:]
+  assert "SIGTERM: checkpoint written at step" in text
+  stopped = int(text.split("checkpoint written at step ")[1].split()[0])
   assert (tmp_path / "checkpoints" / str(stopped)).exists()
   rerun = _run(tmp_path)
   assert f"resumed from step {stopped}" in rerun.stderr

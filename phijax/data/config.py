@@ -41,6 +41,7 @@ def defaults() -> ConfigDict:
       seq_len=256,
       workers=0,  # grain worker processes (0: everything in the calling process)
       read_threads=2,  # threads reading + tokenizing documents per process
+      shuffle_rows=1024,  # shuffle packed rows in windows of this many (<= 1: off)
       heldout_fraction=0.05,  # documents held out by a stable hash of their key
       tokenizer=ConfigDict(dict(
           path="",  # a sentencepiece .model; "" trains on the stdlib train split
