@@ -2,18 +2,62 @@
 
 Layout is ``[batch, length, heads, head_dim]`` everywhere. Grouped-query attention
 (kv heads dividing q heads) is computed by grouping q heads, never by repeating k/v.
-The implementation is picked by ``impl``; ``xla`` is the plain-jnp reference that
-every kernel is tested against.
+The implementation is picked by ``impl``:
+
+  xla         plain jnp, the reference every kernel is tested against
+  pallas_gpu  our Pallas flash attention, Triton lowering (phijax/kernels/gpu_triton.py)
+  pallas_tpu  our Pallas flash attention, Mosaic TPU (phijax/kernels/tpu_mosaic.py)
+  cudnn       jax.nn.dot_product_attention(implementation="cudnn")
+  auto        pallas_gpu on GPU, pallas_tpu on TPU, xla elsewhere; a case the
+              kernel cannot take falls back to xla with one warning
+
+An explicit impl that cannot take a case raises ``UnsupportedAttention`` (a
+ValueError) naming the reason. Pallas kernels run on CPU in interpret mode: pass
+``interpret=True``, or set ``PHIJAX_PALLAS_INTERPRET=1``, or wrap the code (the
+tracing of a jitted function, e.g. ``Transformer.apply``) in ``interpret_mode()``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+import os
+import warnings
 
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("xla",)
+from phijax.kernels.flash import UnsupportedAttention  # no Pallas import: stays light
+
+IMPLS = ("xla", "pallas_gpu", "pallas_tpu", "cudnn", "auto")
+INTERPRET_ENV = "PHIJAX_PALLAS_INTERPRET"
+
+_interpret_override = contextvars.ContextVar("phijax_pallas_interpret", default=None)
+_warned: set = set()
+
+
+@contextlib.contextmanager
+def interpret_mode(enabled: bool = True):
+  """Runs Pallas impls in interpret mode (CPU) when ``interpret`` is left None.
+
+  The flag is read when attention is traced, so enter it around the first call
+  (the trace) of a jitted function; a cached trace keeps the mode it was traced in.
+  """
+  token = _interpret_override.set(bool(enabled))
+  try:
+    yield
+  finally:
+    _interpret_override.reset(token)
+
+
+def _resolve_interpret(interpret):
+  if interpret is not None:
+    return bool(interpret)
+  override = _interpret_override.get()
+  if override is not None:
+    return override
+  return os.environ.get(INTERPRET_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _split_segment_ids(segment_ids):
@@ -100,8 +144,85 @@ def xla_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, *, causal=True, segment_ids=N
   return out
 
 
+def _platform():
+  """The default JAX backend: "cpu", "gpu" or "tpu" (a function so tests can patch it)."""
+  return jax.default_backend()
+
+
+def _kernel_module(impl):
+  # Imported on first use: `import phijax.attention` stays light.
+  if impl == "pallas_gpu":
+    from phijax.kernels import gpu_triton
+    return gpu_triton
+  from phijax.kernels import tpu_mosaic
+  return tpu_mosaic
+
+
+def _cudnn_unsupported_reason(q, k, v, *, causal, window):
+  device = jax.devices()[0]
+  if device.platform != "gpu":
+    return f"needs an NVIDIA GPU (the default device is {device.platform})"
+  if q.dtype not in (jnp.bfloat16, jnp.float16) or k.dtype != q.dtype or v.dtype != q.dtype:
+    return f"needs bfloat16 or float16 q/k/v, got {q.dtype}, {k.dtype}, {v.dtype}"
+  D = q.shape[-1]
+  hopper = float(getattr(device, "compute_capability", "0") or 0) >= 9.0
+  max_d = 256 if hopper else 128
+  if D % 8 or D > max_d:
+    return f"needs head_dim a multiple of 8 and <= {max_d} on this GPU, got {D}"
+  if window is not None and not causal:
+    return "supports a sliding window only together with causal masking"
+  return None
+
+
+def _unsupported_reason(impl, q, k, v, *, causal, segment_ids, window, interpret):
+  """Why ``impl`` cannot run this call on this machine (one line), or None."""
+  if impl == "cudnn":
+    return _cudnn_unsupported_reason(q, k, v, causal=causal, window=window)
+  kernel = _kernel_module(impl)
+  want = "gpu" if impl == "pallas_gpu" else "tpu"
+  if not interpret and _platform() != want:
+    return (f"needs a {want.upper()} (the default backend is {_platform()}); to run it "
+            f"on CPU use interpret=True, {INTERPRET_ENV}=1 or attention.interpret_mode()")
+  return kernel.unsupported_reason(q, k, v, window=window, segment_ids=segment_ids)
+
+
+def _choose_impl(impl, q, k, v, *, causal, segment_ids, window, interpret):
+  """The impl that will run: ``auto`` resolved, unsupported cases handled."""
+  if impl not in IMPLS:
+    raise ValueError(f"unknown attention impl {impl!r}; choose one of {IMPLS}")
+  if impl == "xla":
+    return impl
+  explicit = impl != "auto"
+  if impl == "auto":
+    impl = {"gpu": "pallas_gpu", "tpu": "pallas_tpu"}.get(_platform(), "xla")
+    if impl == "xla":
+      return impl
+  reason = _unsupported_reason(impl, q, k, v, causal=causal, segment_ids=segment_ids,
+                               window=window, interpret=interpret)
+  if reason is None:
+    return impl
+  if explicit:
+    raise UnsupportedAttention(f"attention impl {impl!r}: {reason}")
+  message = f"attention impl 'auto' -> {impl!r} cannot take this case ({reason}); using xla"
+  if message not in _warned:
+    _warned.add(message)
+    warnings.warn(message, stacklevel=3)
+  return "xla"
+
+
+def _cudnn_attention(q, k, v, *, causal, segment_ids, window, scale):
+  mask = None
+  q_seg, kv_seg = _split_segment_ids(segment_ids)
+  if q_seg is not None:  # cuDNN takes packed documents as a [B, 1, T, S] mask
+    mask = (q_seg[:, :, None] == kv_seg[:, None, :])[:, None]
+  return jax.nn.dot_product_attention(
+      q, k, v, mask=mask, scale=scale, is_causal=causal,
+      local_window_size=None if window is None else (window - 1, 0),
+      implementation="cudnn")
+
+
 def dot_product_attention(q, k, v, *, causal=True, segment_ids=None, window=None,
-                          scale=None, impl="xla", interpret=None):
+                          scale=None, impl="auto", interpret=None):
   """Attention over ``[B, T, H, D]`` q and ``[B, S, K, D]`` k/v (K divides H).
 
   Args:
@@ -110,11 +231,43 @@ def dot_product_attention(q, k, v, *, causal=True, segment_ids=None, window=None
       segment), or a ``(q_segment_ids, kv_segment_ids)`` pair.
     window: sliding window size in keys (Phi-3 convention), or None.
     scale: softmax scale, default ``1/sqrt(D)``.
-    impl: one of ``IMPLS``.
-    interpret: run Pallas kernels in interpret mode (CPU testing).
+    impl: one of ``IMPLS`` (see the module docstring).
+    interpret: run Pallas kernels in interpret mode (CPU testing); None reads
+      ``interpret_mode()`` and then ``$PHIJAX_PALLAS_INTERPRET``.
   """
   check_shapes(q, k, v)
+  interpret = _resolve_interpret(interpret)
+  impl = _choose_impl(impl, q, k, v, causal=causal, segment_ids=segment_ids,
+                      window=window, interpret=interpret)
   if impl == "xla":
     return xla_attention(q, k, v, causal=causal, segment_ids=segment_ids,
                          window=window, scale=scale)
-  raise ValueError(f"unknown attention impl {impl!r}; choose one of {IMPLS}")
+  if impl == "cudnn":
+    return _cudnn_attention(q, k, v, causal=causal, segment_ids=segment_ids,
+                            window=window, scale=scale)
+  return _kernel_module(impl).flash_attention(
+      q, k, v, causal=causal, segment_ids=segment_ids, window=window, scale=scale,
+      interpret=interpret)
+
+
+def dot_product_attention_with_lse(q, k, v, *, causal=True, segment_ids=None,
+                                   window=None, scale=None, impl="auto", interpret=None):
+  """Like ``dot_product_attention`` but returns ``(out, lse)``.
+
+  ``lse [B, H, T]`` float32 is the natural-log sum-exp of the scaled scores over
+  the visible keys (``-inf`` where a query sees none); gradients flow through
+  both. cuDNN does not return it, so ``impl="cudnn"`` is refused.
+  """
+  check_shapes(q, k, v)
+  if impl == "cudnn":
+    raise UnsupportedAttention("attention impl 'cudnn' does not return the log-sum-exp; "
+                               "use xla, pallas_gpu, pallas_tpu or auto")
+  interpret = _resolve_interpret(interpret)
+  impl = _choose_impl(impl, q, k, v, causal=causal, segment_ids=segment_ids,
+                      window=window, interpret=interpret)
+  if impl == "xla":
+    return xla_attention(q, k, v, causal=causal, segment_ids=segment_ids,
+                         window=window, scale=scale, return_lse=True)
+  return _kernel_module(impl).flash_attention(
+      q, k, v, causal=causal, segment_ids=segment_ids, window=window, scale=scale,
+      interpret=interpret, return_lse=True)

@@ -37,6 +37,10 @@ class ConfigError(ValueError):
   """A config value that cannot run; the message names the field."""
 
 
+class NonFiniteError(RuntimeError):
+  """``train.max_nonfinite`` steps in a row had a non-finite loss or gradient."""
+
+
 def check_config(config, mesh) -> None:
   t = config.train
   if t.batch_size <= 0:
@@ -331,7 +335,7 @@ def train(config, workdir: str) -> dict:
     progress.close()
     writer.close()
     good = ckpt.all_steps()
-    raise RuntimeError(
+    raise NonFiniteError(
         f"stopping: {t.max_nonfinite} steps in a row had a non-finite loss or "
         f"gradient (last at step {pos.step}); last good checkpoint: "
         f"{'step %d in %s' % (good[-1], ckpt.directory) if good else 'none'}; lower the "
@@ -388,7 +392,7 @@ def run():
       logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
       train(flags.FLAGS.config, flags.FLAGS.workdir)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, ValueError, FileNotFoundError, NonFiniteError) as e:
       sys.exit(f"error: {e}")
 
   app.run(main, flags_parser=_parse_flags)

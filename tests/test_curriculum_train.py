@@ -16,11 +16,13 @@ WARMUP = ["--config=configs/tiny.py:runlocal", "--config.data.seq_len=256",
           "--config.curriculum.seq_warmup.duration=0.75", "--config.train.log_every=1",
           "--config.train.eval_every=0", "--config.train.save_every=2",
           "--config.train.samples=0", "--config.train.final_eval_batches=1",
-          "--config.train.progress=false", "--config.train.compile_cache_dir="]
+          "--config.train.progress=false"]
 
 
-def _cmd(workdir):
-  return [sys.executable, "-m", "phijax.train", f"--workdir={workdir}", *WARMUP]
+def _cmd(workdir, cache=""):
+  # The counted run compiles with the persistent cache off; the resume runs share one.
+  return [sys.executable, "-m", "phijax.train", f"--workdir={workdir}", *WARMUP,
+          f"--config.train.compile_cache_dir={cache}"]
 
 
 def _env():
@@ -47,7 +49,7 @@ def test_one_compile_per_bucket_and_exact_resume_mid_warmup(tmp_path):
   cut = tmp_path / "cut"
   log_path = tmp_path / "cut.log"
   with open(log_path, "w") as log:  # a file, not a pipe: the compile log is long
-    p = subprocess.Popen(_cmd(cut), stdout=log, stderr=subprocess.STDOUT, text=True,
+    p = subprocess.Popen(_cmd(cut, tmp_path / "xla"), stdout=log, stderr=subprocess.STDOUT, text=True,
                          cwd=ROOT, env=_env())
     deadline = time.time() + 300
     while not (cut / "checkpoints" / "4").exists():
@@ -60,7 +62,7 @@ def test_one_compile_per_bucket_and_exact_resume_mid_warmup(tmp_path):
   assert p.returncode == 0, text[-3000:]
   stopped = int(text.split("checkpoint written at step ")[1].split()[0])
   assert rows[stopped + 1]["seq_len"] < 256  # the cut fell inside the warmup
-  again = subprocess.run(_cmd(cut), capture_output=True, text=True, cwd=ROOT, env=_env(),
+  again = subprocess.run(_cmd(cut, tmp_path / "xla"), capture_output=True, text=True, cwd=ROOT, env=_env(),
                          timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
   resumed = _rows(cut)
