@@ -55,17 +55,25 @@ class BlockSizes:
   num_stages: int | None = None
 
 
-def default_block_sizes(head_dim: int) -> BlockSizes:
-  """Defaults per (padded) head_dim, after the Triton FA2 tutorial's A100/H100 picks.
+def default_block_sizes(head_dim: int, dtype=jnp.bfloat16) -> BlockSizes:
+  """Defaults per (padded) head_dim and dtype, after the Triton FA2 tutorial's picks.
 
   Larger head dims hold bigger accumulators in registers, so they get smaller key
-  blocks in the backward and more warps. Tune with ``benchmarks/attention.py``.
+  blocks in the backward and more warps; float32 tiles take twice the shared
+  memory, so their query blocks are halved (D=128 float32 would otherwise need
+  ~164 KB, the A100 limit). Tune with ``benchmarks/attention.py``.
   """
   d = _padded_head_dim(head_dim)
   if d <= 64:
-    return BlockSizes(128, 64, 32, 128, 128, 32, num_warps=4, num_warps_bwd=4,
-                      num_stages=3)
-  return BlockSizes(128, 64, 32, 64, 64, 32, num_warps=8, num_warps_bwd=4, num_stages=2)
+    blocks = BlockSizes(128, 64, 32, 128, 128, 32, num_warps=4, num_warps_bwd=4,
+                        num_stages=3)
+  else:
+    blocks = BlockSizes(128, 64, 32, 64, 64, 32, num_warps=8, num_warps_bwd=4,
+                        num_stages=2)
+  if jnp.dtype(dtype).itemsize == 4:
+    blocks = dataclasses.replace(blocks, block_q=64, block_k_dkv=blocks.block_k_dkv // 2,
+                                 block_q_dq=blocks.block_q_dq // 2)
+  return blocks
 
 
 def _padded_head_dim(d: int) -> int:
@@ -78,8 +86,7 @@ def _is_pow2(n) -> bool:
 
 def _resolve_blocks(block_sizes, T, S, D, dtype):
   """Fills defaults, checks, and clamps blocks to the padded sequence lengths."""
-  del dtype
-  base = default_block_sizes(D)
+  base = default_block_sizes(D, dtype)
   given = block_sizes or BlockSizes()
   fields = {f.name: getattr(given, f.name) if getattr(given, f.name) is not None
             else getattr(base, f.name) for f in dataclasses.fields(BlockSizes)}
