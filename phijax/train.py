@@ -226,7 +226,9 @@ def train(config, workdir: str) -> dict:
       it.set_state(state_blob)
     return it
 
-  it = make_iterator(plan, data_state) if not plan.done else None
+  # A checkpoint taken just before a stage boundary holds the old stage's iterator;
+  # the loop then opens the new stage's iterator fresh, as the uninterrupted run did.
+  it = make_iterator(plan, data_state) if not plan.done and plan.stage == pos.stage else None
   eval_batches = None
 
   def get_eval_batches():
@@ -282,7 +284,9 @@ def train(config, workdir: str) -> dict:
   prev_streak = None
   with _StopFlag() as stop:
     while not plan.done:
-      if plan.stage != pos.stage:  # a curriculum stage switch: new mixture
+      if it is None or plan.stage != pos.stage:  # a curriculum stage switch: new mixture
+        if it is not None and hasattr(it, "close"):
+          it.close()  # stops grain worker processes, if any
         pos.stage = plan.stage
         it = make_iterator(plan)
       batch = curriculum.shorten_batch(next(it), plan.seq_len, cur.seq_mode)
