@@ -66,6 +66,9 @@ class ModelConfig:
       bad("dtype", f"{self.dtype!r} is not one of {DTYPES}")
     if self.remat not in REMAT:
       bad("remat", f"{self.remat!r} is not one of {REMAT}")
+    from phijax.attention import IMPLS  # local: attention imports nothing from here
+    if self.attention_impl not in IMPLS:
+      bad("attention_impl", f"{self.attention_impl!r} is not one of {IMPLS}")
     if self.resid_pdrop_schedule not in ("constant", "linear"):
       bad("resid_pdrop_schedule", f"{self.resid_pdrop_schedule!r} is not 'constant' or 'linear'")
     if self.sliding_window is not None and self.sliding_window <= 0:

@@ -113,10 +113,12 @@ def test_auto_on_gpu_runs_the_pallas_kernel(monkeypatch):
   monkeypatch.setattr(attention, "_platform", lambda: "gpu")
   q, k, v = _qkv()
   seg = jnp.asarray([[0] * 20 + [1] * 12], jnp.int32)
+  window = np.int64(9)  # config values may arrive as numpy ints
   with attention.interpret_mode():
-    got = attention.dot_product_attention(q, k, v, segment_ids=seg, impl="auto")
+    got = attention.dot_product_attention(q, k, v, segment_ids=seg, window=window,
+                                          impl="auto")
   assert len(calls) == 1 and calls[0]["interpret"] is True
-  want = attention.xla_attention(q, k, v, segment_ids=seg)
+  want = attention.xla_attention(q, k, v, segment_ids=seg, window=9)
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import operator
 from typing import Any, Callable
 
 import jax
@@ -87,7 +88,7 @@ def unsupported_reason(backend: Backend, q, k, v, *, window=None, segment_ids=No
             f"{', '.join(jnp.dtype(d).name for d in backend.dtypes)})")
   if D > backend.max_head_dim:
     return f"head_dim {D} is larger than the supported {backend.max_head_dim}"
-  if window is not None and (not isinstance(window, int) or window <= 0):
+  if window is not None and _as_window(window) is None:
     return f"window must be a positive int or None, got {window!r}"
   q_seg, kv_seg = split_segment_ids(segment_ids)
   if q_seg is not None:
@@ -102,6 +103,15 @@ def unsupported_reason(backend: Backend, q, k, v, *, window=None, segment_ids=No
   except UnsupportedAttention as e:
     return str(e)
   return None
+
+
+def _as_window(window):
+  """A positive Python int from an int-like (numpy ints too), else None."""
+  try:
+    w = operator.index(window)
+  except TypeError:
+    return None
+  return w if w > 0 and not isinstance(window, bool) else None
 
 
 def _round_up(x, m):
@@ -166,8 +176,8 @@ def flash_attention(backend: Backend, q, k, v, *, causal=True, segment_ids=None,
   Tp, Sp, Dp = _round_up(T, t_mult), _round_up(S, s_mult), backend.padded_head_dim(D)
   q_seg, kv_seg = split_segment_ids(segment_ids)
   problem = Problem(
-      mask=MaskSpec(causal=bool(causal), window=window, q_len=T, kv_len=S,
-                    segmented=q_seg is not None),
+      mask=MaskSpec(causal=bool(causal), q_len=T, kv_len=S, segmented=q_seg is not None,
+                    window=None if window is None else _as_window(window)),
       scale=float(1.0 / math.sqrt(D) if scale is None else scale),
       groups=H // K, blocks=blocks, interpret=bool(interpret))
   # Padded keys are masked by position and padded query rows are dropped below;

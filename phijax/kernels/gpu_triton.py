@@ -41,7 +41,7 @@ MIN_DIM = 16  # smallest size tl.dot takes on every dim
 class BlockSizes:
   """Tile sizes (powers of two, >= 16) and launch settings of the three kernels.
 
-  ``None`` fields take ``default_block_sizes(head_dim)``; every block is also
+  ``None`` fields take ``default_block_sizes(head_dim, dtype)``; every block is also
   clamped to the (padded) sequence length, so short sequences work unchanged.
   """
   block_q: int | None = None  # forward
@@ -111,17 +111,11 @@ def _seq_multiples(blocks: BlockSizes):
 def _dot(a, b, *, trans_b=False):
   """``a @ b`` (or ``a @ b.T``) with fp32 accumulation; exact fp32 for fp32 inputs.
 
-  Triton would use TF32 for float32 under the default precision; HIGHEST keeps the
-  float32 path within ~1e-6 of the XLA reference.
+  Triton would use TF32 for float32 under the default precision; HIGHEST keeps
+  float32 inputs at float32 accuracy (~1e-6 from the XLA reference in interpret mode).
   """
   precision = lax.Precision.HIGHEST if a.dtype == jnp.float32 else None
   return plgpu.dot(a, b, trans_b=trans_b, precision=precision)
-
-
-def _segment_mask_args(spec, q_seg_ref, kv_seg_ref, q_slice, kv_slice):
-  if not spec.segmented:
-    return None, None
-  return q_seg_ref[q_slice], kv_seg_ref[kv_slice]
 
 
 # --------------------------------------------------------------------------- forward
