@@ -120,6 +120,15 @@ def _dot(a, b, *, trans_b=False):
 
 # --------------------------------------------------------------------------- forward
 
+def _tile_mask(spec, q_pos, q_seg, kv_seg_ref, kb, bk):
+  """Element mask of the [bq, bk] tile of key block ``kb`` (forward and dQ share it)."""
+  kv_pos = kb * bk + jnp.arange(bk)
+  kv_seg = kv_seg_ref[pl.ds(kb * bk, bk)] if spec.segmented else None
+  return element_mask(spec, q_pos[:, None], kv_pos[None, :],
+                      None if q_seg is None else q_seg[:, None],
+                      None if kv_seg is None else kv_seg[None, :])
+
+
 def _forward_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, *,
                     problem: flash.Problem):
   spec, blocks = problem.mask, problem.blocks
@@ -137,11 +146,7 @@ def _forward_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref, 
     k = k_ref[kv_slice, :]
     s = _dot(q, k, trans_b=True) * qk_scale  # [bq, bk] f32
     if masked:
-      kv_pos = kb * bk + jnp.arange(bk)
-      kv_seg = kv_seg_ref[kv_slice] if spec.segmented else None
-      mask = element_mask(spec, q_pos[:, None], kv_pos[None, :],
-                          None if q_seg is None else q_seg[:, None],
-                          None if kv_seg is None else kv_seg[None, :])
+      mask = _tile_mask(spec, q_pos, q_seg, kv_seg_ref, kb, bk)
       s = jnp.where(mask, s, MASK_VALUE)
     m_next = jnp.maximum(m_prev, jnp.max(s, axis=1))
     p = jnp.exp2(s - m_next[:, None])
@@ -281,12 +286,7 @@ def _dq_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, lse_ref, delta_ref, d
     s = _dot(q, k, trans_b=True) * qk_scale
     p = jnp.exp2(s - lse2[:, None])
     if masked:
-      kv_pos = kb * bk + jnp.arange(bk)
-      kv_seg = kv_seg_ref[kv_slice] if spec.segmented else None
-      mask = element_mask(spec, q_pos[:, None], kv_pos[None, :],
-                          None if q_seg is None else q_seg[:, None],
-                          None if kv_seg is None else kv_seg[None, :])
-      p = jnp.where(mask, p, 0.0)
+      p = jnp.where(_tile_mask(spec, q_pos, q_seg, kv_seg_ref, kb, bk), p, 0.0)
     dp = _dot(do, v, trans_b=True)
     ds = p * (dp - delta[:, None])
     return dq + _dot(ds.astype(k.dtype), k)

@@ -109,6 +109,14 @@ def _in_range(j, lo, hi):
   return jnp.logical_and(j >= lo, j < hi)
 
 
+def _visit(j, lo, hi, full_lo, full_hi, step):
+  """Runs ``step`` on a visible tile: without the element mask when fully visible."""
+  visible = _in_range(j, lo, hi)
+  full = _in_range(j, full_lo, full_hi)
+  pl.when(jnp.logical_and(visible, full))(lambda: step(masked=False))
+  pl.when(jnp.logical_and(visible, jnp.logical_not(full)))(lambda: step(masked=True))
+
+
 def _to_bhtd(x):
   return jnp.transpose(x, (0, 2, 1, 3))
 
@@ -152,10 +160,7 @@ def _forward_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, o_ref, lse_ref,
     v = v_ref[...]
     acc_scr[...] = acc_scr[...] * _lanes_to(alpha, d) + _dot(p.astype(v.dtype), v, NN)
 
-  visible = _in_range(j, lo, hi)
-  full = _in_range(j, full_lo, full_hi)
-  pl.when(jnp.logical_and(visible, full))(lambda: step(masked=False))
-  pl.when(jnp.logical_and(visible, jnp.logical_not(full)))(lambda: step(masked=True))
+  _visit(j, lo, hi, full_lo, full_hi, step)
 
   @pl.when(j == n_kv - 1)
   def _finish():
@@ -250,10 +255,7 @@ def _dq_kernel(q_ref, k_ref, v_ref, q_seg_ref, kv_seg_ref, lse_ref, delta_ref, d
     ds = p * (dp - jnp.expand_dims(delta_ref[0], -1))
     dq_scr[...] += _dot(ds.astype(k.dtype), k, NN)
 
-  visible = _in_range(j, lo, hi)
-  full = _in_range(j, full_lo, full_hi)
-  pl.when(jnp.logical_and(visible, full))(lambda: step(masked=False))
-  pl.when(jnp.logical_and(visible, jnp.logical_not(full)))(lambda: step(masked=True))
+  _visit(j, lo, hi, full_lo, full_hi, step)
 
   @pl.when(j == n_kv - 1)
   def _finish():
