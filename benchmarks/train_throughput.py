@@ -89,7 +89,8 @@ def bench_torch(config, steps, warmup):
   t = time.perf_counter()
   for _ in range(steps):
     step()
-  return B * L * steps / (time.perf_counter() - t), torch.__version__, torch.get_num_threads()
+  return (B * L * steps / (time.perf_counter() - t), torch.__version__, torch.get_num_threads(),
+          model.config._attn_implementation)
 
 
 def main():
@@ -111,9 +112,9 @@ def main():
   if theirs is None:
     print("HF torch: skipped (pip install 'phijax[hf]' to compare)")
     return
-  tps, tv, threads = theirs
+  tps, tv, threads, attn = theirs
   print(f"HF torch: {tps:10.0f} tokens/s  MFU {tps * fpt / peak:.3f}  (torch {tv}, "
-        f"{threads} threads, eager attention)")
+        f"{threads} threads, {attn} attention)")
   print(f"ratio phijax / HF torch: {ours / tps:.2f}x")
 
 

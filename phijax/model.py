@@ -98,12 +98,15 @@ class Dense(nn.Module):
         "kernel", Partitioned(nn.initializers.normal(self.init_std), self.names),
         (*in_shape, *self.features), jnp.float32)
     axes = tuple(range(x.ndim - self.n_in, x.ndim))
+    # float32 accumulation whatever the compute dtype: more exact in bfloat16, and on
+    # CPUs with AVX512-BF16 about 2x faster than a bfloat16-output dot.
     y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
-                            ((axes, tuple(range(self.n_in))), ((), ())))
+                            ((axes, tuple(range(self.n_in))), ((), ())),
+                            preferred_element_type=jnp.float32)
     if self.use_bias:
       bias = self.param("bias", _zeros(self.names[self.n_in:]), self.features, jnp.float32)
-      y = y + bias.astype(self.dtype)
-    return y
+      y = y + bias
+    return y.astype(self.dtype)
 
 
 def _dense(cfg, features, names, name, use_bias, n_in=1):

@@ -86,7 +86,48 @@ def test_auto_on_cpu_is_the_xla_reference_without_warning():
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     got = attention.dot_product_attention(q, k, v, window=5, impl="auto")
-  np.testing.assert_array_equal(got, attention.xla_attention(q, k, v, window=5))
+  np.testing.assert_allclose(got, attention.xla_attention(q, k, v, window=5), atol=1e-6)
+
+
+@pytest.mark.parametrize("T,window,segmented,H,K,rows", [
+    (37, None, False, 4, 4, 8),  # last block short
+    (40, 6, True, 4, 2, 8),  # window cuts the key range's left edge, GQA, documents
+    (24, 30, True, 6, 1, 5),  # window wider than the row, MQA, uneven blocks
+    (256, None, True, 2, 2, None),  # the library's own block size (64 rows)
+])
+def test_blocked_causal_attention_equals_numpy_and_dense_grads(
+    monkeypatch, T, window, segmented, H, K, rows):
+  import jax
+  if rows is not None:
+    monkeypatch.setattr(attention, "BLOCK_MIN_ROWS", rows)
+  assert len(attention.causal_blocks(T, window)) > 1
+  rng = np.random.default_rng(3)
+  B, D = 2, 8
+  q = jnp.asarray(rng.standard_normal((B, T, H, D)), jnp.float32)
+  k, v = (jnp.asarray(rng.standard_normal((B, T, K, D)), jnp.float32) for _ in "kv")
+  seg = (np.cumsum(rng.random((B, T)) < 0.1, axis=1) if segmented
+         else None)
+  seg_j = None if seg is None else jnp.asarray(seg, jnp.int32)
+  got = attention.dot_product_attention(q, k, v, segment_ids=seg_j, window=window,
+                                        scale=0.4, impl="xla")
+  if T <= 40:
+    want, _ = _numpy_attention(q, k, v, causal=True, q_seg=seg, kv_seg=seg, window=window,
+                               scale=0.4)
+    np.testing.assert_allclose(got, want, atol=2e-6)
+  # Gradients through the blocked path equal the dense reference's.
+  w = jnp.asarray(rng.standard_normal((B, T, H, D)), jnp.float32)
+  grads = [jax.grad(lambda q, k, v: jnp.sum(w * f(q, k, v)), argnums=(0, 1, 2))(q, k, v)
+           for f in (lambda q, k, v: attention.blocked_causal_attention(
+                         q, k, v, segment_ids=seg_j, window=window, scale=0.4),
+                     lambda q, k, v: attention.xla_attention(
+                         q, k, v, segment_ids=seg_j, window=window, scale=0.4))]
+  for g_blocked, g_dense in zip(*grads):
+    np.testing.assert_allclose(g_blocked, g_dense, atol=2e-5)
+
+
+def test_blocked_path_is_not_taken_where_it_saves_nothing():
+  assert len(attention.causal_blocks(64)) == 1  # one block: the dense reference runs
+  assert attention.causal_blocks(300, window=100)[-1] == (256, 300, 157)
 
 
 def test_auto_falls_back_to_xla_with_one_warning(monkeypatch):
