@@ -7,7 +7,8 @@
 - ``data``: sources, tokenizer, max ``seq_len``, ``workers`` (``phijax.data.config``).
 - ``train``: ``steps`` (or ``tokens``), ``batch_size``, ``seed``, ``log_every``,
   ``eval_every``, ``save_every``, ...
-- ``optim``: ``name``, ``lr``, ``b1``, ``b2``, ``eps``, ``weight_decay``, ``clip``.
+- ``optim``: ``name`` (adamw | adam | sgd | lion | muon), ``lr``, ``b1``, ``b2``, ``eps``,
+  ``weight_decay``, ``clip``; ``muon_beta``, ``muon_rms`` (``phijax.optim``).
 - ``curriculum``: sequence-length warmup, LR schedule, stages (``phijax.curriculum``).
 - ``mesh``: ``data``, ``fsdp``, ``tensor`` sizes (-1 takes the remaining devices).
 
@@ -79,7 +80,8 @@ def default() -> ConfigDict:
       compile_cache_dir="~/.cache/phijax/xla",  # JAX persistent compilation cache; "" = off
   ))
   c.optim = ConfigDict(dict(
-      name="adamw", lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0))
+      name="adamw", lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0,
+      muon_beta=0.95, muon_rms=0.2))  # muon_*: optim.name="muon" only
   c.curriculum = curriculum.defaults()
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, rules="default",
                            distributed=False))

@@ -196,6 +196,14 @@ def test_stdlib_corpus_files_and_split(stdlib_cfg):
   assert "os.py" in names and "json/decoder.py" in names
   assert not any(set(f.parts) & {"test", "tests", "idle_test", "site-packages"}
                  for f in files)
+  # Generated files are out (their headers say so); hand-written neighbours stay.
+  every = {f.as_posix() for f in corpus.stdlib_files(skip_generated=False)}
+  generated = every - names
+  assert {"pydoc_data/topics.py", "encodings/cp437.py", "token.py"} <= generated
+  assert {"encodings/utf_8.py", "encodings/idna.py", "_compat_pickle.py"} <= names
+  for name in generated:
+    head = "".join((root / name).read_text("utf-8").splitlines(True)[:5]).lower()
+    assert "generated" in head or "do not edit" in head, name
   src = data.build_sources(stdlib_cfg)["stdlib"]
   # Oracle for the split: sha256 of the relative path, independently computed.
   frac = stdlib_cfg.heldout_fraction
