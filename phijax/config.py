@@ -62,7 +62,7 @@ def default() -> ConfigDict:
       seed=0,
       log_every=10,
       eval_every=250,
-      eval_batches=16,
+      eval_batches=16,  # periodic evaluation; 0 = the whole held-out split
       final_eval_batches=0,  # the final evaluation; 0 = the whole held-out split
       save_every=250,
       save_every_minutes=0.0,

@@ -235,7 +235,7 @@ def train(config, workdir: str) -> dict:
     nonlocal eval_batches
     if eval_batches is None:
       eval_batches = data.make_eval_batches(config.data, tok, batch_size=per_process,
-                                            num_batches=t.eval_batches)
+                                            num_batches=t.eval_batches or None)
     return eval_batches
 
   def meta():
