@@ -111,7 +111,7 @@ def attention_mask(q_len, kv_len, *, causal, q_segment_ids=None, kv_segment_ids=
 
 
 def _attend(q_BxTxKxGxD, k_BxSxKxD, v_BxSxKxD, mask_BxTxS, scale):
-  """Masked softmax attention on grouped q; returns (out [B,T,K,G,D] f32, scores, mask)."""
+  """Masked softmax of grouped-q scores: ``(probs, masked scores [B,K,G,T,S] f32, mask)``."""
   s_BxKxGxTxS = jnp.einsum(
       "btkgd,bskd->bkgts", q_BxTxKxGxD, k_BxSxKxD,
       preferred_element_type=jnp.float32) * scale
