@@ -17,16 +17,14 @@ from __future__ import annotations
 import jax
 import optax
 
+from phijax import sharding
+
 OPTIMIZERS = ("adamw", "adam", "sgd", "lion", "muon")
 
 
 def decay_mask(params):
   """Weight decay on matrices only: no decay on norm scales and biases (1-D)."""
   return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
-
-
-def _names(path):
-  return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
 
 
 def muon_dimension_numbers(params):
@@ -36,7 +34,7 @@ def muon_dimension_numbers(params):
   ``[H, E, D]`` is ``(H*E) x D``, MLP kernels are 2-D already.
   """
   def dims(path, p):
-    names = _names(path)
+    names = sharding.path_names(path)
     if names[-1] != "kernel" or not any(n.startswith("layers_") for n in names):
       return None
     if names[-2] == "o_proj":

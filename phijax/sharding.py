@@ -35,6 +35,12 @@ DEFAULT_RULES = (
 PRESETS = {"default": DEFAULT_RULES}
 
 
+def path_names(path) -> tuple:
+  """A pytree key path as plain strings: ``("layers_0", "attn", "q_proj", "kernel")``."""
+  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+               for k in path)
+
+
 def parse_rules(spec: str):
   """``"default"`` or ``"batch=data+fsdp,embed=fsdp,heads=tensor,..."``."""
   if spec in PRESETS:

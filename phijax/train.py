@@ -354,8 +354,12 @@ def train(config, workdir: str) -> dict:
     writer.close()
     return {"finished": False, "step": pos.step, "message": msg}
 
-  ev = evaluate(fns, state.params, data.make_eval_batches(
-      config.data, tok, batch_size=per_process, num_batches=t.final_eval_batches or None))
+  if (t.final_eval_batches or None) == (t.eval_batches or None):
+    final_batches = get_eval_batches()  # the periodic evals' rows: built once
+  else:
+    final_batches = data.make_eval_batches(
+        config.data, tok, batch_size=per_process, num_batches=t.final_eval_batches or None)
+  ev = evaluate(fns, state.params, final_batches)
   gz = gzip_bits_per_byte(data.heldout_documents(config.data))
   # "final": over the whole held-out split (periodic evals use eval_batches of it).
   writer.write(pos.step, {"tokens": pos.tokens, **ev, "gzip_bpb": gz, "final": True})

@@ -41,11 +41,6 @@ class TrainState:
   skipped: jax.Array  # skipped steps in total
 
 
-def _path_key(path):
-  return tuple(str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p))))
-               for p in path)
-
-
 def _opt_state_shardings(opt_shapes, param_shapes, param_shardings, mesh):
   """Optimizer-state leaves that mirror a parameter (Adam moments) take its sharding;
   counters and scalars are replicated. Matched by tree-path suffix and shape."""
@@ -53,10 +48,10 @@ def _opt_state_shardings(opt_shapes, param_shapes, param_shardings, mesh):
   flat_p = jax.tree_util.tree_flatten_with_path(param_shapes)[0]
   flat_s = jax.tree_util.tree_leaves(param_shardings)
   for (path, shape), shard in zip(flat_p, flat_s):
-    by_path[_path_key(path)] = (shape.shape, shard)
+    by_path[sharding.path_names(path)] = (shape.shape, shard)
 
   def pick(path, leaf):
-    key = _path_key(path)
+    key = sharding.path_names(path)
     for n in range(len(key)):
       hit = by_path.get(key[n:])
       if hit is not None and hit[0] == leaf.shape:

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 from ml_collections import ConfigDict
 
-from phijax import config as base, optim
+from phijax import config as base, optim, sharding
 from phijax.model import init_params
 from phijax.model_config import ModelConfig
 
@@ -25,14 +25,14 @@ def test_muon_takes_block_kernels_and_leaves_the_rest_to_adam():
   for arch in ("phi", "phi3"):
     params = _tiny_params(arch)
     dims = optim.muon_dimension_numbers(params)
-    flat = {"/".join(optim._names(p)): d for p, d in jax.tree_util.tree_flatten_with_path(
+    flat = {"/".join(sharding.path_names(p)): d for p, d in jax.tree_util.tree_flatten_with_path(
         dims, is_leaf=lambda x: x is None or isinstance(x, optax.contrib.MuonDimensionNumbers))[0]}
     muon = sorted(k for k, d in flat.items() if d is not None)
     assert muon and all(k.startswith("layers_") and k.endswith("/kernel") for k in muon)
     assert flat["embed"] is None and flat["lm_head"] is None
     assert flat["layers_0/attn/o_proj/kernel"].output_axis == 2
     n_kernels = sum(1 for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]
-                    if optim._names(p)[-1] == "kernel")
+                    if sharding.path_names(p)[-1] == "kernel")
     assert len(muon) == n_kernels
 
 

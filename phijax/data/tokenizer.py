@@ -239,7 +239,8 @@ def _cached_stdlib_tokenizer(cfg_data) -> Tokenizer:
   train_files = [f for f in corpus.stdlib_files(root)
                  if not corpus.is_heldout(f.as_posix(), cfg_data.heldout_fraction)]
   # The corpus is identified by its files and their sizes: another Python version
-  # (or a patched stdlib) gets its own model. Stat only: a cache hit reads nothing.
+  # (or a patched stdlib) gets its own model. A cache hit stats the files
+  # and reads only the few header lines stdlib_files checks for generated-file markers.
   fingerprint = hashlib.sha256("\n".join(
       f"{f.as_posix()}:{(root / f).stat().st_size}" for f in train_files
   ).encode()).hexdigest()
