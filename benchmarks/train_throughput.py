@@ -38,7 +38,8 @@ def load_config(path):
   return mod.get_config(arg or None)
 
 
-def bench_phijax(config, steps, warmup):
+def phijax_step_inputs(config):
+  """``(fns, state, batch)``: the config's model with AdamW, a random device batch."""
   model_cfg = ModelConfig.from_dict(config.model)
   mesh = sharding.make_mesh(config.mesh)
   adamw = config.optim.to_dict()
@@ -52,8 +53,12 @@ def bench_phijax(config, steps, warmup):
            "positions": np.tile(np.arange(L, dtype=np.int32), (B, 1)),
            "segment_ids": np.ones((B, L), np.int32),
            "loss_mask": np.ones((B, L), np.float32)}
-  dev = device_batch(batch, fns.batch_sharding)
-  state = fns.init(jax.random.key(0))
+  return fns, fns.init(jax.random.key(0)), device_batch(batch, fns.batch_sharding)
+
+
+def bench_phijax(config, steps, warmup):
+  fns, state, dev = phijax_step_inputs(config)
+  B, L = config.train.batch_size, config.data.seq_len
   for _ in range(warmup):
     state, m = fns.train_step(state, dev, jnp.float32(1e-3))
   jax.block_until_ready(m)
