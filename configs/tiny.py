@@ -22,7 +22,7 @@ def get_config(arg=None):
       intermediate_size=768, max_position_embeddings=2048, rope_theta=10000.0,
       partial_rotary_factor=0.5, dtype="float32")
   c.data.seq_len = 256
-  # Evaluations read the whole held-out split (~100k tokens, ~10 s): a prefix of it is
+  # Evaluations read the whole held-out split (a forward pass over ~100k tokens): a prefix is
   # a few files and reads far from the whole (1.89 vs 1.75 bits/byte at step 200).
   c.train.update(batch_size=16, steps=400, log_every=10, eval_every=200, eval_batches=0,
                  save_every=100)
