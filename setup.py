@@ -8,7 +8,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["phijax", "phijax.*"]),
+    # configs/ ships inside the package as phijax.configs: --config=tiny and
+    # `from phijax.configs import tiny` work from any directory.
+    packages=find_packages(include=["phijax", "phijax.*"]) + ["phijax.configs"],
+    package_dir={"phijax.configs": "configs"},
     install_requires=[
         "jax>=0.10",
         "flax>=0.10",

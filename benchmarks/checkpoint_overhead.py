@@ -11,7 +11,6 @@ is left out). Not a test: the numbers depend on the machine.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -24,11 +23,8 @@ from phijax import train  # noqa: E402
 
 
 def tiny_config(steps, save_every, log_every):
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  spec = importlib.util.spec_from_file_location("tiny", os.path.join(root, "configs", "tiny.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+  from phijax.configs import tiny
+  c = tiny.get_config()
   c.train.update(steps=steps, save_every=save_every, log_every=log_every, eval_every=0,
                  samples=0, final_eval_batches=1, progress=False, keep_last=2)
   return c

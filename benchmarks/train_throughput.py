@@ -13,7 +13,6 @@ peak) and the ratio from this one run. Not a test: numbers depend on the machine
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -30,12 +29,10 @@ from phijax.model_config import ModelConfig  # noqa: E402
 from phijax.train_step import build, device_batch  # noqa: E402
 
 
-def load_config(path):
-  path, _, arg = path.partition(":")
-  spec = importlib.util.spec_from_file_location("cfg", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg or None)
+def load_config(spec):
+  """A config by name or path, ``:arg`` included (phijax.config_files)."""
+  from phijax import config_files
+  return config_files.load(spec)
 
 
 def phijax_step_inputs(config):

@@ -23,6 +23,4 @@ def get_config(arg=None):
   c.train.update(batch_size=1024, steps=36000)
   c.optim.update(name="adamw", lr=1e-3, b1=0.9, b2=0.95, weight_decay=0.1)
   c.curriculum.lr.update(schedule="linear", warmup_steps=750)
-  if arg == "runlocal":
-    base.shrink_for_cpu(c)
-  return c
+  return base.finish(c, arg)

@@ -21,6 +21,4 @@ def get_config(arg=None):
   c.train.update(batch_size=2048, tokens=150_000_000_000)
   c.optim.update(name="adamw", lr=2e-4, b1=0.9, b2=0.98, eps=1e-7, weight_decay=0.1)
   c.curriculum.lr.update(schedule="constant", warmup_steps=0)
-  if arg == "runlocal":
-    base.shrink_for_cpu(c)
-  return c
+  return base.finish(c, arg)

@@ -19,6 +19,4 @@ def get_config(arg=None):
   c.data.seq_len = 2048
   c.train.update(batch_size=1024, steps=100000)
   c.optim.update(lr=2e-4, b2=0.95, weight_decay=0.1)
-  if arg == "runlocal":
-    base.shrink_for_cpu(c)
-  return c
+  return base.finish(c, arg)

@@ -21,6 +21,4 @@ def get_config(arg=None):
   c.train.update(batch_size=256, steps=100000)
   c.optim.update(lr=3e-4, weight_decay=0.1)
   c.mesh.update(data=1, fsdp=-1)
-  if arg == "runlocal":
-    base.shrink_for_cpu(c)
-  return c
+  return base.finish(c, arg)

@@ -32,6 +32,4 @@ def get_config(arg=None):
   # further 0.18, 4e-2 was worse.
   c.optim.update(name="muon", lr=1e-2, b1=0.9, b2=0.95, weight_decay=0.1, clip=1.0)
   c.curriculum.lr.update(schedule="cosine", warmup_steps=40, min_ratio=0.1)
-  if arg == "runlocal":
-    base.shrink_for_cpu(c)
-  return c
+  return base.finish(c, arg)

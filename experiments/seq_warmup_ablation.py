@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -76,11 +75,12 @@ def parse_args(argv=None):
   p.add_argument("--quick", action="store_true",
                  help="smoke run: tiny token budget, one seed (about 1-2 minutes)")
   p.add_argument("--out", default=None,
-                 help="results directory (default experiments/results/seq_warmup, "
-                      "or .../seq_warmup_quick with --quick)")
+                 help="results directory (default experiments/results/seq_warmup; with "
+                      "--quick runs/seq_warmup_quick, which git ignores, so a smoke run "
+                      "never overwrites the committed results)")
   p.add_argument("--lrs", default="3e-3,3e-2,1e-1",
-                 help="comma-separated peak learning rates: the base (configs/tiny.py's) "
-                      "and high ones (10x, 33x)")
+                 help="comma-separated peak learning rates: a base AdamW rate for this "
+                      "model and high ones (10x, 33x)")
   p.add_argument("--seeds", default="0,1", help="comma-separated seeds")
   p.add_argument("--tokens", type=int, default=640_000, help="training tokens per arm")
   p.add_argument("--seq-len", type=int, default=256, help="full sequence length")
@@ -112,8 +112,8 @@ def parse_args(argv=None):
     p.set_defaults(lrs="3e-3,1e-1", seeds="0", tokens=100_000, eval_points=2,
                    final_eval_batches=4)
   args = p.parse_args(argv)
-  args.out = args.out or os.path.join(
-      ROOT, "experiments", "results", "seq_warmup_quick" if args.quick else "seq_warmup")
+  args.out = args.out or (os.path.join(ROOT, "runs", "seq_warmup_quick") if args.quick
+                          else os.path.join(ROOT, "experiments", "results", "seq_warmup"))
   try:
     args.lr_list = [float(s) for s in args.lrs.split(",") if s.strip()]
     args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -127,12 +127,9 @@ def parse_args(argv=None):
 
 
 def load_tiny_config():
-  """configs/tiny.py's get_config() (configs/ is not a package)."""
-  spec = importlib.util.spec_from_file_location("tiny_config",
-                                                os.path.join(ROOT, "configs", "tiny.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  """configs/tiny.py's get_config() (installed as phijax.configs.tiny)."""
+  from phijax.configs import tiny
+  return tiny.get_config()
 
 
 def arm_config(args, arm: Arm):
@@ -149,7 +146,9 @@ def arm_config(args, arm: Arm):
       eval_every=0, eval_batches=4, final_eval_batches=args.final_eval_batches,
       save_every=0, save_every_minutes=1.0, keep_last=1,  # resumable, cheap
       samples=0, progress=False)
-  c.optim.lr = arm.lr
+  # AdamW, whatever tiny's optimizer is: the paper's setting, and the arms' LRs are
+  # AdamW rates.
+  c.optim.update(name="adamw", lr=arm.lr)
   c.curriculum.lr.update(schedule="cosine", warmup_steps=args.lr_warmup_steps,
                          min_ratio=0.1, token_based_decay=True)
   c.curriculum.seq_warmup.update(

@@ -5,6 +5,9 @@ onto the target shardings of the current mesh) and ``meta`` (JSON: training posi
 ``tokens`` and curriculum ``stage``, the data iterator's state, the resolved model
 config). Saves are asynchronous; the newest that cannot be read is reported and the
 one before it used.
+
+``load_run_params(run, step=None)`` reads just the parameters (and the model config)
+of a run's checkpoint, for exports and warm starts.
 """
 
 from __future__ import annotations
@@ -100,6 +103,99 @@ def abstract_like(state, shardings):
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
 
 
+def run_steps(run: str) -> list[int]:
+  """Steps with a complete checkpoint in the run directory ``run`` (oldest first).
+
+  Raises ``FileNotFoundError`` / ``NotADirectoryError`` when ``run`` is not a run
+  directory (one with ``checkpoints/``).
+  """
+  run = os.path.abspath(os.path.expanduser(run))
+  if not os.path.exists(run):
+    raise FileNotFoundError(f"run directory {run} does not exist")
+  if not os.path.isdir(run):
+    raise NotADirectoryError(f"{run} is a file, not a run directory")
+  ckpt_dir = os.path.join(run, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise FileNotFoundError(f"{run} is not a phijax run directory (it has no "
+                            "checkpoints/; python -m phijax.train --workdir=... writes one)")
+  with _read_manager(ckpt_dir) as mngr:
+    return sorted(mngr.all_steps())
+
+
+class _read_manager:
+  """A CheckpointManager that reads ``state`` and ``meta`` of a run and creates nothing."""
+
+  def __init__(self, ckpt_dir: str):
+    self.manager = ocp.CheckpointManager(
+        ckpt_dir, options=ocp.CheckpointManagerOptions(create=False),
+        item_names=("state", "meta"),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                       "meta": ocp.JsonCheckpointHandler()})
+
+  def __enter__(self):
+    return self.manager
+
+  def __exit__(self, *exc):
+    self.manager.close()
+
+
+def load_run_params(run: str, step: int | None = None):
+  """``(model_config, params, step)`` from the run directory ``run``.
+
+  Reads only the parameters of the checkpoint at ``step`` (default: the newest), as
+  host numpy arrays; the optimizer state stays on disk. The model config comes from
+  the checkpoint's meta, or for checkpoints without it from ``run/config.json``.
+  A missing step is a ``ValueError`` listing the steps there.
+  """
+  import json
+
+  import numpy as np
+
+  from phijax.model_config import ModelConfig
+
+  run = os.path.abspath(os.path.expanduser(run))
+  steps = run_steps(run)
+  if not steps:
+    raise FileNotFoundError(f"run {run} has no checkpoints yet (checkpoints/ is empty; "
+                            "runs save every train.save_every steps and at the end)")
+  if step is None:
+    step = steps[-1]
+  elif step not in steps:
+    raise ValueError(f"run {run} has no checkpoint at step {step}; steps there: "
+                     f"{', '.join(map(str, steps))}")
+  with _read_manager(os.path.join(run, "checkpoints")) as mngr:
+    try:
+      tree = mngr.item_metadata(step)["state"]
+      tree = getattr(tree, "tree", tree)  # orbax >= 0.11.x wraps the tree
+      params_meta = {"params": tree["params"]}
+      numpy_args = jax.tree_util.tree_map(
+          lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)
+      try:
+        state_args = ocp.args.PyTreeRestore(item=params_meta, restore_args=numpy_args,
+                                            partial_restore=True)
+      except TypeError:  # an orbax without partial restore: read the whole state
+        state_args = ocp.args.PyTreeRestore()
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          state=state_args, meta=ocp.args.JsonRestore()))
+    except Exception as e:  # a checkpoint that is incomplete or not phijax's
+      first_line = (str(e).strip().splitlines() or [""])[0][:200]
+      raise ValueError(f"the checkpoint at step {step} of {run} could not be read "
+                       f"({type(e).__name__}: {first_line}); steps there: "
+                       f"{', '.join(map(str, steps))}") from e
+  params = jax.tree_util.tree_map(np.asarray, restored["state"]["params"])
+  model = (restored["meta"] or {}).get("model")
+  if model is None:
+    config_path = os.path.join(run, "config.json")
+    if not os.path.exists(config_path):
+      raise FileNotFoundError(f"the checkpoint at step {step} of {run} names no model "
+                              f"config and {config_path} does not exist")
+    with open(config_path) as f:
+      model = json.load(f).get("model")
+    if model is None:
+      raise ValueError(f"{config_path} has no model section")
+  return ModelConfig.from_dict(model), params, int(step)
+
+
 def load_init_params(path: str, abstract_params):
   """Parameters to warm-start from, without optimizer state.
 
@@ -107,19 +203,13 @@ def load_init_params(path: str, abstract_params):
   checkpoint written by ``python -m phijax.convert``, or a Hugging Face directory.
   Shapes must match the run's model; a mismatch names the parameter.
   """
-  import json
-
   import numpy as np
 
   path = os.path.abspath(path)
   if os.path.isdir(os.path.join(path, "checkpoints")):
-    mngr = ocp.CheckpointManager(os.path.join(path, "checkpoints"), item_names=("state", "meta"))
-    step = mngr.latest_step()
-    if step is None:
+    if not run_steps(path):
       raise FileNotFoundError(f"init_from: {path} has no checkpoints")
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
-    params = restored["state"]["params"]
-    mngr.close()
+    _, params, _ = load_run_params(path)
   elif os.path.exists(os.path.join(path, "model_config.json")):
     from phijax import params_io
     _, params = params_io.load_params(path)

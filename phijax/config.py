@@ -22,6 +22,7 @@ import dataclasses
 
 from ml_collections import ConfigDict, config_dict
 
+from phijax.config_files import ConfigError, check_arg  # noqa: F401  (re-exported)
 from phijax.model_config import ModelConfig
 
 
@@ -73,9 +74,12 @@ def default() -> ConfigDict:
       max_nonfinite=5,  # stop after this many non-finite steps in a row
       peak_flops=0.0,  # per-device peak FLOP/s for MFU; 0 = data sheet / measured
       z_loss=0.0,
-      samples=4,  # greedy samples written to samples.txt at the end
+      samples=4,  # samples written to samples.txt at the end (seeded by train.seed)
       sample_tokens=96,
-      progress=True,
+      sample_temperature=0.8,  # 0 = greedy (a small model's greedy text loops)
+      sample_top_k=0,  # > 0: draw from the k most likely tokens only
+      sample_top_p=0.95,  # nucleus: the fewest tokens holding this probability
+      progress=True,  # a bar on a terminal; false (or no tty): a plain line per log_every
       aot_compile=True,  # compile every sequence-length bucket's step at start-up
       compile_cache_dir="~/.cache/phijax/xla",  # JAX persistent compilation cache; "" = off
   ))
@@ -85,6 +89,23 @@ def default() -> ConfigDict:
   c.curriculum = curriculum.defaults()
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, rules="default",
                            distributed=False))
+  return c
+
+
+# The ``:ARG`` words every config accepts, and what each does to the config.
+RUN_ARGS = ("runlocal",)
+
+
+def finish(c: ConfigDict, arg: str | None, accepted=RUN_ARGS) -> ConfigDict:
+  """Applies a config file's ``:arg`` (``configs/tiny.py:runlocal``) and returns ``c``.
+
+  Every ``get_config`` ends with ``return base.finish(c, arg)``, so an unknown argument
+  is an error listing the accepted ones instead of being ignored. A config with
+  arguments of its own handles them first and passes them in ``accepted``.
+  """
+  words = check_arg(arg, tuple(accepted))
+  if "runlocal" in words:
+    shrink_for_cpu(c)
   return c
 
 

@@ -10,6 +10,8 @@ steps, and prints ``Curriculum.describe()``: the same plan the train loop follow
 
 from __future__ import annotations
 
+import os
+
 from phijax import curriculum
 
 MAX_POINTS = 4000  # plotted positions; longer runs are sampled evenly
@@ -56,27 +58,22 @@ def plot_plan(config, path: str) -> curriculum.Curriculum:
   return cur
 
 
-def run():
+def run(argv=None):
   """Console script ``phijax-plot-curriculum``."""
-  from absl import app, flags
-  from ml_collections import config_flags
+  from phijax import cli
 
-  config_flags.DEFINE_config_file("config", None, "config file (configs/*.py[:arg])",
-                                  lock_config=True)
-  flags.DEFINE_string("out", "curriculum.png", "PNG file to write")
-  flags.mark_flags_as_required(["config"])
+  parser = cli.ArgumentParser(prog="python -m phijax.curriculum_plot", description=__doc__)
+  cli.add_config(parser)
+  parser.add_argument("--out", default="curriculum.png", help="PNG file to write")
 
-  def main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    try:
-      cur = plot_plan(flags.FLAGS.config, flags.FLAGS.out)
-    except curriculum.CurriculumError as e:
-      raise SystemExit(f"error: {e}") from None  # one line, no usage dump
+  def main(args):
+    if os.path.isdir(args.out):
+      raise cli.UsageError(f"--out {args.out!r} is a directory; name a .png file")
+    cur = plot_plan(args.config, args.out)  # CurriculumError is a ValueError: one line
     print(cur.describe())
-    print(f"wrote {flags.FLAGS.out}")
+    print(f"wrote {args.out}")
 
-  app.run(main)
+  cli.main(parser, main, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Run metrics: ``metrics.jsonl``, TensorBoard events, a progress bar, MFU.
+"""Run metrics: ``metrics.jsonl``, TensorBoard events, progress (a bar on a terminal,
+plain lines in a log), phase timings, MFU, and the run's ``loss.png``.
 
 MFU = model FLOPs per second / peak FLOPs of the devices. Model FLOPs per trained
 token are ``6 * N`` (N = parameters outside the embedding lookup) plus causal
@@ -8,8 +9,10 @@ appendix, halved because a causal mask skips half the scores).
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import sys
 import time
 
 import jax
@@ -102,69 +105,219 @@ def _py(v):
   return v
 
 
-class Progress:
-  """A tqdm bar with the scalars people watch; a plain line per update when not a tty."""
+def format_duration(seconds: float) -> str:
+  """``42s``, ``1m02s``, ``2h05m``: compact wall-clock durations for the log."""
+  s = int(round(max(0.0, seconds)))
+  if s < 60:
+    return f"{s}s"
+  if s < 3600:
+    return f"{s // 60}m{s % 60:02d}s"
+  return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
-  def __init__(self, total: int, initial: int, enabled: bool = True):
+
+def format_step_line(step: int, total: int, scalars: dict, elapsed: float,
+                     eta: float | None) -> str:
+  """One plain log line for a logged step, e.g. (one line)::
+
+    step 120/400  loss 4.213  lr 9.8e-03  len 256  3,412 tok/s  mfu 2.1%
+    1m02s elapsed, ETA 2m25s
+
+  ``scalars`` may hold ``loss``, ``lr``, ``len``, ``tok/s``, ``mfu`` (a fraction);
+  a missing or None one is left out, and so is the ETA when it is None.
+  """
+  parts = [f"step {step:>{len(str(total))}}/{total}"]
+  if scalars.get("loss") is not None:
+    parts.append(f"loss {scalars['loss']:.3f}")
+  if scalars.get("lr") is not None:
+    parts.append(f"lr {scalars['lr']:.1e}")
+  if scalars.get("len") is not None:
+    parts.append(f"len {scalars['len']}")
+  if scalars.get("tok/s") is not None:
+    parts.append(f"{int(scalars['tok/s']):,} tok/s")
+  if scalars.get("mfu") is not None:
+    parts.append(f"mfu {100 * scalars['mfu']:.{1 if scalars['mfu'] >= 0.01 else 2}f}%")
+  when = f"{format_duration(elapsed)} elapsed"
+  if eta is not None:
+    when += f", ETA {format_duration(eta)}"
+  return "  ".join(parts + [when])
+
+
+class StepRate:
+  """ETA from the recent step rate: steps per second over the last ``window`` logged
+  points (wall clock, so periodic evals and checkpoints inside the window count), times
+  the steps left. A sliding window follows a rate that changes mid-run (sequence-length
+  warmup) and forgets start-up costs once they slide out."""
+
+  def __init__(self, window: int = 10):
+    self.points = collections.deque(maxlen=window + 1)
+
+  def mark(self, step: int, now: float | None = None) -> None:
+    self.points.append((time.perf_counter() if now is None else now, step))
+
+  def eta(self, total: int) -> float | None:
+    """Seconds to ``total`` steps; None before two points (or with no progress)."""
+    if len(self.points) < 2:
+      return None
+    (t0, s0), (t1, s1) = self.points[0], self.points[-1]
+    if s1 <= s0 or t1 <= t0:
+      return None
+    return max(0, total - s1) * (t1 - t0) / (s1 - s0)
+
+
+class Phase:
+  """Times one phase for the log; the message given to ``done`` is written on exit
+  with the seconds taken: ``final eval: 1.568 bits/byte ... (12.3s)``."""
+
+  def __init__(self, write):
+    self._write = write
+    self._message = None
+
+  def done(self, message: str) -> None:
+    self._message = message
+
+  def __enter__(self):
+    self._start = time.perf_counter()
+    return self
+
+  def __exit__(self, exc_type, *exc):
+    if exc_type is None and self._message is not None:
+      self._write(f"{self._message} ({time.perf_counter() - self._start:.1f}s)")
+
+
+class Progress:
+  """Training progress for people, from process 0 only.
+
+  On a terminal (stdout is a tty) with ``enabled``: a tqdm bar with the scalars people
+  watch. Otherwise (a log file, a pipe, CI, or ``train.progress=false``): one plain
+  line per logged step (``format_step_line``), with elapsed time and an ETA.
+  """
+
+  def __init__(self, total: int, initial: int, enabled: bool = True, stream=None):
+    self.total = total
+    self.stream = stream or sys.stdout
+    self.main = jax.process_index() == 0
+    self.start_time = time.perf_counter()
+    self.rate = StepRate()
+    self.rate.mark(initial)
     self.bar = None
-    if enabled and jax.process_index() == 0:
+    if enabled and self.main and _isatty(self.stream):
       from tqdm import tqdm
       self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
-                      mininterval=1.0)
+                      mininterval=1.0, file=self.stream)
 
-  def update(self, step: int, postfix: dict) -> None:
-    if self.bar is None:
-      return
-    self.bar.n = step
-    self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
-                          for k, v in postfix.items()}, refresh=True)
+  def start(self, step: int) -> None:
+    """The step clock starts here (after compilation), so the first ETA is not
+    inflated by start-up; elapsed time still counts from the start of the run."""
+    self.rate.points.clear()
+    self.rate.mark(step)
+
+  def update(self, step: int, scalars: dict) -> None:
+    self.rate.mark(step)
+    if self.bar is not None:
+      self.bar.n = step
+      self.bar.set_postfix({k: (f"{100 * v:.1f}%" if k == "mfu" else
+                                f"{v:.4g}" if isinstance(v, float) else v)
+                            for k, v in scalars.items() if v is not None}, refresh=True)
+    elif self.main:
+      self.write(format_step_line(step, self.total, scalars,
+                                  time.perf_counter() - self.start_time,
+                                  self.rate.eta(self.total)))
 
   def write(self, msg: str) -> None:
     if self.bar is not None:
-      self.bar.write(msg)
-    elif jax.process_index() == 0:
-      print(msg, flush=True)
+      self.bar.write(msg, file=self.stream)
+    elif self.main:
+      print(msg, file=self.stream, flush=True)
+
+  def phase(self) -> Phase:
+    """``with progress.phase() as p: ...; p.done("samples -> samples.txt")``."""
+    return Phase(self.write)
 
   def close(self):
+    """Ends the bar; later ``write`` calls print plain lines."""
     if self.bar is not None:
       self.bar.close()
+      self.bar = None
+
+
+def _isatty(stream) -> bool:
+  try:
+    return stream.isatty()
+  except (AttributeError, ValueError):
+    return False
 
 
 def plot_run(workdir: str, path: str | None = None) -> str:
-  """Training and held-out loss (and LR / sequence length) against tokens, as a PNG."""
+  """The run's ``loss.png`` (see ``run_figure``); returns its path."""
+  path = path or os.path.join(workdir, "loss.png")
+  run_figure(workdir).savefig(path, dpi=100)
+  return path
+
+
+def run_figure(workdir: str):
+  """Three panels against tokens trained: loss (train and held-out, nats/token);
+  held-out bits per byte with the final whole-held-out value and gzip -9 on the same
+  text; learning rate (and sequence length when it changes). Legends sit outside the
+  axes, to the right, so they cover no data."""
   from matplotlib.figure import Figure  # no pyplot: no global backend state
+  from matplotlib.ticker import EngFormatter
 
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
-  train = [r for r in rows if "loss" in r and isinstance(r["loss"], (int, float))]
+  train = [r for r in rows if isinstance(r.get("loss"), (int, float))]
   evals = [r for r in rows if "eval_loss" in r and not r.get("final")]
-  final = [r for r in rows if r.get("final")]
-  fig = Figure(figsize=(8, 6), layout="constrained")
-  ax_loss, ax_lr = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-  ax_loss.plot([r["tokens"] for r in train], [r["loss"] for r in train], label="train loss")
+  final = [r for r in rows if r.get("final")][-1:]
+  fig = Figure(figsize=(10, 8), layout="constrained")
+  ax_loss, ax_bpb, ax_lr = fig.subplots(3, 1, sharex=True, height_ratios=[3, 2, 1.2])
+  fig.suptitle(os.path.basename(os.path.abspath(workdir)))
+  outside = dict(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                 fontsize="small")
+  tokens = [r["tokens"] for r in train]
+
+  ax_loss.plot(tokens, [r["loss"] for r in train], color="tab:blue", label="train loss")
   if evals:
     ax_loss.plot([r["tokens"] for r in evals], [r["eval_loss"] for r in evals], "o-",
-                 label="held-out loss")
-    ax_bpb = ax_loss.twinx()
-    ax_bpb.plot([r["tokens"] for r in evals], [r["eval_bpb"] for r in evals], "s--",
-                color="tab:green", label="held-out bits/byte")
-    for r in final:
-      ax_bpb.plot([r["tokens"]], [r["eval_bpb"]], "*", color="tab:green", markersize=12,
-                  label=f"final, whole held-out: {r['eval_bpb']:.3f}")
-      if r.get("gzip_bpb"):
-        ax_bpb.axhline(r["gzip_bpb"], color="gray", linestyle=":",
-                       label=f"gzip -9: {r['gzip_bpb']:.3f}")
-    ax_bpb.set_ylabel("bits / byte")
-    ax_bpb.legend(loc="upper center")
+                 color="tab:orange", label="held-out loss")
+  for r in final:
+    _to_final(ax_loss, evals, r, "eval_loss", "tab:orange")
+    ax_loss.plot([r["tokens"]], [r["eval_loss"]], "*", color="tab:orange", markersize=13,
+                 label=f"final held-out loss: {r['eval_loss']:.3f}")
   ax_loss.set_ylabel("loss (nats / token)")
-  ax_loss.legend(loc="upper right")
-  ax_loss.set_title(os.path.basename(os.path.abspath(workdir)))
-  ax_lr.plot([r["tokens"] for r in train], [r["lr"] for r in train], color="tab:red")
-  ax_lr.set_ylabel("learning rate")
+  ax_loss.grid(alpha=0.3)
+  ax_loss.legend(**outside)
+
+  if evals:
+    ax_bpb.plot([r["tokens"] for r in evals], [r["eval_bpb"] for r in evals], "s-",
+                color="tab:green", label="held-out bits/byte")
+  for r in final:
+    _to_final(ax_bpb, evals, r, "eval_bpb", "tab:green")
+    ax_bpb.plot([r["tokens"]], [r["eval_bpb"]], "*", color="tab:green", markersize=13,
+                label=f"final, whole held-out: {r['eval_bpb']:.3f}")
+    if r.get("gzip_bpb"):
+      ax_bpb.axhline(r["gzip_bpb"], color="gray", linestyle="--",
+                     label=f"gzip -9, same text: {r['gzip_bpb']:.3f}")
+  ax_bpb.set_ylabel("bits / byte")
+  ax_bpb.margins(y=0.12)  # the final star clear of the frame
+  ax_bpb.grid(alpha=0.3)
+  if ax_bpb.get_legend_handles_labels()[0]:
+    ax_bpb.legend(**outside)
+
+  # Each y-axis label in its line's colour stands for a legend here (one would cover
+  # the right-hand axis's label or the data).
+  ax_lr.plot(tokens, [r["lr"] for r in train], color="tab:red")
+  ax_lr.set_ylabel("learning rate", color="tab:red")
   ax_lr.set_xlabel("tokens")
-  if train and len({r["seq_len"] for r in train}) > 1:
+  ax_lr.xaxis.set_major_formatter(EngFormatter(sep=""))  # 400k, 1.2M
+  ax_lr.grid(alpha=0.3)
+  if len({r["seq_len"] for r in train}) > 1:
     ax_len = ax_lr.twinx()
-    ax_len.step([r["tokens"] for r in train], [r["seq_len"] for r in train], color="tab:purple")
-    ax_len.set_ylabel("sequence length")
-  path = path or os.path.join(workdir, "loss.png")
-  fig.savefig(path, dpi=100)
-  return path
+    ax_len.step(tokens, [r["seq_len"] for r in train], where="post", color="tab:purple")
+    ax_len.set_ylabel("sequence length", color="tab:purple")
+  return fig
+
+
+def _to_final(ax, evals, final, key, color):
+  """A dotted segment from the last periodic eval to the final one (which may read
+  more of the held-out split: ``train.eval_batches``), so the trend reads at a glance."""
+  if evals:
+    ax.plot([evals[-1]["tokens"], final["tokens"]], [evals[-1][key], final[key]], ":",
+            color=color)

@@ -29,8 +29,13 @@ def load_params(directory: str) -> tuple[ModelConfig, dict]:
   directory = os.path.abspath(directory)
   cfg_path = os.path.join(directory, "model_config.json")
   if not os.path.exists(cfg_path):
-    raise FileNotFoundError(f"{cfg_path} not found: not a phijax parameter checkpoint "
-                            "(write one with python -m phijax.convert)")
+    if os.path.isdir(os.path.join(directory, "checkpoints")):
+      raise FileNotFoundError(
+          f"{directory} is a run directory, not a phijax parameter checkpoint: read it "
+          "with phijax.checkpoint.load_run_params, or export it with "
+          f"python -m phijax.convert --run={directory} --out=DIR [--to_hf]")
+    raise FileNotFoundError(f"{directory} is not a phijax parameter checkpoint (it has no "
+                            "model_config.json; write one with python -m phijax.convert)")
   with open(cfg_path) as f:
     cfg = ModelConfig.from_dict(json.load(f))
   with ocp.StandardCheckpointer() as ckpt:

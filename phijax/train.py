@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from phijax import checkpoint, curriculum, data, generate, metrics, optim, sharding
+from phijax.config_files import ConfigError  # noqa: F401  (re-exported: train.ConfigError)
 from phijax.model_config import ModelConfig
 from phijax.train_step import build, device_batch
 
@@ -33,8 +34,6 @@ log = logging.getLogger("phijax")
 SAMPLE_PROMPTS = ("def ", "import ", "class ", "    return ", "# ", "for ")
 
 
-class ConfigError(ValueError):
-  """A config value that cannot run; the message names the field."""
 
 
 class NonFiniteError(RuntimeError):
@@ -130,13 +129,36 @@ def evaluate(fns, params, batches) -> dict:
           "eval_tokens": sums["tokens"]}
 
 
-def write_samples(path, model_cfg, params, tok, n, max_new_tokens):
+def write_samples(path, model_cfg, params, tok, n, max_new_tokens, *, temperature=0.0,
+                  top_k=0, top_p=1.0, seed=0):
+  """``n`` samples, one per prompt of ``SAMPLE_PROMPTS``, each stopping at end-of-text.
+
+  Temperature 0 is greedy; above 0 the draws come from ``seed`` (prompt i uses
+  ``fold_in(key(seed), i)``), so a run's samples.txt is the same every time it is
+  written. The header says how the samples were drawn.
+  """
   params = jax.device_get(params)
+  how = ("greedy" if temperature <= 0 else
+         f"sampled: temperature {temperature:g}, top_k {top_k or 'off'}, top_p {top_p:g}, "
+         f"seed {seed}")
+  key = jax.random.key(seed)
+  space_first = np.zeros(model_cfg.vocab_size, bool)
+  space_first[:tok.vocab_size] = [tok.id_to_piece(i).startswith("\u2581")
+                                  for i in range(tok.vocab_size)]
   with open(path, "w") as f:
-    for prompt in SAMPLE_PROMPTS[:n]:
-      ids = tok.encode(prompt)
-      out = generate.greedy(model_cfg, params, ids, max_new_tokens, stop_id=tok.eos_id)
-      f.write(f"=== prompt: {prompt!r}\n{prompt}{tok.decode(out)}\n\n")
+    f.write(f"# {how}; up to {max_new_tokens} new tokens per prompt, stopping at "
+            "end-of-text\n\n")
+    for i, prompt in enumerate(SAMPLE_PROMPTS[:n]):
+      # A trailing space would be a lone space token, which training text rarely has
+      # (the tokenizer joins a space to the word after it): the prompt goes in without
+      # it and the first new token must be one that starts with a space.
+      ids = tok.encode(prompt.rstrip(" "))
+      out = generate.sample(model_cfg, params, ids, max_new_tokens,
+                            key=jax.random.fold_in(key, i), temperature=temperature,
+                            top_k=top_k, top_p=top_p, stop_id=tok.eos_id,
+                            first_allowed=(space_first if prompt.endswith(" ")
+                                           and space_first.any() else None))
+      f.write(f"=== prompt: {prompt!r}\n{tok.decode(ids + out)}\n\n")
 
 
 def _run_tokenizer(config, workdir):
@@ -258,6 +280,9 @@ def train(config, workdir: str) -> dict:
     progress.close()
     writer.close()
     return {"finished": True, "step": pos.step, "message": msg}
+  # Built now, not at the first eval: data with nothing held out (one document) fails
+  # before training rather than eval_every steps in.
+  get_eval_batches()
 
   # One step variant per sequence-length bucket, compiled ahead of time so a length
   # change mid-run never stalls on a compile (and the count is known up front).
@@ -279,6 +304,7 @@ def train(config, workdir: str) -> dict:
     return fn(state, batch, lr)
 
   window_start, window_tokens = time.perf_counter(), 0
+  progress.start(pos.step)
   last_save_time = time.time()
   stop_reason = None
   prev_streak = None
@@ -311,18 +337,20 @@ def train(config, workdir: str) -> dict:
                "skipped_steps": int(jax.device_get(state.skipped))}
         writer.write(pos.step, row)
         progress.update(pos.step, {"loss": row["loss"], "lr": plan.lr, "len": cols,
-                                   "tok/s": int(tps), "mfu": row["mfu"]})
+                                   "tok/s": int(tps), "mfu": row["mfu"] if peak else None})
         window_start, window_tokens = time.perf_counter(), 0
       if stop_reason:
         break
       plan = cur.at(pos.step, pos.tokens)
       if t.eval_every and pos.step % t.eval_every == 0 and not plan.done:
-        ev = evaluate(fns, state.params, get_eval_batches())
+        with progress.phase() as phase:
+          ev = evaluate(fns, state.params, get_eval_batches())
+          phase.done(f"step {pos.step}: eval loss {ev['eval_loss']:.4f}, "
+                     f"{ev['eval_bpb']:.3f} bits/byte over {int(ev['eval_tokens']):,} "
+                     "held-out tokens")
         writer.write(pos.step, {"tokens": pos.tokens, **ev})
         if best is not None:
           best.save(pos.step, state, meta(), force=True, metrics=ev)
-        progress.write(f"step {pos.step}: eval loss {ev['eval_loss']:.4f} "
-                       f"bpb {ev['eval_bpb']:.4f}")
         window_start = time.perf_counter()
       minutes = t.save_every_minutes and time.time() - last_save_time > 60 * t.save_every_minutes
       if (t.save_every and pos.step % t.save_every == 0) or minutes:
@@ -354,23 +382,36 @@ def train(config, workdir: str) -> dict:
     writer.close()
     return {"finished": False, "step": pos.step, "message": msg}
 
-  if (t.final_eval_batches or None) == (t.eval_batches or None):
-    final_batches = get_eval_batches()  # the periodic evals' rows: built once
-  else:
-    final_batches = data.make_eval_batches(
-        config.data, tok, batch_size=per_process, num_batches=t.final_eval_batches or None)
-  ev = evaluate(fns, state.params, final_batches)
-  gz = gzip_bits_per_byte(data.heldout_documents(config.data))
+  progress.close()  # from here on, one line per phase with the time it took
+  with progress.phase() as phase:
+    if (t.final_eval_batches or None) == (t.eval_batches or None):
+      final_batches = get_eval_batches()  # the periodic evals' rows: built once
+    else:
+      final_batches = data.make_eval_batches(
+          config.data, tok, batch_size=per_process, num_batches=t.final_eval_batches or None)
+    progress.write(f"final eval over the whole held-out split ({len(final_batches)} "
+                   "batches)..." if not t.final_eval_batches else
+                   f"final eval over {len(final_batches)} held-out batches...")
+    ev = evaluate(fns, state.params, final_batches)
+    phase.done(f"final eval: {ev['eval_bpb']:.3f} bits/byte over "
+               f"{int(ev['eval_tokens']):,} held-out tokens")
+  with progress.phase() as phase:
+    gz = gzip_bits_per_byte(data.heldout_documents(config.data))
+    phase.done(f"gzip baseline: gzip -9 {gz:.3f} bits/byte on the same held-out text")
   # "final": over the whole held-out split (periodic evals use eval_batches of it).
   writer.write(pos.step, {"tokens": pos.tokens, **ev, "gzip_bpb": gz, "final": True})
-  if jax.process_index() == 0 and t.samples:
-    write_samples(os.path.join(workdir, "samples.txt"), model_cfg, state.params, tok,
-                  t.samples, t.sample_tokens)
-  summary = {"finished": True, "step": pos.step, "tokens": pos.tokens, **ev, "gzip_bpb": gz}
-  progress.close()
   writer.close()
+  if jax.process_index() == 0 and t.samples:
+    with progress.phase() as phase:
+      write_samples(os.path.join(workdir, "samples.txt"), model_cfg, state.params, tok,
+                    t.samples, t.sample_tokens, temperature=t.sample_temperature,
+                    top_k=t.sample_top_k, top_p=t.sample_top_p, seed=t.seed)
+      phase.done("samples -> samples.txt")
+  summary = {"finished": True, "step": pos.step, "tokens": pos.tokens, **ev, "gzip_bpb": gz}
   if jax.process_index() == 0:
-    metrics.plot_run(workdir)
+    with progress.phase() as phase:
+      metrics.plot_run(workdir)
+      phase.done("plot -> loss.png")
   print(f"done: step {pos.step}, {pos.tokens:,} tokens; held-out loss {ev['eval_loss']:.4f}, "
         f"ppl {ev['eval_ppl']:.2f}, {ev['eval_bpb']:.3f} bits/byte (gzip -9: {gz:.3f} "
         f"bits/byte) over {int(ev['eval_tokens']):,} held-out tokens", flush=True)
@@ -382,44 +423,30 @@ def _count(model_cfg):
   return count_params(model_cfg)
 
 
-def run():
+def _parser():
+  from phijax import cli
+  parser = cli.ArgumentParser(
+      prog="phijax-train" if os.path.basename(sys.argv[0]) == "phijax-train"
+      else "python -m phijax.train", description=__doc__)
+  cli.add_config(parser)
+  parser.add_argument("--workdir", required=True, type=cli.new_dir,
+                      help="run directory; rerunning on it resumes (a finished run exits 0)")
+  return parser
+
+
+def run(argv=None):
   """Console entry point (``phijax-train``)."""
-  from absl import app, flags
-  from ml_collections import config_flags
+  from phijax import cli
 
-  config_flags.DEFINE_config_file("config", None, "config file (configs/*.py[:arg])",
-                                  lock_config=True)
-  flags.DEFINE_string("workdir", None, "run directory (resumes if it holds a run)")
-  flags.mark_flags_as_required(["config", "workdir"])
+  parser = _parser()
 
-  def main(argv):
-    if len(argv) > 1:
-      sys.exit(f"error: unexpected arguments {argv[1:]}")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    for noisy in ("absl", "jax"):
-      logging.getLogger(noisy).setLevel(logging.WARNING)
+  def main(args):
     try:
-      train(flags.FLAGS.config, flags.FLAGS.workdir)
-    except (ConfigError, ValueError, FileNotFoundError, NonFiniteError) as e:
-      sys.exit(f"error: {e}")
+      train(args.config, args.workdir)
+    except NonFiniteError as e:  # not bad input: the run itself failed
+      cli.fail(parser.prog, str(e), code=1)
 
-  app.run(main, flags_parser=_parse_flags)
-
-
-def _parse_flags(argv):
-  """absl flag parsing with one clear line for a bad ``--config.*`` override."""
-  from absl import flags
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f"error: {e}")
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    name = str(e).strip("\"'").split("'")[0]
-    bad = [a for a in argv[1:] if a.startswith("--config.") and name and name in a]
-    where = f" in {bad[0]}" if bad else ""
-    sys.exit(f"error: bad config override{where}: {str(e).strip(chr(34))}; the config "
-             "has no such key or the value has the wrong type (keys are listed in "
-             "the run's config.json and phijax/config.py)")
+  cli.main(parser, main, argv)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,32 @@
 """Every named config loads (full and :runlocal), validates, and documents its command."""
 
 import glob
-import importlib.util
+import importlib
 import os
 
 import pytest
 
-from phijax import curriculum
+from phijax import config_files, curriculum
 from phijax.model_config import ModelConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                 if not os.path.basename(p).startswith("_"))
 
 
 def _module(path):
-  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return importlib.import_module(f"phijax.configs.{os.path.basename(path)[:-3]}")
+
+
+def test_every_config_file_is_packaged():
+  assert config_files.packaged_names() == sorted(
+      os.path.basename(p)[:-3] for p in CONFIGS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_unknown_config_argument_is_an_error(path):
+  with pytest.raises(config_files.ConfigError, match="runlocal"):
+    _module(path).get_config("bogusarg")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)

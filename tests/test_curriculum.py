@@ -385,9 +385,10 @@ def test_stage_weights_override_from_the_command_line(tmp_path):
       [sys.executable, "-m", "phijax.curriculum_plot", f"--config={cfg_file}",
        f"--out={out}", "--config.curriculum.stages.anneal.weights=books:1"],
       cwd=ROOT, capture_output=True, text=True, timeout=60)
-  assert bad.returncode != 0
-  assert bad.stderr.strip().splitlines()[-1].startswith(
-      "error: curriculum.stages.anneal.weights='books:1' names data source(s) ['books']")
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines() == [bad.stderr.strip()]  # one line
+  assert ("error: curriculum.stages.anneal.weights='books:1' names data source(s) ['books']"
+          in bad.stderr)
 
 
 # --- config errors

@@ -1,6 +1,6 @@
 """Model properties that need no Hugging Face: causality, packing, sizes, errors."""
 
-import importlib.util
+import importlib
 import os
 
 import jax
@@ -62,10 +62,7 @@ def test_packed_documents_equal_documents_alone(arch):
 
 
 def _named_config(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return importlib.import_module(f"phijax.configs.{name}").get_config()
 
 
 @pytest.mark.parametrize("name,expected", [

@@ -124,11 +124,8 @@ def test_different_model_in_run_dir_is_refused(tmp_path):
 
 def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
   from phijax import config as base, curriculum, train
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("tiny", os.path.join(ROOT, "configs", "tiny.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  config = mod.get_config("runlocal")
+  from phijax.configs import tiny
+  config = tiny.get_config("runlocal")
   config.train.update(steps=12, log_every=1, eval_every=0, save_every=2, samples=0,
                       final_eval_batches=1, progress=False, max_nonfinite=3)
   calls = {"n": 0}

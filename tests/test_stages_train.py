@@ -2,7 +2,6 @@
 and a run stopped exactly at the boundary resumes into the new stage as an
 uninterrupted run does (same losses, bit for bit)."""
 
-import importlib.util
 import json
 import os
 
@@ -13,10 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config():
-  spec = importlib.util.spec_from_file_location("tiny", os.path.join(ROOT, "configs", "tiny.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config("runlocal")
+  from phijax.configs import tiny
+  c = tiny.get_config("runlocal")
   c.train.update(steps=8, log_every=1, eval_every=0, save_every=0, samples=0,
                  final_eval_batches=1, progress=False)
   # A second source (the same stdlib split) so the anneal stage has its own mixture.

@@ -3,6 +3,8 @@
     cfg, params = phijax.convert.from_hf("path/to/phi-2")
     phijax.convert.to_hf(cfg, params, "out/dir")
 
+A trained run (weights, tokenizer) goes out with ``phijax.convert.export.export_run``.
+
 A directory holds ``config.json`` and ``*.safetensors`` (sharded is fine), or for
 the oldest hub checkpoints ``pytorch_model*.bin`` (needs torch: ``pip install
 phijax[hf]``).

@@ -1,44 +1,77 @@
-"""Convert checkpoints between Hugging Face and phijax.
+"""Convert checkpoints between Hugging Face and phijax, and take models out of runs.
 
-    python -m phijax.convert --hf_dir=path/to/phi-2 --out=ckpt/phi2          # HF -> phijax
-    python -m phijax.convert --phijax_dir=ckpt/phi2 --out=hf/phi2 --to_hf    # phijax -> HF
+    python -m phijax.convert --run=runs/tiny --to_hf --out=hf/tiny               # run -> HF
+    python -m phijax.convert --run=runs/tiny --step=200 --out=ckpt/tiny200       # run -> phijax
+    python -m phijax.convert --hf_dir=path/to/phi-2 --out=ckpt/phi2              # HF -> phijax
+    python -m phijax.convert --phijax_dir=ckpt/phi2 --to_hf --out=hf/phi2        # phijax -> HF
+
+A run export reads only the parameters of the newest checkpoint (or --step) and
+copies the run's tokenizer.model; with --to_hf it also writes a Hugging Face fast
+tokenizer (tokenizer.json) that encodes text to the same ids as phijax, so
+transformers' AutoModelForCausalLM and AutoTokenizer load the directory.
 """
 
 from __future__ import annotations
 
-import sys
+import os
 
-from absl import app, flags
+from phijax import cli
 
-from phijax import convert, params_io
+parser = cli.ArgumentParser(prog="python -m phijax.convert", description=__doc__)
+source = parser.add_mutually_exclusive_group(required=True)
+source.add_argument("--run", type=cli.existing_dir, metavar="RUN",
+                    help="a run directory (python -m phijax.train --workdir=RUN)")
+source.add_argument("--hf_dir", type=cli.existing_dir, metavar="DIR",
+                    help="a local Hugging Face Phi checkpoint (config.json + weights)")
+source.add_argument("--phijax_dir", type=cli.existing_dir, metavar="DIR",
+                    help="a phijax parameter directory written by this command")
+parser.add_argument("--step", type=cli.positive_int, default=None,
+                    help="with --run: the checkpoint step to export (default: the newest)")
+parser.add_argument("--to_hf", action="store_true",
+                    help="write a Hugging Face directory (from --run or --phijax_dir)")
+parser.add_argument("--out", type=cli.new_dir, required=True, metavar="DIR",
+                    help="output directory (created; files in it are overwritten)")
 
-flags.DEFINE_string("hf_dir", None, "local Hugging Face checkpoint directory")
-flags.DEFINE_string("phijax_dir", None, "phijax parameter checkpoint directory")
-flags.DEFINE_string("out", None, "output directory", required=True)
-flags.DEFINE_bool("to_hf", False, "write a Hugging Face directory from --phijax_dir")
 
-
-def main(argv):
-  del argv
-  F = flags.FLAGS
-  if F.to_hf:
-    if not F.phijax_dir:
-      sys.exit("error: --to_hf needs --phijax_dir (a directory written by this command)")
-    cfg, params = params_io.load_params(F.phijax_dir)
-    convert.to_hf(cfg, params, F.out)
-    print(f"wrote Hugging Face checkpoint to {F.out}")
+def main(args):
+  if args.step is not None and not args.run:
+    raise cli.UsageError("--step picks a checkpoint of --run; give --run=RUN")
+  if args.run:
+    from phijax.convert import export
+    s = export.export_run(args.run, args.out, step=args.step, to_hf=args.to_hf)
+    kind = "Hugging Face model" if args.to_hf else "phijax parameters"
+    print(f"wrote {kind} to {s['out']}: step {s['step']} of {s['run']}, arch={s['arch']}, "
+          f"{s['num_params']:,} parameters")
+    print(f"  files: {', '.join(s['files'])}")
+    for note in s["notes"]:
+      print(f"  note: {note}")
     return
-  if not F.hf_dir:
-    sys.exit("error: give --hf_dir (HF -> phijax) or --phijax_dir with --to_hf")
-  cfg, params = convert.from_hf(F.hf_dir)
-  params_io.save_params(F.out, cfg, params)
-  from phijax import model
-  print(f"wrote phijax checkpoint to {F.out}: arch={cfg.arch} "
-        f"{model.count_params(cfg):,} parameters")
+
+  from phijax import convert, params_io
+  from phijax.model import count_params
+  if args.phijax_dir:
+    if not args.to_hf:
+      raise cli.UsageError("--phijax_dir is already phijax parameters; add --to_hf to "
+                           "write a Hugging Face directory")
+    cfg, params = params_io.load_params(args.phijax_dir)
+    convert.to_hf(cfg, params, args.out)
+    print(f"wrote Hugging Face model to {args.out}: arch={cfg.arch}, "
+          f"{count_params(cfg):,} parameters")
+    return
+  if args.to_hf:
+    raise cli.UsageError("--hf_dir is already a Hugging Face checkpoint; --to_hf writes "
+                         "one from --run or --phijax_dir")
+  if os.path.isdir(os.path.join(args.hf_dir, "checkpoints")):
+    raise cli.UsageError(f"{args.hf_dir} is a phijax run directory; export it with "
+                         f"--run={args.hf_dir}")
+  cfg, params = convert.from_hf(args.hf_dir)
+  params_io.save_params(args.out, cfg, params)
+  print(f"wrote phijax parameters to {args.out}: arch={cfg.arch}, "
+        f"{count_params(cfg):,} parameters")
 
 
 def run():
-  app.run(main)
+  cli.main(parser, main)
 
 
 if __name__ == "__main__":

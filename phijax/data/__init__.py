@@ -7,17 +7,38 @@
     state = it.get_state()                  # ... it.set_state(state) resumes exactly
     evals = data.make_eval_batches(cfg.data, tok, batch_size=32, num_batches=16)
 
-Modules: ``config`` (defaults), ``tokenizer``, ``corpus`` (the built-in stdlib
-corpus), ``sources``, ``sft`` (chat rendering), ``packing``, ``mixture``,
-``pipeline``.
+Modules: ``config`` (defaults), ``tokenizer`` (also a command: ``python -m
+phijax.data.tokenizer --help``), ``corpus`` (the built-in stdlib corpus), ``sources``,
+``sft`` (chat rendering), ``packing``, ``mixture``, ``pipeline``.
 """
 
-from phijax.data import config
-from phijax.data.errors import DataError, DataWarning
-from phijax.data.packing import packing_efficiency
-from phijax.data.pipeline import (build_sources, heldout_documents, make_eval_batches,
-                                  make_train_dataset, make_train_iterator,
-                                  source_weights)
-from phijax.data.sources import write_array_record
-from phijax.data.tokenizer import (Tokenizer, check_roundtrip, load_tokenizer,
-                                   train_tokenizer)
+import importlib
+
+# Names are imported on first use (PEP 562): ``python -m phijax.data.tokenizer`` then
+# runs without importing the tokenizer module twice (runpy warns when the package
+# already imported it) and without loading grain.
+_EXPORTS = {
+    "DataError": "errors", "DataWarning": "errors",
+    "packing_efficiency": "packing",
+    "build_sources": "pipeline", "heldout_documents": "pipeline",
+    "make_eval_batches": "pipeline", "make_train_dataset": "pipeline",
+    "make_train_iterator": "pipeline", "source_weights": "pipeline",
+    "write_array_record": "sources",
+    "Tokenizer": "tokenizer", "check_roundtrip": "tokenizer",
+    "load_tokenizer": "tokenizer", "train_tokenizer": "tokenizer",
+}
+_SUBMODULES = ("config", "corpus", "errors", "mixture", "packing", "pipeline", "sft",
+               "sources", "tokenizer")
+__all__ = sorted(_EXPORTS) + list(_SUBMODULES)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+  if name in _SUBMODULES:
+    return importlib.import_module(f"{__name__}.{name}")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+  return __all__

@@ -9,7 +9,7 @@ sources are added in a config file with ``source(...)``::
 
 from ml_collections import ConfigDict
 
-SOURCE_KINDS = ("stdlib", "text", "jsonl", "sft", "array_record")
+SOURCE_KINDS = ("stdlib", "auto", "text", "jsonl", "sft", "array_record")
 
 
 def source(kind: str = "text", path: str = "", *, text_field: str = "text",
@@ -22,11 +22,16 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
       file), ``jsonl`` (one document per line, text in ``text_field``), ``sft``
       (JSON Lines of ``{"prompt", "response"}`` or ``{"messages": [{"role",
       "content"}]}`` records), ``array_record`` (pre-tokenized: one record per
-      document, little-endian int32 token ids; see ``phijax.data.write_array_record``).
-    path: file or directory (several files: a directory, read in sorted order).
+      document, little-endian int32 token ids; see ``phijax.data.write_array_record``),
+      ``auto`` (``jsonl`` if every file the path names ends in ``.jsonl``, else
+      ``text``; decided when the source is built).
+    path: a file, a directory (its files, read in sorted order) or a glob such as
+      ``src/**/*.py`` (the files it matches; document keys, and so the held-out
+      split, are relative to the directory before the first wildcard).
     weight: share of training *tokens* (rows) drawn from this source.
-    glob: which files of a directory are documents ("": all files for ``text``,
-      ``*.jsonl`` for ``jsonl``/``sft``, ``*.array_record*`` for ``array_record``).
+    glob: which files of a directory are documents ("": all files for ``text`` and
+      ``auto``, ``*.jsonl`` for ``jsonl``/``sft``, ``*.array_record*`` for
+      ``array_record``).
     max_tokens: ``sft`` only: truncate a rendered conversation to this many tokens
       (0: ``seq_len + 1``, one full row).
   """
@@ -44,7 +49,7 @@ def defaults() -> ConfigDict:
       shuffle_rows=1024,  # shuffle packed rows in windows of this many (<= 1: off)
       heldout_fraction=0.05,  # documents held out by a stable hash of their key
       tokenizer=ConfigDict(dict(
-          path="",  # a sentencepiece .model; "" trains on the stdlib train split
+          path="",  # a sentencepiece .model; "" trains one on the sources' train split
           vocab_size=8192,
           model_type="bpe",  # or "unigram"
           cache_dir="~/.cache/phijax",

@@ -205,7 +205,8 @@ def make_eval_batches(cfg_data, tok, *, batch_size: int, num_batches: int | None
   seq_len = cfg_data.seq_len
   wanted = batch_size * num_batches if num_batches is not None else None
   rows = []
-  for src in _eval_sources(cfg_data, sources).values():
+  srcs = _eval_sources(cfg_data, sources)
+  for src in srcs.values():
     indices = src.heldout_indices()
     if len(indices) == 0:
       continue
@@ -220,8 +221,7 @@ def make_eval_batches(cfg_data, tok, *, batch_size: int, num_batches: int | None
     if len(rows) == wanted:
       break
   if not rows:
-    raise DataError("no held-out documents to evaluate on; set "
-                    "config.data.heldout_fraction > 0")
+    raise DataError(_no_heldout_message(cfg_data, srcs))
   if num_batches is None:
     num_batches = -(-len(rows) // batch_size)
     wanted = batch_size * num_batches
@@ -235,6 +235,18 @@ def make_eval_batches(cfg_data, tok, *, batch_size: int, num_batches: int | None
     rows.extend([pad] * (wanted - len(rows)))
   return [{k: np.stack([r[k] for r in rows[b * batch_size:(b + 1) * batch_size]])
            for k in rows[0]} for b in range(num_batches)]
+
+
+def _no_heldout_message(cfg_data, srcs) -> str:
+  if cfg_data.heldout_fraction <= 0:
+    return ("no held-out documents to evaluate on; set config.data.heldout_fraction > 0 "
+            "(e.g. 0.05)")
+  # With a fraction > 0 every source of >= 2 documents holds one out (sources._split),
+  # so the sources here are single documents.
+  return (f"no held-out documents to evaluate on: data source(s) {sorted(srcs)} hold one "
+          "document each, which is trained on (holding one out needs two or more); give "
+          "several documents (a directory or glob of files, or a .jsonl file with one "
+          "per line), e.g. cut a file into parts with `split -l 2000 FILE parts/`")
 
 
 def heldout_documents(cfg_data, tok=None, sources: Sequence[str] | None = None) -> list[str]:

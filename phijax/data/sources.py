@@ -2,11 +2,12 @@
 
 Every source is an indexable list of documents with a fixed train / held-out split
 (a stable hash of each document's key: relative path, ``file:line`` or
-``file:record``). Sources are checked when they are built: missing paths, empty
-directories, JSON lines without the text field and out-of-vocabulary token ids give
-a ``DataError`` naming the file, line and config field, instead of an exception from
-inside a grain worker. Non-UTF-8 and empty files are skipped, counted and named in a
-``DataWarning``.
+``file:record``; a source of two or more documents keeps at least one on each side).
+A path may be a file, a directory or a glob (``src/**/*.py``). Sources are checked
+when they are built: missing paths, empty directories, JSON lines without the text
+field and out-of-vocabulary token ids give a ``DataError`` naming the file, line and
+config field, instead of an exception from inside a grain worker. Non-UTF-8 and
+empty files are skipped, counted and named in a ``DataWarning``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from phijax.data import corpus
 from phijax.data import sft
 from phijax.data.errors import DataError, DataWarning
 
-DEFAULT_GLOBS = {"text": "**/*", "jsonl": "**/*.jsonl", "sft": "**/*.jsonl",
-                 "array_record": "**/*.array_record*"}
+DEFAULT_GLOBS = {"auto": "**/*", "text": "**/*", "jsonl": "**/*.jsonl",
+                 "sft": "**/*.jsonl", "array_record": "**/*.array_record*"}
 
 
 def _warn_skipped(name: str, what: str, items: list[str]) -> None:
@@ -32,30 +33,85 @@ def _warn_skipped(name: str, what: str, items: list[str]) -> None:
                 DataWarning, stacklevel=4)
 
 
+def split_glob(path: str) -> tuple[str, str]:
+  """``(root, pattern)`` of a path that holds a glob: ``src/**/*.py`` -> ``("src",
+  "**/*.py")``. A path without ``*``, ``?`` or ``[`` gives ``(path, "")``. Document
+  keys (and so the held-out split) are relative to the root."""
+  parts = pathlib.PurePath(os.path.expanduser(path)).parts
+  for i, part in enumerate(parts):
+    if any(c in part for c in "*?["):
+      return str(pathlib.PurePath(*parts[:i])) if i else ".", "/".join(parts[i:])
+  return path, ""
+
+
 def _resolve_files(name: str, kind: str, path: str, glob: str):
-  """``(root, files)``: the file ``path`` or the files under directory ``path``."""
+  """``(root, files)``: the file ``path``, the files under directory ``path``, or the
+  files a glob ``path`` matches."""
+  field = f"config.data.sources.{name}.path"
   if not path:
-    raise DataError(f"data source {name!r} ({kind}) has no path; set "
-                    f"config.data.sources.{name}.path")
-  p = pathlib.Path(path).expanduser()
-  if not p.exists():
-    raise DataError(f"data source {name!r} ({kind}): path {path!r} does not exist; set "
-                    f"config.data.sources.{name}.path to an existing file or directory")
-  if p.is_file():
-    return p.parent, [p]
+    raise DataError(f"data source {name!r} ({kind}) has no path; set {field} to a "
+                    "directory, a file or a glob such as 'src/**/*.py'")
+  root, pattern = split_glob(path)
+  if pattern:
+    if glob:
+      raise DataError(f"data source {name!r} ({kind}): path {path!r} is a glob and "
+                      f"config.data.sources.{name}.glob is {glob!r} too; give the "
+                      "pattern in one of them")
+    glob = pattern
+    p = pathlib.Path(root)
+    if not p.is_dir():
+      raise DataError(f"data source {name!r} ({kind}): {root!r}, the directory of the "
+                      f"glob {path!r}, does not exist; set {field}")
+  else:
+    p = pathlib.Path(path).expanduser()
+    if not p.exists():
+      raise DataError(f"data source {name!r} ({kind}): path {path!r} does not exist; "
+                      f"set {field} to an existing file, directory or glob")
+    if p.is_file():
+      return p.parent, [p]
   glob = glob or DEFAULT_GLOBS[kind]
   files = sorted(f for f in p.glob(glob) if f.is_file() and not any(
       part.startswith(".") for part in f.relative_to(p).parts))
   if not files:
-    raise DataError(f"data source {name!r} ({kind}): directory {path!r} has no files "
-                    f"matching {glob!r}; point config.data.sources.{name}.path at a "
-                    "directory with data or change .glob")
+    raise DataError(f"data source {name!r} ({kind}): directory {str(p)!r} has no files "
+                    f"matching {glob!r}; point {field} at a directory with data or "
+                    "change the pattern")
   return p, files
 
 
+def detect_kind(files) -> str:
+  """The kind an ``auto`` source reads its files as: ``jsonl`` if every file ends in
+  ``.jsonl``, else ``text`` (one document per file)."""
+  return "jsonl" if all(str(f).endswith(".jsonl") for f in files) else "text"
+
+
+def source_files(name: str, scfg):
+  """``(root, files)`` a source reads, found without reading them (stdlib: its first
+  lines, for generated-file markers): what a tokenizer cache key fingerprints."""
+  if scfg.kind == "stdlib":
+    root = _stdlib_root(name, scfg.path)
+    return root, [root / f for f in corpus.stdlib_files(root)]
+  _check_kind(name, scfg.kind)
+  return _resolve_files(name, scfg.kind, scfg.path, scfg.get("glob", ""))
+
+
 def _split(keys, heldout_fraction: float) -> np.ndarray:
-  return np.fromiter((corpus.is_heldout(k, heldout_fraction) for k in keys), bool,
-                     count=len(keys))
+  """Held-out mask: documents whose key hashes below ``heldout_fraction``.
+
+  A small source can hash to no held-out document (nothing to evaluate on) or to all
+  of them (nothing to train on). So with a fraction > 0 a source of >= 2 documents
+  keeps at least one of each: the lowest-hashing document is held out (as if the
+  fraction were raised just enough), the highest-hashing one is trained on. A single
+  document is trained on. Sources with both already (the stdlib) are untouched.
+  """
+  scores = np.fromiter((corpus.heldout_score(k) for k in keys), float, count=len(keys))
+  heldout = scores < heldout_fraction
+  if heldout_fraction > 0 and len(keys):
+    if not heldout.any() and len(keys) >= 2:
+      heldout[np.argmin(scores)] = True
+    elif heldout.all():
+      heldout[np.argmax(scores)] = False
+  return heldout
 
 
 class Source:
@@ -132,12 +188,17 @@ class TextFiles(Source):
       return f.read().decode("utf-8")
 
 
-def stdlib_source(name: str, path: str, heldout_fraction: float) -> TextFiles:
+def _stdlib_root(name: str, path: str) -> pathlib.Path:
   root = pathlib.Path(path).expanduser() if path else corpus.stdlib_root()
   if not root.is_dir():
     raise DataError(f"data source {name!r} (stdlib): {str(root)!r} is not a directory; "
                     f"set config.data.sources.{name}.path to a Python stdlib "
                     "directory or '' for the running interpreter's")
+  return root
+
+
+def stdlib_source(name: str, path: str, heldout_fraction: float) -> TextFiles:
+  root = _stdlib_root(name, path)
   files = corpus.stdlib_files(root)
   if not files:
     raise DataError(f"data source {name!r} (stdlib): no .py files under {str(root)!r}")
@@ -301,16 +362,22 @@ def write_array_record(path, documents) -> int:
   return n
 
 
+def _check_kind(name: str, kind: str) -> None:
+  if kind not in DEFAULT_GLOBS:
+    from phijax.data.config import SOURCE_KINDS
+    raise DataError(f"data source {name!r}: unknown kind {kind!r}; choose one of "
+                    f"{SOURCE_KINDS}")
+
+
 def build_source(name: str, scfg, heldout_fraction: float) -> Source:
   """The source ``config.data.sources[name]`` describes."""
   kind = scfg.kind
   if kind == "stdlib":
     return stdlib_source(name, scfg.path, heldout_fraction)
-  if kind not in DEFAULT_GLOBS:
-    from phijax.data.config import SOURCE_KINDS
-    raise DataError(f"data source {name!r}: unknown kind {kind!r}; choose one of "
-                    f"{SOURCE_KINDS}")
+  _check_kind(name, kind)
   root, files = _resolve_files(name, kind, scfg.path, scfg.get("glob", ""))
+  if kind == "auto":
+    kind = detect_kind(files)
   if kind == "text":
     return TextFiles(name, root, files, heldout_fraction)
   if kind == "jsonl":

@@ -8,6 +8,13 @@ for anything outside the vocabulary, so ``decode(encode(x)) == x`` for any text.
 Id layout of trained models: 0 ``<pad>``, 1 ``<unk>`` (never produced: byte
 fallback), 2 ``<|endoftext|>`` (between documents, phi-1 style), 3
 ``<|endofturn|>`` (end of a chat turn, LIMA), then the 256 byte pieces, then merges.
+
+Train one on your own corpus (its train split; the report is on its held-out split)::
+
+    python -m phijax.data.tokenizer --input='src/**/*.py' --vocab_size=8192 --out=code.model
+
+``--input`` is a file, a directory or a quoted glob; ``.jsonl`` input is one document
+per line (``--text_field``). Then train with ``--config.data.tokenizer.path=code.model``.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -76,7 +84,7 @@ class Tokenizer:
     if not path.is_file():
       raise DataError(f"tokenizer model {str(path)!r} does not exist; set "
                       "config.data.tokenizer.path to a sentencepiece .model file, "
-                      "or to '' to train one on the built-in corpus")
+                      "or to '' to train one on the configured data sources")
     try:
       return cls(path.read_bytes(), name=str(path))
     except RuntimeError as e:  # sentencepiece's parse error
@@ -215,8 +223,9 @@ def load_tokenizer(cfg_data) -> Tokenizer:
   """The tokenizer ``config.data.tokenizer`` names.
 
   ``path`` set: load that sentencepiece model. ``path`` empty: the model trained on
-  the train split of the built-in stdlib corpus, from ``cache_dir`` if an identical
-  one was trained before (keyed by the settings and the corpus), else trained now
+  the train split of the configured sources (those with weight > 0; the default is
+  the built-in stdlib corpus), from ``cache_dir`` if an identical one was trained
+  before (keyed by the settings and the sources' files and sizes), else trained now
   (seconds) and cached.
   """
   tcfg = cfg_data.tokenizer
@@ -228,36 +237,65 @@ def load_tokenizer(cfg_data) -> Tokenizer:
           f"config.data.tokenizer.vocab_size is {tcfg.vocab_size}; set it to "
           f"{tok.vocab_size} (the model's embedding must cover every id)")
     return tok
-  return _cached_stdlib_tokenizer(cfg_data)
+  return _cached_corpus_tokenizer(cfg_data)
 
 
-def _cached_stdlib_tokenizer(cfg_data) -> Tokenizer:
-  from phijax.data import corpus  # local: keeps the import graph one-way
+def _files_digest(lines: Iterable[str]) -> str:
+  return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _corpus_key(cfg_data, names: Sequence[str]) -> tuple[str, dict]:
+  """``(label, settings)``: a file-name label and what identifies the corpus.
+
+  Reads no documents (a cache hit must stay cheap): files are identified by their
+  paths and sizes. The built-in stdlib alone keeps the key it always had (relative
+  paths of its train files), so existing caches stay valid and another Python
+  version (or a patched stdlib) gets its own model.
+  """
+  from phijax.data import corpus, sources  # local: keeps the import graph one-way
+  srcs = {n: cfg_data.sources[n] for n in names}
+  if len(srcs) == 1 and next(iter(srcs.values())).kind == "stdlib":
+    name, scfg = next(iter(srcs.items()))
+    root, files = sources.source_files(name, scfg)
+    rel = [f.relative_to(root) for f in files]
+    train = [f for f in rel if not corpus.is_heldout(f.as_posix(), cfg_data.heldout_fraction)]
+    fingerprint = _files_digest(f"{f.as_posix()}:{(root / f).stat().st_size}" for f in train)
+    return "stdlib", dict(corpus="stdlib", files=fingerprint)
+  described = []
+  for name, scfg in srcs.items():
+    if scfg.kind == "array_record":
+      continue  # ids already: nothing to train on (see _train_texts)
+    root, files = sources.source_files(name, scfg)
+    # The root is part of the key: two directories with the same layout and sizes
+    # are different corpora.
+    described.append(dict(
+        name=name, kind=scfg.kind, text_field=scfg.get("text_field", "text"),
+        root=str(pathlib.Path(root).resolve()),
+        files=_files_digest(f"{pathlib.Path(f).relative_to(root).as_posix()}:"
+                            f"{pathlib.Path(f).stat().st_size}" for f in files)))
+  label = re.sub(r"[^A-Za-z0-9_.-]+", "_", "+".join(d["name"] for d in described))[:40]
+  return label or "corpus", dict(corpus=described)
+
+
+def _cached_corpus_tokenizer(cfg_data) -> Tokenizer:
+  from phijax.data import pipeline  # local: keeps the import graph one-way
   tcfg = cfg_data.tokenizer
-  root = corpus.stdlib_root()
-  # The same train split the "stdlib" source uses (empty files hold no text).
-  train_files = [f for f in corpus.stdlib_files(root)
-                 if not corpus.is_heldout(f.as_posix(), cfg_data.heldout_fraction)]
-  # The corpus is identified by its files and their sizes: another Python version
-  # (or a patched stdlib) gets its own model. A cache hit stats the files
-  # and reads only the few header lines stdlib_files checks for generated-file markers.
-  fingerprint = hashlib.sha256("\n".join(
-      f"{f.as_posix()}:{(root / f).stat().st_size}" for f in train_files
-  ).encode()).hexdigest()
-  settings = dict(corpus="stdlib", files=fingerprint, vocab_size=tcfg.vocab_size,
+  names = list(pipeline.source_weights(cfg_data))
+  label, corpus_settings = _corpus_key(cfg_data, names)
+  settings = dict(**corpus_settings, vocab_size=tcfg.vocab_size,
                   model_type=tcfg.model_type, train_bytes=tcfg.train_bytes,
                   heldout_fraction=cfg_data.heldout_fraction)
   cache_dir = pathlib.Path(tcfg.cache_dir).expanduser() / "tokenizers"
-  path = cache_dir / f"stdlib-{tcfg.model_type}{tcfg.vocab_size}-{_cache_key(settings)}.model"
+  path = cache_dir / f"{label}-{tcfg.model_type}{tcfg.vocab_size}-{_cache_key(settings)}.model"
   if path.is_file():
     return Tokenizer.load(path)
-  log.info("training a %d-piece %s tokenizer on the stdlib train split (%d files); "
-           "caching it at %s", tcfg.vocab_size, tcfg.model_type, len(train_files), path)
-  # errors="replace": a stray non-UTF-8 file must not stop training (the stdlib
-  # source skips such files with a warning when it reads documents).
-  texts = ((root / f).read_bytes().decode("utf-8", errors="replace") for f in train_files)
-  tok = train_tokenizer(texts, vocab_size=tcfg.vocab_size, model_type=tcfg.model_type,
-                        max_bytes=tcfg.train_bytes, name=str(path))
+  srcs = pipeline.build_sources(cfg_data, names)
+  log.info("training a %d-piece %s tokenizer on the train split of %s (%d documents); "
+           "caching it at %s", tcfg.vocab_size, tcfg.model_type, ", ".join(srcs),
+           sum(len(s.train_indices()) for s in srcs.values()), path)
+  tok, _ = train_on_sources(srcs.values(), vocab_size=tcfg.vocab_size,
+                            model_type=tcfg.model_type, max_bytes=tcfg.train_bytes,
+                            name=str(path))
   try:
     tok.save(path)
     with open(path.with_suffix(".json"), "w") as f:
@@ -265,6 +303,44 @@ def _cached_stdlib_tokenizer(cfg_data) -> Tokenizer:
   except OSError as e:  # a read-only home still trains, just every time
     log.warning("could not cache the tokenizer at %s (%s)", path, e)
   return tok
+
+
+def _train_texts(srcs) -> Iterator[str]:
+  """The sources' train-split documents, one from each source in turn, so a
+  ``train_bytes`` cap takes text from all of them (one source: its documents in
+  order). Pre-tokenized sources hold ids, not text, and are left out."""
+  text_srcs = [s for s in srcs if s.kind != "array_record"]
+  if not text_srcs:
+    raise DataError("the data sources are pre-tokenized (array_record): set "
+                    "config.data.tokenizer.path to the tokenizer their records were "
+                    "written with")
+  streams = [(s.text(int(i)) for i in s.train_indices()) for s in text_srcs]
+  while streams:
+    for stream in list(streams):
+      text = next(stream, None)
+      if text is None:
+        streams.remove(stream)
+      else:
+        yield text
+
+
+def train_on_sources(srcs, *, vocab_size: int, model_type: str = "bpe",
+                     max_bytes: int = 0, name: str = "") -> tuple[Tokenizer, dict]:
+  """``train_tokenizer`` on the train split of ``srcs`` (``phijax.data.sources``
+  objects); also returns ``{"documents", "bytes"}`` of the text it read."""
+  used = {"documents": 0, "bytes": 0}
+
+  def counted(texts):
+    for text in texts:
+      used["documents"] += 1
+      used["bytes"] += len(text.encode("utf-8"))
+      yield text
+
+  tok = train_tokenizer(counted(_train_texts(srcs)), vocab_size=vocab_size,
+                        model_type=model_type, max_bytes=max_bytes, name=name)
+  if max_bytes:  # the last document read may have been cut at the cap
+    used["bytes"] = min(used["bytes"], max_bytes)
+  return tok, used
 
 
 def check_roundtrip(tok: Tokenizer, documents: Sequence[tuple[str, str]]) -> dict:
@@ -290,3 +366,106 @@ def check_roundtrip(tok: Tokenizer, documents: Sequence[tuple[str, str]]) -> dic
               tokens_per_byte=n_tokens / max(n_bytes, 1),
               bytes_per_token=n_bytes / max(n_tokens, 1),
               byte_count_mismatch=mismatched)
+
+
+# ------------------------------------------------------------------ command line
+
+
+def _parser():
+  from phijax import cli
+  from phijax.data import config as data_config
+  defaults = data_config.defaults()
+  p = cli.ArgumentParser(prog="python -m phijax.data.tokenizer", description=__doc__)
+  p.add_argument("--input", required=True, type=_input_path, metavar="PATH_OR_GLOB",
+                 help="a file, a directory (all its files) or a quoted glob such as "
+                      "'src/**/*.py'; one document per file, or per line for .jsonl")
+  p.add_argument("--out", required=True, type=_out_file, metavar="FILE.model",
+                 help="where to write the sentencepiece model")
+  p.add_argument("--vocab_size", type=cli.positive_int,
+                 default=defaults.tokenizer.vocab_size,
+                 help="pieces (at most: a small corpus may give fewer)")
+  p.add_argument("--model_type", choices=("bpe", "unigram"),
+                 default=defaults.tokenizer.model_type)
+  p.add_argument("--kind", choices=("auto", "text", "jsonl"), default="auto",
+                 help="auto: jsonl if every input file ends in .jsonl, else text")
+  p.add_argument("--text_field", default="text", help="jsonl: the field with the text")
+  p.add_argument("--heldout_fraction", type=float, default=defaults.heldout_fraction,
+                 help="documents held out (by a hash of their path or file:line), as "
+                      "config.data.heldout_fraction: keep the two equal so training "
+                      "holds out the documents reported on here")
+  p.add_argument("--train_bytes", type=int, default=defaults.tokenizer.train_bytes,
+                 help="cap on training text (0: all of it)")
+  return p
+
+
+def _input_path(value: str) -> str:
+  import argparse
+  from phijax import cli
+  from phijax.data.sources import split_glob
+  root, pattern = split_glob(value)
+  if not pattern:
+    return cli.existing_path(value)
+  if not os.path.isdir(root):
+    raise argparse.ArgumentTypeError(
+        f"{root!r}, the directory of the glob {value!r}, does not exist")
+  return os.path.expanduser(value)
+
+
+def _out_file(value: str) -> str:
+  import argparse
+  path = os.path.expanduser(value)
+  if os.path.isdir(path):
+    raise argparse.ArgumentTypeError(f"{value!r} is a directory; give a file name "
+                                     "such as tokenizer.model")
+  return path
+
+
+def main(args) -> int:
+  from phijax import cli
+  from phijax.data import config as data_config, sources
+  if not 0.0 <= args.heldout_fraction < 1.0:
+    raise cli.UsageError(f"--heldout_fraction must be in [0, 1), got {args.heldout_fraction}")
+  if args.train_bytes < 0:
+    raise cli.UsageError(f"--train_bytes must be >= 0 (0: no cap), got {args.train_bytes}")
+  scfg = data_config.source(args.kind, args.input, text_field=args.text_field)
+  try:
+    src = sources.build_source("input", scfg, args.heldout_fraction)
+  except DataError as e:
+    # The source's messages name config fields; here they are flags.
+    msg = str(e).replace("config.data.sources.input.path", "--input")
+    raise cli.UsageError(msg.replace("config.data.sources.input.text_field",
+                                     "--text_field")) from None
+  tok, used = train_on_sources([src], vocab_size=args.vocab_size,
+                               model_type=args.model_type, max_bytes=args.train_bytes,
+                               name=args.out)
+  tok.save(args.out)
+  n_train, n_held = len(src.train_indices()), len(src.heldout_indices())
+  print(f"trained a {tok.vocab_size}-piece {args.model_type} tokenizer on "
+        f"{used['documents']:,} of {n_train:,} train documents ({used['bytes']:,} bytes) "
+        f"of {args.input}; wrote {args.out}")
+  keys = getattr(src, "keys", None)
+  if n_held:
+    split, indices = "held-out split", src.heldout_indices()
+  else:  # a single document: nothing is held out, so report on what was trained on
+    split, indices = "train split (no held-out documents)", src.train_indices()
+  docs = [(keys[i] if keys else f"{args.input}[{i}]", src.text(int(i))) for i in indices]
+  report = check_roundtrip(tok, docs)
+  print(f"{split}: {report['documents']:,} documents, {report['bytes']:,} bytes, "
+        f"{report['tokens']:,} tokens: {report['bytes_per_token']:.3f} bytes/token")
+  bad = sorted(set(report["failed"]) | set(report["byte_count_mismatch"]))
+  if bad:
+    print(f"round trip: NOT exact on {len(bad)} of {report['documents']} documents: "
+          f"{', '.join(bad[:5])}")
+    return 1
+  print(f"round trip: exact on all {report['documents']:,} documents")
+  # Both sizes: a config's model embedding must cover every id (configs/text.py ties
+  # the two together, so there either flag alone is enough).
+  print(f"train with it: --config.data.tokenizer.path={args.out} "
+        f"--config.data.tokenizer.vocab_size={tok.vocab_size} "
+        f"--config.model.vocab_size={tok.vocab_size}")
+  return 0
+
+
+if __name__ == "__main__":
+  from phijax import cli
+  cli.main(_parser(), main)
