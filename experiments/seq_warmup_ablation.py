@@ -2,7 +2,7 @@
 phi-style model train stably at a high learning rate? (Li, Zhang & He 2022, "The
 Stability-Efficiency Dilemma", arXiv 2108.06084: GPT-2 stable at 8x batch and 4x LR.)
 
-    python experiments/seq_warmup_ablation.py            # full run: 12 arms, ~12-22 min
+    python experiments/seq_warmup_ablation.py            # full run: 12 arms, ~15-25 min
     python experiments/seq_warmup_ablation.py --quick    # 4 small arms, ~1-2 min
 
 (Times on 2 CPU cores: the lower figure idle, the higher with other jobs running.)
@@ -29,7 +29,6 @@ context per token), so compare arms on held-out loss, which is always full lengt
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -70,8 +69,8 @@ class Arm:
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  from phijax import cli  # one-line errors with exit 2, like every phijax command
+  p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--quick", action="store_true",
                  help="smoke run: tiny token budget, one seed (about 1-2 minutes)")
   p.add_argument("--out", default=None,

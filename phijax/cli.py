@@ -34,11 +34,13 @@ class UsageError(ValueError):
   """Bad input from the command line, found after parsing; printed as one line."""
 
 
-# Errors that mean "the input is wrong": one line, exit 2. Library code raises these
-# with messages that name the field or file (ConfigError, DataError, CurriculumError
-# and ModelConfig's checks are ValueErrors).
+# Errors that mean "the input is wrong": one line, exit 2, when phijax raised them
+# (ConfigError, DataError, CurriculumError, ModelConfig's checks: messages that name
+# the field or file). The same types raised inside jax, numpy or orbax are bugs or
+# surprises: shown with their traceback, exit 1 (see _raised_by_phijax).
 BAD_INPUT = (UsageError, ValueError, FileNotFoundError, NotADirectoryError,
              IsADirectoryError, FileExistsError, PermissionError)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 NOISY_LOGGERS = ("absl", "jax", "jax._src", "orbax", "orbax.checkpoint", "grain",
                  "tensorflow", "matplotlib", "urllib3", "filelock")
@@ -170,13 +172,29 @@ def main(parser: ArgumentParser, fn: Callable[[argparse.Namespace], object],
   try:
     result = fn(args)
   except BAD_INPUT as e:
-    if args.verbose:
+    if args.verbose or not _raised_by_phijax(e):
       traceback.print_exc()
+    if not _raised_by_phijax(e):
+      fail(parser.prog, f"internal error: {type(e).__name__} from a library (traceback "
+           "above); please report it with the command line", code=1)
     fail(parser.prog, _message(e))
   except KeyboardInterrupt:
     fail(parser.prog, "interrupted", code=130)
   if isinstance(result, int) and result:
     raise SystemExit(result)
+
+
+def _raised_by_phijax(e: BaseException) -> bool:
+  """Whether phijax's own code raised ``e`` (its innermost Python frame is ours)."""
+  if isinstance(e, (UsageError, ConfigError)):
+    return True
+  frames = traceback.extract_tb(e.__traceback__)
+  return not frames or os.path.abspath(frames[-1].filename).startswith(_PACKAGE_DIR)
+
+
+def prog(module: str, script: str) -> str:
+  """The name a command was started by: its console script or ``python -m module``."""
+  return script if os.path.basename(sys.argv[0]) == script else f"python -m {module}"
 
 
 def _message(e: BaseException) -> str:

@@ -104,9 +104,34 @@ def finish(c: ConfigDict, arg: str | None, accepted=RUN_ARGS) -> ConfigDict:
   arguments of its own handles them first and passes them in ``accepted``.
   """
   words = check_arg(arg, tuple(accepted))
+  check_fields(c)
   if "runlocal" in words:
     shrink_for_cpu(c)
   return c
+
+
+# Groups whose keys are the user's names (sources, stages) or free-form (LongRoPE).
+OPEN_GROUPS = ("data.sources", "curriculum.stages", "model.rope_scaling")
+
+
+def check_fields(c: ConfigDict, reference: ConfigDict | None = None, path: str = "") -> None:
+  """Every field of ``c`` exists in ``default()``: ``c.train.stepz = 800`` in a config
+  file is an error naming the nearest field, not a silently ignored setting."""
+  import difflib
+
+  reference = default() if reference is None else reference
+  for key, value in c.items():
+    where = f"{path}.{key}" if path else key
+    if where in OPEN_GROUPS:
+      continue
+    if key not in reference:
+      close = difflib.get_close_matches(key, list(reference.keys()), n=2)
+      hint = (f"did you mean {' or '.join(f'{path}.{k}' if path else k for k in close)}?"
+              if close else f"{path or 'the config'} has: {', '.join(sorted(reference))}")
+      raise ConfigError(f"config field {where!r} does not exist; {hint} (new fields go "
+                        "into phijax/config.py's default(), with a comment)")
+    if isinstance(value, ConfigDict) and isinstance(reference[key], ConfigDict):
+      check_fields(value, reference[key], where)
 
 
 def shrink_for_cpu(c: ConfigDict) -> ConfigDict:

@@ -127,7 +127,8 @@ def _apply_one(config: ConfigDict, override: str) -> ConfigDict:
     if "not supported for overriding" in reason:
       reason = f"a {kind} field cannot be set from the command line; set it in a config file"
     else:
-      reason = f"config.{dotted} takes a {kind}, not {value!r}"
+      article = "an" if kind[:1] in "aeiou" else "a"
+      reason = f"config.{dotted} takes {article} {kind}, not {value!r}"
     raise ConfigError(f"bad config override {override}: {reason}") from None
   return fv.config
 

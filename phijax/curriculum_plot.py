@@ -62,7 +62,8 @@ def run(argv=None):
   """Console script ``phijax-plot-curriculum``."""
   from phijax import cli
 
-  parser = cli.ArgumentParser(prog="python -m phijax.curriculum_plot", description=__doc__)
+  parser = cli.ArgumentParser(prog=cli.prog("phijax.curriculum_plot", "phijax-plot-curriculum"),
+                              description=__doc__)
   cli.add_config(parser)
   parser.add_argument("--out", default="curriculum.png", help="PNG file to write")
 

@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import signal
-import sys
 import time
 
 import jax
@@ -198,6 +197,9 @@ def train(config, workdir: str) -> dict:
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.parse_rules(config.mesh.rules)
   check_config(config, mesh)
+  # Data with nothing held out (a single document) fails here, before the run directory
+  # gets a tokenizer or config.json that a corrected rerun would silently reuse.
+  data.check_heldout(config.data)
   model_cfg = ModelConfig.from_dict(config.model)
   cur = curriculum.Curriculum(config)
   tok = _run_tokenizer(config, workdir)
@@ -280,9 +282,6 @@ def train(config, workdir: str) -> dict:
     progress.close()
     writer.close()
     return {"finished": True, "step": pos.step, "message": msg}
-  # Built now, not at the first eval: data with nothing held out (one document) fails
-  # before training rather than eval_every steps in.
-  get_eval_batches()
 
   # One step variant per sequence-length bucket, compiled ahead of time so a length
   # change mid-run never stalls on a compile (and the count is known up front).
@@ -425,9 +424,8 @@ def _count(model_cfg):
 
 def _parser():
   from phijax import cli
-  parser = cli.ArgumentParser(
-      prog="phijax-train" if os.path.basename(sys.argv[0]) == "phijax-train"
-      else "python -m phijax.train", description=__doc__)
+  parser = cli.ArgumentParser(prog=cli.prog("phijax.train", "phijax-train"),
+                              description=__doc__)
   cli.add_config(parser)
   parser.add_argument("--workdir", required=True, type=cli.new_dir,
                       help="run directory; rerunning on it resumes (a finished run exits 0)")

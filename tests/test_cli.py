@@ -121,6 +121,42 @@ def test_user_config_builds_on_a_packaged_one(tmp_path):
     config_files.load(str(tmp_path / "mine.py") + ":fast")
 
 
+def test_a_misspelt_field_in_a_config_file_is_an_error(tmp_path):
+  (tmp_path / "typo.py").write_text(textwrap.dedent('''
+      from phijax import config as base
+      from phijax.configs import tiny
+
+      def get_config(arg=None):
+        c = tiny.get_config()
+        c.train.stepz = 800
+        return base.finish(c, arg)
+      '''))
+  with pytest.raises(config_files.ConfigError, match="'train.stepz'.*train.steps"):
+    config_files.load(str(tmp_path / "typo.py"))
+
+
+def test_library_errors_are_not_dressed_as_bad_input(tmp_path):
+  """A ValueError from inside a library (not a phijax check) keeps its traceback and
+  exits 1: it is a bug to report, not a usage error."""
+  from phijax import cli
+
+  def boom(args):
+    import numpy as np
+    np.reshape(np.zeros(3), (2, 2))  # numpy raises ValueError
+
+  parser = cli.ArgumentParser(prog="t")
+  with pytest.raises(SystemExit) as e:
+    cli.main(parser, boom, [])
+  assert e.value.code == 1
+
+  def bad(args):
+    raise cli.UsageError("--x is wrong")
+
+  with pytest.raises(SystemExit) as e:
+    cli.main(parser, bad, [])
+  assert e.value.code == 2
+
+
 def test_configs_resolve_by_name_and_path():
   by_name = config_files.load("tiny:runlocal")
   by_path = config_files.load(os.path.join(ROOT, "configs", "tiny.py:runlocal"))
@@ -137,7 +173,7 @@ def test_overrides_are_typed_and_checked():
       7, 2e-3, 16, False)
   with pytest.raises(config_files.ConfigError, match="did you mean train"):
     config_files.load("tiny", ["--config.trian.steps=3"])
-  with pytest.raises(config_files.ConfigError, match="takes a int"):
+  with pytest.raises(config_files.ConfigError, match="takes an int"):
     config_files.load("tiny", ["--config.train.steps=1.5x"])
   with pytest.raises(config_files.ConfigError, match="cannot be set from the command"):
     config_files.load("tiny", ["--config.model.rope_scaling={}"])

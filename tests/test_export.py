@@ -139,6 +139,20 @@ def test_hf_tokenizer_ids_equal_phijax(run_dir, hf_dir):
   assert (hf_dir / "tokenizer.model").exists()
 
 
+def test_hf_tokenizer_on_the_whole_stdlib_corpus(run_dir):
+  """The README's claim: the same ids as sentencepiece on every stdlib corpus file."""
+  pytest.importorskip("tokenizers")
+  from phijax.convert import hf_tokenizer
+  from phijax.data import corpus
+  tok = Tokenizer.load(run_dir / "tokenizer.model")
+  root = corpus.stdlib_root()
+  texts = [(root / f).read_bytes().decode("utf-8", errors="replace")
+           for f in corpus.stdlib_files(root)]
+  assert len(texts) > 500
+  differ = hf_tokenizer.check_hf_tokenizer(tok, texts)
+  assert not differ, [str(corpus.stdlib_files(root)[i]) for i in differ[:5]]
+
+
 # --- bad input: one line on stderr, exit 2, no traceback ------------------------------
 
 def _bad_cases(run_dir, tmp):

@@ -17,7 +17,7 @@ import os
 
 from phijax import cli
 
-parser = cli.ArgumentParser(prog="python -m phijax.convert", description=__doc__)
+parser = cli.ArgumentParser(prog=cli.prog("phijax.convert", "phijax-convert"), description=__doc__)
 source = parser.add_mutually_exclusive_group(required=True)
 source.add_argument("--run", type=cli.existing_dir, metavar="RUN",
                     help="a run directory (python -m phijax.train --workdir=RUN)")

@@ -172,7 +172,7 @@ def _own_arrays(batch):
 def _ensure_absl_flags_parsed():
   # grain's worker start reads an absl flag; outside absl.app (pytest, notebooks)
   # that raises UnparsedFlagAccessError (google/grain#1355, fixed after 0.2.18).
-  # Marking flags parsed keeps their defaults; absl.app still parses argv later.
+  # Marking flags parsed keeps their defaults (phijax's commands parse with argparse).
   from absl import flags
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
@@ -235,6 +235,15 @@ def make_eval_batches(cfg_data, tok, *, batch_size: int, num_batches: int | None
     rows.extend([pad] * (wanted - len(rows)))
   return [{k: np.stack([r[k] for r in rows[b * batch_size:(b + 1) * batch_size]])
            for k in rows[0]} for b in range(num_batches)]
+
+
+def check_heldout(cfg_data, sources: Sequence[str] | None = None) -> None:
+  """Raises the DataError ``make_eval_batches`` would, without reading documents:
+  the train loop calls it before it writes anything to the run directory."""
+  _check_cfg(cfg_data)
+  srcs = _eval_sources(cfg_data, sources)
+  if not any(len(src.heldout_indices()) for src in srcs.values()):
+    raise DataError(_no_heldout_message(cfg_data, srcs))
 
 
 def _no_heldout_message(cfg_data, srcs) -> str:

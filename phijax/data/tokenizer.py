@@ -248,9 +248,9 @@ def _corpus_key(cfg_data, names: Sequence[str]) -> tuple[str, dict]:
   """``(label, settings)``: a file-name label and what identifies the corpus.
 
   Reads no documents (a cache hit must stay cheap): files are identified by their
-  paths and sizes. The built-in stdlib alone keeps the key it always had (relative
-  paths of its train files), so existing caches stay valid and another Python
-  version (or a patched stdlib) gets its own model.
+  paths, sizes and modification times. The built-in stdlib alone keeps the key it
+  always had (relative paths and sizes of its train files), so existing caches stay
+  valid and another Python version (or a patched stdlib) gets its own model.
   """
   from phijax.data import corpus, sources  # local: keeps the import graph one-way
   srcs = {n: cfg_data.sources[n] for n in names}
@@ -271,10 +271,15 @@ def _corpus_key(cfg_data, names: Sequence[str]) -> tuple[str, dict]:
     described.append(dict(
         name=name, kind=scfg.kind, text_field=scfg.get("text_field", "text"),
         root=str(pathlib.Path(root).resolve()),
-        files=_files_digest(f"{pathlib.Path(f).relative_to(root).as_posix()}:"
-                            f"{pathlib.Path(f).stat().st_size}" for f in files)))
+        files=_files_digest(_file_id(root, f) for f in files)))
   label = re.sub(r"[^A-Za-z0-9_.-]+", "_", "+".join(d["name"] for d in described))[:40]
   return label or "corpus", dict(corpus=described)
+
+
+def _file_id(root, f) -> str:
+  # Size and modification time: an edit that keeps a file's size still retrains.
+  st = pathlib.Path(f).stat()
+  return f"{pathlib.Path(f).relative_to(root).as_posix()}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _cached_corpus_tokenizer(cfg_data) -> Tokenizer:
