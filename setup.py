@@ -29,7 +29,8 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "submitit>=1.5"],
+        "slurm": ["submitit>=1.5"],  # launch/slurm.py
         # torch is only the parity oracle; CI installs a CPU build first (see .ci/run).
         "hf": ["torch>=2.4", "transformers>=4.48", "safetensors>=0.4"],
         "gpu": ["jax[cuda12]"],
@@ -40,6 +41,8 @@ setup(
             "phijax-train=phijax.train:run",
             "phijax-convert=phijax.convert.__main__:run",
             "phijax-plot-curriculum=phijax.curriculum_plot:run",
+            "phijax-sweep=phijax.sweep:run",
+            "phijax-results=phijax.results:run",
         ]
     },
 )

@@ -87,8 +87,21 @@ def default() -> ConfigDict:
       name="adamw", lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0,
       muon_beta=0.95, muon_rms=0.2))  # muon_*: optim.name="muon" only
   c.curriculum = curriculum.defaults()
-  c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1, rules="default",
-                           distributed=False))
+  c.mesh = ConfigDict(dict(
+      data=-1, fsdp=1, tensor=1, rules="default",
+      # Multi-host: call jax.distributed.initialize(). Also on whenever JAX_NUM_PROCESSES
+      # is set (launch/local.py sets it with JAX_COORDINATOR_ADDRESS, JAX_PROCESS_ID);
+      # otherwise the cluster comes from the environment (SLURM, Cloud TPU, MPI).
+      distributed=False,
+      # A process that stops sending heartbeats for this long (it died, or its host
+      # did) makes every other process abort with an error instead of waiting in a
+      # collective forever: the bound on noticing a dead peer (JAX's default is 100).
+      heartbeat_timeout_s=100,
+      # How long process 0 waits for all the others to connect at start-up.
+      initialization_timeout_s=300,
+      # How long a finished process waits for the others at exit.
+      shutdown_timeout_s=300,
+  ))
   return c
 
 

@@ -46,15 +46,16 @@ def check_config(config, mesh) -> None:
   if t.microbatches <= 0 or t.batch_size % t.microbatches:
     raise ConfigError(f"train.microbatches={t.microbatches} must divide "
                       f"train.batch_size={t.batch_size}")
+  if t.batch_size % jax.process_count():
+    raise ConfigError(f"train.batch_size={t.batch_size} does not divide over "
+                      f"{jax.process_count()} processes; pick a multiple of "
+                      f"{jax.process_count()}")
   ways = sharding.batch_divisor(mesh, sharding.parse_rules(config.mesh.rules))
   if (t.batch_size // t.microbatches) % ways:
     raise ConfigError(
         f"train.batch_size={t.batch_size} (per micro-batch {t.batch_size // t.microbatches}) "
         f"is not divisible by the {ways} ways the batch is split (mesh data*fsdp = "
         f"{mesh.shape['data']}*{mesh.shape['fsdp']}); pick a multiple of {ways}")
-  if t.batch_size % jax.process_count():
-    raise ConfigError(f"train.batch_size={t.batch_size} must divide over "
-                      f"{jax.process_count()} processes")
   if config.data.seq_len > config.model.max_position_embeddings:
     raise ConfigError(f"data.seq_len={config.data.seq_len} exceeds "
                       f"model.max_position_embeddings={config.model.max_position_embeddings}")
@@ -73,19 +74,30 @@ def _write_config(config, workdir):
       raise ConfigError(
           f"{workdir} holds a run with a different model config (fields {diff}); "
           "use a new --workdir, or the same config to resume")
-  with open(path, "w") as f:
-    json.dump(resolved, f, indent=2)
+  if jax.process_index() == 0:  # every process checks; one writes (atomically: the
+    with open(f"{path}.tmp", "w") as f:  # others may be reading the old one)
+      json.dump(resolved, f, indent=2)
+    os.replace(f"{path}.tmp", path)
 
 
 class _StopFlag:
-  """SIGTERM / SIGINT set a flag; the loop checkpoints at the next step boundary."""
+  """SIGTERM / SIGINT set a flag; the loop checkpoints at the next step boundary.
+
+  With several processes every one must stop at the same step. SIGTERM (a
+  preemption notice, often sent to one host only) is then left to JAX's own
+  notifier, which ``multihost_utils.reached_preemption_sync_point`` reads: a Python
+  handler here would replace it. SIGINT sets a local flag that the processes agree
+  on with an all-gather each step.
+  """
 
   def __init__(self):
     self.signal = None
     self._old = {}
+    self.multihost = jax.process_count() > 1
 
   def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    sigs = (signal.SIGINT,) if self.multihost else (signal.SIGTERM, signal.SIGINT)
+    for sig in sigs:
       try:
         self._old[sig] = signal.signal(sig, self._handle)
       except ValueError:  # not the main thread
@@ -101,11 +113,17 @@ class _StopFlag:
     for sig, old in self._old.items():
       signal.signal(sig, old)
 
-  def requested(self) -> bool:
+  def requested(self, step: int) -> bool:
     flag = self.signal is not None
-    if jax.process_count() > 1:  # every host must stop at the same step
+    if self.multihost:  # every host must stop at the same step: both calls on all
       from jax.experimental import multihost_utils
+      preempted = multihost_utils.reached_preemption_sync_point(step)
       flag = bool(multihost_utils.process_allgather(np.int32(flag)).max())
+      if preempted and self.signal is None:
+        self.signal = "SIGTERM (preemption notice)"
+      elif flag and self.signal is None:
+        self.signal = "SIGINT (on another process)"
+      flag = flag or preempted
     return flag
 
 
@@ -136,7 +154,7 @@ def write_samples(path, model_cfg, params, tok, n, max_new_tokens, *, temperatur
   ``fold_in(key(seed), i)``), so a run's samples.txt is the same every time it is
   written. The header says how the samples were drawn.
   """
-  params = jax.device_get(params)
+  params = _host_params(params)
   how = ("greedy" if temperature <= 0 else
          f"sampled: temperature {temperature:g}, top_k {top_k or 'off'}, top_p {top_p:g}, "
          f"seed {seed}")
@@ -160,18 +178,45 @@ def write_samples(path, model_cfg, params, tok, n, max_new_tokens, *, temperatur
       f.write(f"=== prompt: {prompt!r}\n{tok.decode(ids + out)}\n\n")
 
 
+def _host_params(params):
+  """Parameters as host numpy arrays; sharded across processes, all must call this."""
+  leaves = jax.tree_util.tree_leaves(params)
+  if all(getattr(x, "is_fully_addressable", True) or getattr(x, "is_fully_replicated", False)
+         for x in leaves):
+    return jax.device_get(params)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(params, tiled=True)
+
+
 def _run_tokenizer(config, workdir):
   """The run keeps its own copy of the tokenizer, so a resume (on any machine or
-  Python version, whose stdlib would train a different one) reads the same ids."""
+  Python version, whose stdlib would train a different one) reads the same ids.
+
+  With several processes, process 0 trains (or loads) it and saves the run's copy;
+  the others wait at a barrier and load that copy: one tokenizer, no race on the
+  tokenizer cache.
+  """
   path = os.path.join(workdir, "tokenizer.model")
+  tok = None
+  if jax.process_index() == 0 and not os.path.exists(path):
+    tok = data.load_tokenizer(config.data)
+    tmp = f"{path}.tmp"
+    tok.save(tmp)
+    os.replace(tmp, path)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("phijax: tokenizer saved")
+    if not os.path.exists(path):
+      raise ConfigError(
+          f"process {jax.process_index()} cannot see {path}, which process 0 wrote: "
+          "--workdir must be on a file system every process shares")
+  if tok is not None:
+    return tok
   if os.path.exists(path):
     with config.unlocked():
       config.data.tokenizer.path = path
     return data.load_tokenizer(config.data)
-  tok = data.load_tokenizer(config.data)
-  if jax.process_index() == 0:
-    tok.save(path)
-  return tok
+  return data.load_tokenizer(config.data)  # pragma: no cover - workdir not writable
 
 
 @dataclasses.dataclass
@@ -241,11 +286,16 @@ def train(config, workdir: str) -> dict:
                  f"{dict(mesh.shape)}, {total_steps} steps planned; MFU peak "
                  f"{peak / 1e9:.1f} GFLOP/s ({peak_src})")
 
-  per_process = t.batch_size // jax.process_count()
+  # Every process reads the global stream (process_index=0 of 1) and device_batch
+  # puts each process's shards on its devices: N processes train on exactly the rows,
+  # in the order, one process would, and a checkpoint's iterator state is the same
+  # in every layout. The cost: each host packs the whole global batch.
+  whole = dict(process_index=0, process_count=1)
 
   def make_iterator(stage_plan, state_blob=None):
-    it = data.make_train_iterator(config.data, tok, batch_size=per_process, seed=t.seed,
-                                  weights=stage_plan.weights, stage=stage_plan.stage)
+    it = data.make_train_iterator(config.data, tok, batch_size=t.batch_size, seed=t.seed,
+                                  weights=stage_plan.weights, stage=stage_plan.stage,
+                                  **whole)
     if state_blob is not None:
       it.set_state(state_blob)
     return it
@@ -258,8 +308,8 @@ def train(config, workdir: str) -> dict:
   def get_eval_batches():
     nonlocal eval_batches
     if eval_batches is None:
-      eval_batches = data.make_eval_batches(config.data, tok, batch_size=per_process,
-                                            num_batches=t.eval_batches or None)
+      eval_batches = data.make_eval_batches(config.data, tok, batch_size=t.batch_size,
+                                            num_batches=t.eval_batches or None, **whole)
     return eval_batches
 
   def meta():
@@ -319,7 +369,7 @@ def train(config, workdir: str) -> dict:
       state, m = train_step(state, device_batch(batch, fns.batch_sharding),
                             jnp.float32(plan.lr))
       pos.step += 1
-      step_tokens = rows * cols * jax.process_count()
+      step_tokens = rows * cols  # the global batch
       pos.tokens += step_tokens
       window_tokens += step_tokens
       # The previous step's streak: reading it does not wait for the step just queued.
@@ -355,7 +405,7 @@ def train(config, workdir: str) -> dict:
       if (t.save_every and pos.step % t.save_every == 0) or minutes:
         save()
         last_save_time = time.time()
-      if stop.requested():
+      if stop.requested(pos.step):
         stop_reason = stop.signal or "signal"
         break
 
@@ -377,6 +427,8 @@ def train(config, workdir: str) -> dict:
     msg = (f"{stop_reason}: checkpoint written at step {pos.step} in {ckpt.directory}; "
            "rerun the same command to resume")
     progress.write(msg)
+    if jax.process_index() > 0:  # progress writes on process 0 only
+      log.info("process %d: %s", jax.process_index(), msg)
     progress.close()
     writer.close()
     return {"finished": False, "step": pos.step, "message": msg}
@@ -387,7 +439,8 @@ def train(config, workdir: str) -> dict:
       final_batches = get_eval_batches()  # the periodic evals' rows: built once
     else:
       final_batches = data.make_eval_batches(
-          config.data, tok, batch_size=per_process, num_batches=t.final_eval_batches or None)
+          config.data, tok, batch_size=t.batch_size, num_batches=t.final_eval_batches or None,
+          **whole)
     progress.write(f"final eval over the whole held-out split ({len(final_batches)} "
                    "batches)..." if not t.final_eval_batches else
                    f"final eval over {len(final_batches)} held-out batches...")
@@ -400,6 +453,8 @@ def train(config, workdir: str) -> dict:
   # "final": over the whole held-out split (periodic evals use eval_batches of it).
   writer.write(pos.step, {"tokens": pos.tokens, **ev, "gzip_bpb": gz, "final": True})
   writer.close()
+  if t.samples and jax.process_count() > 1:
+    state = state.replace(params=_host_params(state.params))  # a collective: all call it
   if jax.process_index() == 0 and t.samples:
     with progress.phase() as phase:
       write_samples(os.path.join(workdir, "samples.txt"), model_cfg, state.params, tok,
@@ -444,7 +499,11 @@ def run(argv=None):
     except NonFiniteError as e:  # not bad input: the run itself failed
       cli.fail(parser.prog, str(e), code=1)
 
-  cli.main(parser, main, argv)
+  try:
+    cli.main(parser, main, argv)
+  except SystemExit as e:  # with several processes, failing alone must not hang the rest
+    sharding.exit_after_error(e.code if isinstance(e.code, int) else 1)
+    raise
 
 
 if __name__ == "__main__":

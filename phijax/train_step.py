@@ -191,7 +191,15 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
 
 
 def device_batch(batch: dict, batch_sharding, keys=BATCH_KEYS):
-  """Host numpy batch (this process's rows) -> global sharded jax arrays."""
-  return {k: jax.make_array_from_process_local_data(
-      batch_sharding, np.asarray(batch[k], dtype=BATCH_DTYPES.get(k, None)))
-          for k in keys if k in batch}
+  """Host numpy global batch -> global sharded jax arrays.
+
+  Every process holds the same global batch (the rows one process alone would
+  train on, in the same order) and puts on its own devices only the shards they
+  hold, whatever the mesh layout: N processes then train exactly as one does.
+  """
+  out = {}
+  for k in keys:
+    if k in batch:
+      x = np.asarray(batch[k], dtype=BATCH_DTYPES.get(k, None))
+      out[k] = jax.make_array_from_callback(x.shape, batch_sharding, x.__getitem__)
+  return out

@@ -22,11 +22,13 @@ COMMANDS = {
     "convert": (["-m", "phijax.convert"], ["--run", "--hf_dir", "--out", "--to_hf"]),
     "curriculum_plot": (["-m", "phijax.curriculum_plot"], ["--config", "--out"]),
     "tokenizer": (["-m", "phijax.data.tokenizer"], ["--input", "--vocab_size", "--out"]),
-    "seq_warmup_ablation": ([os.path.join(ROOT, "experiments", "seq_warmup_ablation.py")],
-                            ["--quick", "--out", "--seeds"]),
+    "sweep": (["-m", "phijax.sweep"], ["--workdir", "--parallel", "--dry-run", "--status",
+                                        "--only", "--launcher"]),
+    "results": (["-m", "phijax.results"], ["DIR"]),
 }
 CONSOLE_SCRIPTS = {"phijax-train": "--workdir", "phijax-convert": "--to_hf",
-                   "phijax-plot-curriculum": "--out"}
+                   "phijax-plot-curriculum": "--out", "phijax-sweep": "--dry-run",
+                   "phijax-results": "DIR"}
 
 
 def run(args, cwd, exe=(sys.executable,)):

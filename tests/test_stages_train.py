@@ -37,7 +37,7 @@ def test_stage_switch_and_resume_at_the_boundary(tmp_path, monkeypatch):
 
   calls = {"n": 0}
 
-  def stop_after_step_4(self):
+  def stop_after_step_4(self, step):
     calls["n"] += 1
     return calls["n"] == 4
 

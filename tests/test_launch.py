@@ -1,0 +1,103 @@
+"""The SLURM and TPU launchers' dry-runs (what they would submit / run) and their
+bad-input lines. launch/local.py runs for real in test_multihost.py."""
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = ["python", "-m", "phijax.train", "--config=configs/tiny.py", "--workdir=/shared/run"]
+
+
+def _launch(script, *args):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "launch", script), *args],
+                        capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_tpu_dry_run_prints_every_gcloud_command():
+  proc = _launch("tpu.py", "--name=pod", "--zone=us-central2-b", "--project=p",
+                 "--accelerator_type=v4-32", "--dry-run", "--", *TRAIN)
+  assert proc.returncode == 0, proc.stderr
+  lines = [shlex.split(x) for x in proc.stdout.strip().splitlines()]
+  vm = ["gcloud", "compute", "tpus", "tpu-vm"]
+  flags = ["--zone=us-central2-b", "--project=p"]
+  assert lines[0] == [*vm, "create", "pod", *flags, "--accelerator-type=v4-32",
+                      "--version=tpu-ubuntu2204-base"]
+  assert lines[1][:2] == ["tar", "czf"] and lines[1][-3:] == ["-C", ROOT, "."]
+  assert lines[2] == [*vm, "scp", os.path.join(tempfile.gettempdir(), "phijax-launch.tgz"), "pod:phijax-launch.tgz", *flags,
+                      "--worker=all"]
+  assert lines[3] == [*vm, "ssh", "pod", *flags, "--worker=all",
+                      "--command=mkdir -p phijax && tar xzf phijax-launch.tgz -C phijax"]
+  assert lines[4] == [*vm, "ssh", "pod", *flags, "--worker=all",
+                      "--command=cd phijax && pip install -q -e '.[tpu]'"]
+  assert lines[5] == [*vm, "ssh", "pod", *flags, "--worker=all",
+                      "--command=cd phijax && " + shlex.join(TRAIN)]
+  assert lines[6] == [*vm, "delete", "pod", *flags, "--quiet"]
+  assert len(lines) == 7
+
+
+def test_tpu_queued_resources_dry_run():
+  proc = _launch("tpu.py", "--name=q", "--zone=z", "--queued", "--spot",
+                 "--steps=create,run,delete", "--dry-run", "--", *TRAIN)
+  assert proc.returncode == 0, proc.stderr
+  lines = [shlex.split(x) for x in proc.stdout.strip().splitlines()]
+  qr = ["gcloud", "compute", "tpus", "queued-resources"]
+  assert lines[0] == [*qr, "create", "q", "--node-id=q", "--zone=z", "--accelerator-type=v4-8",
+                      "--runtime-version=tpu-ubuntu2204-base", "--spot"]
+  assert lines[1][:2] == ["bash", "-c"] and "ACTIVE" in lines[1][2]
+  assert lines[2][4:6] == ["ssh", "q"] and "--worker=all" in lines[2]
+  assert lines[3] == [*qr, "delete", "q", "--zone=z", "--force", "--quiet"]
+
+
+def test_slurm_dry_run_prints_the_sbatch_script():
+  pytest.importorskip("submitit")
+  proc = _launch("slurm.py", "--nodes=2", "--gpus_per_node=8", "--partition=gpu",
+                 "--account=acct", "--time=120", "--dry-run", "--", *TRAIN)
+  assert proc.returncode == 0, proc.stderr
+  out = proc.stdout
+  for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=8",
+               "#SBATCH --gpus-per-node=8", "#SBATCH --partition=gpu",
+               "#SBATCH --account=acct", "#SBATCH --time=120", "#SBATCH --signal=USR2@120",
+               "#SBATCH --output=/shared/run/slurm/%j_0_log.out"):
+    assert line in out.splitlines(), out
+  assert "srun" in out and "submitit.core._submit /shared/run/slurm" in out
+  assert f"# each of the 16 tasks runs: {shlex.join(TRAIN)}" in out
+
+
+@pytest.mark.parametrize("script,args,words", [
+    ("local.py", ["--processes=2", "--", "python", "-m", "phijax.train"], "--workdir"),
+    ("slurm.py", ["--dry-run", "--", "python", "-m", "phijax.train"], "--workdir"),
+    ("tpu.py", ["--name=x", "--zone=z", "--dry-run", "--", "python"], "--workdir"),
+    ("tpu.py", ["--name=x", "--zone=z", "--steps=make", "--dry-run"], "unknown step"),
+    ("local.py", ["--processes=0", "--", *TRAIN], "--processes"),
+    ("slurm.py", ["--dry-run"], "no command to run"),
+])
+def test_bad_input_is_one_line(script, args, words):
+  proc = _launch(script, *args)
+  assert proc.returncode == 2, (proc.stdout, proc.stderr)
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"python launch/{script}: error:")
+  assert words in lines[0]
+
+
+def test_slurm_launcher_runs_two_tasks_with_submitit_local_executor(tmp_path):
+  """submitit's LocalExecutor, 2 tasks x 2 CPU devices: one 4-device run, as on SLURM."""
+  pytest.importorskip("submitit")
+  work = tmp_path / "run"
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "launch", "slurm.py"), "--cluster=local",
+       "--tasks_per_node=2", "--time=5", "--", sys.executable, "-m", "phijax.train",
+       "--config=configs/tiny.py:runlocal", f"--workdir={work}", "--config.train.steps=2",
+       "--config.curriculum.lr.warmup_steps=1",
+       "--config.train.samples=0", "--config.train.final_eval_batches=1",
+       "--config.train.progress=false"],
+      capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+  assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+  logs = "".join(p.read_text() for p in (work / "slurm").glob("*_log.*"))
+  assert logs.count("done: step 2") == 2 and "4 global devices" in logs

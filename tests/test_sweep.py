@@ -1,0 +1,222 @@
+"""Sweeps: experiment files, the runner (kill and resume, a failing arm), results.
+
+The runs are configs/tiny.py:runlocal shrunk to 6 steps of 2 x 64 tokens; each arm is a
+real `python -m phijax.train` process, as a user's would be.
+"""
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from phijax import results, sweep
+
+EXPERIMENT = textwrap.dedent('''
+    """A 4-arm x 2-seed test sweep of configs/tiny.py:runlocal."""
+    from phijax import config as base
+    from phijax.configs import tiny
+
+    def get_config(arg=None):
+      c = tiny.get_config("runlocal")
+      c.train.update(steps=6, batch_size=2, log_every=1, eval_every=3, eval_batches=1,
+                     final_eval_batches=1, save_every=2, samples=0, progress=False)
+      return base.finish(c, arg)
+
+    def get_sweep(h):
+      arms = h.product(h.sweep("optim.lr", [1e-3, 1e-2]),
+                       h.sweep("optim.name", ["adamw", "sgd"]), h.seeds(2))
+      return arms + EXTRA
+
+    EXTRA = []
+''')
+# Passes the config checks, fails when the run starts (its warmup is longer than seq_len).
+BAD_ARM = ('EXTRA = [{"curriculum.seq_warmup.enabled": True, '
+           '"curriculum.seq_warmup.start": 100000}]\n')
+N_ARMS = 8
+
+
+def write(path, text):
+  path.write_text(text)
+  return str(path)
+
+
+def sweep_cmd(experiment, workdir, *flags):
+  return [sys.executable, "-m", "phijax.sweep", experiment, f"--workdir={workdir}",
+          "--parallel=2", *flags]
+
+
+def env():
+  return dict(os.environ, JAX_PLATFORMS="cpu")
+
+
+def run(cmd, timeout=400):
+  return subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=timeout)
+
+
+def losses(arm_dir):
+  """{step: training loss} (each step's last row: a resumed run re-logs some) and the
+  final held-out loss, read straight from metrics.jsonl."""
+  rows = [json.loads(l) for l in open(os.path.join(arm_dir, "metrics.jsonl"))]
+  train = {r["step"]: r["loss"] for r in rows if "loss" in r}
+  final = [r["eval_loss"] for r in rows if r.get("final")]
+  return train, final[-1]
+
+
+@pytest.fixture(scope="module")
+def clean_sweep(tmp_path_factory):
+  """An uninterrupted run of the 8-arm sweep."""
+  root = tmp_path_factory.mktemp("clean")
+  experiment = write(root / "exp.py", EXPERIMENT)
+  proc = run(sweep_cmd(experiment, root / "sweep"))
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  return root / "sweep", proc
+
+
+def test_sweep_runs_every_arm(clean_sweep):
+  workdir, proc = clean_sweep
+  names = sorted(d.name for d in workdir.iterdir() if d.is_dir() and d.name != "tb_hparams")
+  assert len(names) == N_ARMS
+  assert "lr=0.001,name=adamw,seed=0" in names
+  for name in names:
+    assert (workdir / name / "log.txt").exists()
+    assert sweep.read_status(str(workdir / name))["state"] == "done"
+    assert len(losses(str(workdir / name))[0]) == 6
+  for f in ("results.md", "results.csv", "curves.png", "final.png"):
+    assert (workdir / f).stat().st_size > 0, f
+  assert proc.stdout.count(": done in ") == N_ARMS
+
+
+def test_killed_sweep_resumes_to_the_same_losses_and_a_bad_arm_fails(clean_sweep, tmp_path):
+  experiment = write(tmp_path / "exp.py", EXPERIMENT + BAD_ARM)
+  workdir = tmp_path / "sweep"
+  runner = subprocess.Popen(sweep_cmd(experiment, workdir, "--no-results"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env(), start_new_session=True)
+  try:
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill once a few arms are done, others mid-run
+      done = [d for d in workdir.glob("*/") if (sweep.read_status(str(d)) or {}).get(
+          "state") == "done"] if workdir.exists() else []
+      if len(done) >= 3:
+        break
+      time.sleep(0.2)
+  finally:
+    os.killpg(runner.pid, signal.SIGKILL)  # the runner and every arm it started
+    runner.wait()
+  assert len(done) >= 3
+  status = run(sweep_cmd(experiment, workdir, "--status"))
+  assert status.returncode == 0
+  assert "pending" in status.stdout or "interrupted" in status.stdout, status.stdout
+
+  proc = run(sweep_cmd(experiment, workdir))
+  assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert proc.stdout.count("already finished, skipped") >= 3
+  clean_dir = clean_sweep[0]
+  for arm in sorted(os.listdir(clean_dir)):
+    if (clean_dir / arm / "metrics.jsonl").exists():
+      assert losses(str(workdir / arm)) == losses(str(clean_dir / arm)), arm
+
+  status = run(sweep_cmd(experiment, workdir, "--status"))
+  bad = [l for l in status.stdout.splitlines() if l.startswith("seq_warmup=on")]
+  assert len(bad) == 1 and "failed" in bad[0] and "seq_warmup" in bad[0].split("failed")[1]
+  assert f"{N_ARMS} done, 1 failed" in status.stdout
+  table = (workdir / "results.md").read_text()
+  assert "failed: " in table
+
+
+def test_results_csv_matches_each_arms_metrics(clean_sweep):
+  workdir, _ = clean_sweep
+  with open(workdir / "results.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == N_ARMS
+  for row in rows:
+    lines = [json.loads(l) for l in open(workdir / row["arm"] / "metrics.jsonl")]
+    final = [r for r in lines if r.get("final")][-1]
+    train = [r for r in lines if "loss" in r]
+    config = json.load(open(workdir / row["arm"] / "config.json"))
+    assert float(row["lr"]) == config["optim"]["lr"]
+    assert row["name"] == config["optim"]["name"]
+    assert int(row["seed"]) == config["train"]["seed"]
+    assert float(row["eval_loss"]) == final["eval_loss"]
+    assert float(row["eval_bpb"]) == final["eval_bpb"]
+    assert float(row["gzip_bpb"]) == final["gzip_bpb"]
+    assert float(row["best_eval_loss"]) == min(r["eval_loss"] for r in lines
+                                               if "eval_loss" in r)
+    assert int(row["steps"]) == final["step"] == 6
+    assert int(row["tokens"]) == final["tokens"] == 6 * 2 * 64
+    assert float(row["max_grad_norm"]) == max(r["grad_norm"] for r in train)
+    assert int(row["skipped"]) == train[-1]["skipped_steps"]
+    assert float(row["tokens_per_sec"]) == np.median([r["tokens_per_sec"] for r in train])
+    assert row["status"] == "done"
+
+
+def test_mean_std_against_numpy():
+  values = [4.51, 4.52, 4.60, 4.71]
+  m, s, n = results.mean_std(values + [math.nan])  # a missing arm does not count
+  assert (n, m, s) == (4, pytest.approx(np.mean(values)), pytest.approx(np.std(values, ddof=1)))
+  assert results.mean_std([2.0]) == (2.0, 0.0, 1)
+  rows = [{"arm": f"a{i}", "lr": lr, "seed": i, "status": "done", "eval_loss": v}
+          for i, (lr, v) in enumerate([(0.1, 4.0), (0.1, 5.0), (0.2, 3.0), (0.2, 3.5)])]
+  text = results.grouped_table(results.Table(rows, ["lr", "seed"]))
+  assert f"| 0.1 | 2 | 4.5000 ± {np.std([4.0, 5.0], ddof=1):.4f} |" in text
+  assert f"| 0.2 | 2 | 3.2500 ± {np.std([3.0, 3.5], ddof=1):.4f} |" in text
+
+
+def test_arm_names():
+  h = sweep.Helpers()
+  arms = h.product(h.sweep("optim.lr", [3e-2]),
+                   h.sweep("curriculum.seq_warmup.enabled", [True]), h.seeds(2))
+  names = sweep.aliases([k for a in arms for k in a])
+  assert [sweep.arm_name(a, names) for a in arms] == [
+      "lr=0.03,seq_warmup=on,seed=0", "lr=0.03,seq_warmup=on,seed=1"]
+  zipped = h.zip(h.sweep("optim.lr", [1e-3, 1e-2]), h.sweep("data.path", ["a/b", "c d"]))
+  names = sweep.aliases([k for a in zipped for k in a])
+  assert [sweep.arm_name(a, names) for a in zipped] == ["lr=0.001,path=a_b",
+                                                         "lr=0.01,path=c_d"]
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("no_get_sweep", "has no get_sweep(h) function"),
+    ("no_get_config", "has no get_config(arg=None) function"),
+    ("unknown_key", "unknown config key config.optim.lrr"),
+    ("same_name", "two arms have the same name 'lr=0.001'"),
+    ("parallel_0", "--parallel: '0' must be positive"),
+    ("launcher", "--launcher=slurm is not built yet, see launch/"),
+])
+def test_bad_input_is_one_line(case, expected, tmp_path):
+  head = "from phijax.configs import tiny\n"
+  config = "def get_config(arg=None):\n  return tiny.get_config('runlocal')\n"
+  texts = {
+      "no_get_sweep": head + config,
+      "no_get_config": "def get_sweep(h):\n  return h.sweep('optim.lr', [1e-3])\n",
+      "unknown_key": head + config + "def get_sweep(h):\n  return h.sweep('optim.lrr', [1])\n",
+      "same_name": head + config + "def get_sweep(h):\n  return h.sweep('optim.lr', [1e-3, 0.001])\n",
+  }
+  experiment = write(tmp_path / "exp.py", texts.get(case, texts["same_name"]))
+  flags = {"parallel_0": ["--parallel=0"], "launcher": ["--launcher=slurm"]}.get(case, [])
+  proc = run([sys.executable, "-m", "phijax.sweep", experiment,
+              f"--workdir={tmp_path / 'w'}", *flags])
+  assert proc.returncode == 2, (proc.stdout, proc.stderr)
+  assert "Traceback" not in proc.stderr
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert len(lines) == 1 and "error:" in lines[0] and expected in lines[0], proc.stderr
+  assert not (tmp_path / "w").exists()  # nothing ran, nothing written
+
+
+def test_dry_run_lists_arms_and_overrides(tmp_path):
+  experiment = write(tmp_path / "exp.py", EXPERIMENT)
+  proc = run([sys.executable, "-m", "phijax.sweep", experiment, f"--workdir={tmp_path / 'w'}",
+              "--dry-run", "--only=seed=1", "--config.train.steps=3"])
+  assert proc.returncode == 0, proc.stderr
+  assert "4 arm(s)" in proc.stdout
+  assert ("--config.train.steps=3 --config.optim.lr=0.001 --config.optim.name=adamw "
+          "--config.train.seed=1") in proc.stdout
+  assert not (tmp_path / "w").exists()
