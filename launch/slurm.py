@@ -18,12 +18,16 @@ resubmits the same command. The tasks get SIGTERM from SLURM, JAX's preemption
 notifier makes every process checkpoint at the same step, and the requeued job
 resumes from it.
 
-TODO: sweeps as job arrays (``executor.map_array`` over the arms of an experiment
-file) belong with ``phijax.sweep --launcher=slurm``.
+Sweeps: ``python -m phijax.sweep EXP --workdir=DIR --launcher=slurm -- [these options]``
+writes each arm's command to ``DIR/launch_arms.json`` and runs this script with
+``--commands=DIR/launch_arms.json``: one job per arm, submitted as one job array
+(``executor.submit_array``), each job as many tasks as a single run would have; the
+script waits for the array and exits 1 if any arm's job failed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -56,6 +60,11 @@ def parser():
                  help="resubmissions after preemption or the time limit")
   p.add_argument("--cluster", choices=("slurm", "local"), default="slurm",
                  help="local: submitit's LocalExecutor on this machine (testing)")
+  p.add_argument("--commands", default="", metavar="FILE",
+                 help="a JSON list of {\"command\": [...], \"log\": PATH}: one job per "
+                      "entry as one job array, waited for (phijax.sweep writes it)")
+  p.add_argument("--array_parallelism", type=cli.positive_int, default=256,
+                 help="jobs of an array running at once")
   p.add_argument("--dry-run", dest="dry_run", action="store_true",
                  help="print the sbatch script and submit nothing")
   return p
@@ -73,12 +82,16 @@ class Task:
   Pickled by value (this file runs as __main__): it may use only the standard
   library and submitit, not launch/_common (not importable on the nodes)."""
 
-  def __init__(self, command, gpus: bool):
+  def __init__(self, command, gpus: bool, log: str | None = None):
     self.command = list(command)
     self.gpus = gpus
+    self.log = log  # rank 0's output is appended here (a sweep arm's log.txt)
 
   def environment(self, env, base=None) -> dict:
     out = dict(os.environ if base is None else base)
+    out["PYTHONUNBUFFERED"] = "1"
+    if env.num_tasks == 1:  # a one-process run: no jax.distributed to join
+      return out
     out.update({"JAX_COORDINATOR_ADDRESS":
                     f"{env.hostnames[0]}:{coordinator_port(env.job_id)}",
                 "JAX_NUM_PROCESSES": str(env.num_tasks),
@@ -90,7 +103,12 @@ class Task:
   def __call__(self):
     import submitit
     env = submitit.JobEnvironment()
-    proc = subprocess.run(self.command, env=self.environment(env))
+    if self.log and env.global_rank == 0:
+      with open(self.log, "a") as log:
+        proc = subprocess.run(self.command, env=self.environment(env), stdout=log,
+                              stderr=subprocess.STDOUT)
+    else:
+      proc = subprocess.run(self.command, env=self.environment(env))
     if proc.returncode:
       raise RuntimeError(f"task {env.global_rank}: {shlex.join(self.command)} exited "
                          f"with {proc.returncode}")
@@ -100,7 +118,7 @@ class Task:
     # Rank 0 only, from a signal handler: resubmit; the processes checkpoint
     # themselves at JAX's preemption sync point when SLURM sends SIGTERM.
     import submitit
-    return submitit.helpers.DelayedSubmission(Task(self.command, self.gpus))
+    return submitit.helpers.DelayedSubmission(Task(self.command, self.gpus, self.log))
 
 
 def slurm_parameters(args) -> dict:
@@ -124,27 +142,86 @@ def _submitit():
   return submitit
 
 
-def sbatch_script(args, folder: str) -> str:
+def sbatch_script(args, folder: str, array: int = 0) -> str:
   """The sbatch script submitit would submit (its own template, not a copy)."""
   _submitit()
   from submitit.slurm import slurm
+  extra = dict(map_count=array, array_parallelism=args.array_parallelism) if array else {}
   return slurm._make_sbatch_string(  # private, but the exact text submitit submits
       command=f"{sys.executable} -u -m submitit.core._submit {folder}", folder=folder,
-      **slurm_parameters(args))
+      **slurm_parameters(args), **extra)
+
+
+def read_commands(path: str) -> list[dict]:
+  """``--commands`` FILE: [{"command": [...], "log": PATH or null}, ...], each checked."""
+  try:
+    with open(path) as f:
+      entries = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise cli.UsageError(f"--commands={path}: {e}") from None
+  if not isinstance(entries, list) or not entries or not all(
+      isinstance(e, dict) and isinstance(e.get("command"), list) for e in entries):
+    raise cli.UsageError(f"--commands={path}: expected a non-empty JSON list of "
+                         '{"command": [...], "log": PATH}')
+  for e in entries:
+    _common.check_command(e["command"], PROG)
+  return entries
 
 
 def launch(args, command) -> int:
-  workdir = _common.check_command(command, PROG)
   if args.gpus_per_node < 0:
     raise cli.UsageError(f"--gpus_per_node must be >= 0, got {args.gpus_per_node}")
+  if args.commands:
+    if command:
+      raise cli.UsageError("give --commands=FILE or -- COMMAND, not both")
+    return launch_array(args, read_commands(args.commands))
+  workdir = _common.check_command(command, PROG)
   folder = args.folder or os.path.join(workdir, "slurm")
   if args.dry_run:
     print(sbatch_script(args, os.path.abspath(folder)))
     print(f"# each of the {args.nodes * (args.tasks_per_node or max(args.gpus_per_node, 1))}"
           f" tasks runs: {_common.quote(command)}")
     return 0
-  submitit = _submitit()
   task = Task(command, gpus=args.gpus_per_node > 0 and args.cluster == "slurm")
+  executor = make_executor(args, folder)
+  job = executor.submit(task)
+  print(f"submitted job {job.job_id}; logs in {folder}", flush=True)
+  if args.cluster == "local":
+    job.results()  # one per task; raises (exit 1) if a task failed
+    print("done", flush=True)
+  return 0
+
+
+def launch_array(args, entries) -> int:
+  """One job per entry, as one job array; waits for all of them. Exit 1 if any failed."""
+  folder = args.folder or os.path.join(os.path.dirname(os.path.abspath(args.commands)),
+                                       "slurm")
+  if args.dry_run:
+    print(sbatch_script(args, os.path.abspath(folder), array=len(entries)))
+    for i, e in enumerate(entries):
+      print(f"# array task {i} runs: {_common.quote(e['command'])}")
+    return 0
+  gpus = args.gpus_per_node > 0 and args.cluster == "slurm"
+  executor = make_executor(args, folder)
+  tasks = [Task(e["command"], gpus, e.get("log")) for e in entries]
+  jobs = executor.submit_array(tasks)
+  print(f"submitted {len(jobs)} job(s) {', '.join(str(j.job_id) for j in jobs)}; logs in "
+        f"{folder}", flush=True)
+  failed = 0
+  for e, job in zip(entries, jobs):
+    try:
+      job.results()
+    except Exception as err:  # noqa: BLE001 -- a failed job: report it, wait for the rest
+      failed += 1
+      first = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+      print(f"job {job.job_id} failed: {first} (command: {_common.quote(e['command'])})",
+            flush=True)
+  print(f"{len(jobs) - failed}/{len(jobs)} job(s) finished", flush=True)
+  return 1 if failed else 0
+
+
+def make_executor(args, folder: str):
+  submitit = _submitit()
   if args.cluster == "local":
     executor = submitit.LocalExecutor(folder=folder, max_num_timeout=args.max_requeues)
     executor.update_parameters(timeout_min=args.time, nodes=1,
@@ -158,13 +235,9 @@ def launch(args, command) -> int:
         cpus_per_task=p["cpus_per_task"], timeout_min=p["time"],
         slurm_signal_delay_s=p["signal_delay_s"],
         **({"gpus_per_node": p["gpus_per_node"]} if "gpus_per_node" in p else {}),
+        slurm_array_parallelism=args.array_parallelism,
         **{f"slurm_{k}": p[k] for k in ("partition", "account", "qos") if k in p})
-  job = executor.submit(task)
-  print(f"submitted job {job.job_id}; logs in {folder}", flush=True)
-  if args.cluster == "local":
-    job.results()  # one per task; raises (exit 1) if a task failed
-    print("done", flush=True)
-  return 0
+  return executor
 
 
 def main(argv=None):

@@ -3,6 +3,8 @@
     python -m phijax.sweep experiments/seq_warmup.py --workdir=runs/seq_warmup
     python -m phijax.sweep experiments/seq_warmup.py --workdir=runs/sw --dry-run
     python -m phijax.sweep experiments/seq_warmup.py --workdir=runs/sw --status
+    python -m phijax.sweep experiments/seq_warmup.py --workdir=/shared/sw --launcher=slurm \
+        -- --partition=gpu --gpus_per_node=1 --time=120    # options of launch/slurm.py
 
 An experiment file has ``get_config(arg=None)`` (the base config, as any config file)
 and ``get_sweep(h)``, which returns the arms: a list of override dicts built with the
@@ -19,6 +21,11 @@ given to the sweep applies to every arm (a smaller budget, say) and is not part 
 arm names. At the end the runner writes ``DIR/results.md``, ``results.csv``,
 ``curves.png`` and ``final.png`` (``python -m phijax.results DIR`` redoes them).
 Exit code 0 when every arm has finished, 1 otherwise.
+
+``--launcher=slurm`` hands the unfinished arms to ``launch/slurm.py`` (a phijax
+checkout's launch/, options after ``--``): one job per arm as one SLURM job array
+(``-- --cluster=local``: submitit's local executor), waited for; the arm directories,
+statuses and results are the same as a local sweep's.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ from typing import Any, Iterable, Sequence
 STATUS_FILE = "sweep_status.json"  # per arm directory
 SWEEP_FILE = "sweep.json"  # in the sweep directory: the experiment and its arms
 LAUNCHERS = ("local", "slurm", "tpu")
+ARMS_FILE = "launch_arms.json"  # in the sweep directory: the arms handed to a launcher
+LAUNCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "launch")
 SEED_KEY = "train.seed"
 
 
@@ -369,6 +379,73 @@ def run_arms(spec: str, arms: list[Arm], parallel: int) -> dict[str, str]:
   return states
 
 
+def launch_arms(launcher: str, spec: str, arms: list[Arm],
+                launcher_args: Sequence[str]) -> dict[str, str]:
+  """Hands the unfinished arms to ``launch/<launcher>.py --commands=FILE`` (one job per
+  arm) and waits for it; returns each arm's final state, as ``run_arms`` does."""
+  from phijax import cli
+  from phijax.metrics import format_duration
+
+  script = os.path.join(LAUNCH_DIR, f"{launcher}.py")
+  if launcher != "slurm":
+    raise cli.UsageError(f"--launcher={launcher} is not built yet; use --launcher=local")
+  if not os.path.isfile(script):
+    raise cli.UsageError(f"--launcher={launcher} needs a phijax checkout: {script} is "
+                         "not installed with the package")
+  states, todo = {}, []
+  for i, arm in enumerate(arms):
+    state, record = arm_state(arm.workdir)
+    if state in ("done", "running"):
+      print(f"{_stamp()} [{i + 1}/{len(arms)}] {arm.name}: "
+            f"{'already finished' if state == 'done' else 'running elsewhere'}, skipped",
+            flush=True)
+      states[arm.name] = state
+    else:
+      todo.append((i, arm, record))
+  if not todo:
+    return states
+  sweep_dir = os.path.dirname(todo[0][1].workdir)
+  entries = []
+  for _, arm, _ in todo:
+    os.makedirs(arm.workdir, exist_ok=True)
+    log_path = os.path.join(arm.workdir, "log.txt")
+    with open(log_path, "a") as log:
+      log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} sweep runner "
+                f"(--launcher={launcher}): {' '.join(arm_command(spec, arm))}\n")
+    entries.append({"name": arm.name, "command": arm_command(spec, arm), "log": log_path})
+  arms_file = os.path.join(sweep_dir, ARMS_FILE)
+  with open(arms_file, "w") as f:
+    json.dump(entries, f, indent=1)
+  cmd = [sys.executable, script, *launcher_args, f"--commands={arms_file}"]
+  print(f"{_stamp()} sweep: {len(todo)} arm(s) to {' '.join(cmd)}", flush=True)
+  start = time.time()
+  proc = subprocess.Popen(cmd)
+  for _, arm, record in todo:  # "running" while the launcher (this pid) waits on them
+    write_status(arm.workdir, {"state": "running", "pid": proc.pid, "command": cmd,
+                               "overrides": arm.overrides, "started": start,
+                               "wall_s": record.get("wall_s", 0.0), "error": None,
+                               "launcher": launcher})
+  rc = proc.wait()
+  elapsed = time.time() - start
+  if rc == 2 and not any(has_final_row(arm.workdir) for _, arm, _ in todo):
+    raise cli.UsageError(f"launch/{launcher}.py refused the arms (its error is above); "
+                         "nothing was submitted")
+  for i, arm, _ in todo:
+    record = read_status(arm.workdir)
+    record["wall_s"] += elapsed
+    log_path = os.path.join(arm.workdir, "log.txt")
+    if has_final_row(arm.workdir):
+      record.update(state="done")
+      line = f"done ({format_duration(elapsed)} for the launch)"
+    else:
+      record.update(state="failed", error=error_line(log_path), exit_code=rc)
+      line = f"FAILED: {record['error']} (log: {log_path})"
+    write_status(arm.workdir, record)
+    states[arm.name] = record["state"]
+    print(f"{_stamp()} [{i + 1}/{len(arms)}] {arm.name}: {line}", flush=True)
+  return states
+
+
 def status_table(arms: list[Arm]) -> str:
   rows = []
   for arm in arms:
@@ -417,18 +494,22 @@ def _parser():
   parser.add_argument("--status", action="store_true",
                       help="print done / running / failed / interrupted / pending per arm")
   parser.add_argument("--launcher", default="local", choices=LAUNCHERS,
-                      help="where arms run: local processes (slurm and tpu: see launch/)")
+                      help="where arms run: local processes, or slurm: one job per arm "
+                           "through launch/slurm.py (its options after --)")
   parser.add_argument("--no-results", action="store_true",
                       help="skip writing results.md / .csv and plots at the end")
   return parser
 
 
-def main(args, overrides: Sequence[str]) -> int:
+def main(args, overrides: Sequence[str], launcher_args: Sequence[str] = ()) -> int:
   from phijax import cli
 
-  if args.launcher != "local":
+  if args.launcher == "tpu":
     raise cli.UsageError(f"--launcher={args.launcher} is not built yet, see launch/; "
-                         "use --launcher=local")
+                         "use --launcher=local or slurm")
+  if launcher_args and args.launcher == "local":
+    raise cli.UsageError(f"options after -- ({' '.join(launcher_args)}) are for "
+                         "--launcher=slurm; a local sweep takes none")
   spec = args.experiment
   where, arg = spec.partition(":")[0], spec.partition(":")[2]
   if not os.path.isfile(where):
@@ -460,10 +541,15 @@ def main(args, overrides: Sequence[str]) -> int:
   elif not os.path.exists(os.path.join(workdir, SWEEP_FILE)):
     all_arms = make_arms(spec, module, workdir, overrides)
     write_sweep_file(workdir, spec, all_arms, overrides, names)
-  print(f"{_stamp()} sweep {os.path.basename(where)}: {len(arms)} arm(s), {parallel} at "
-        f"a time, in {workdir}", flush=True)
+  how = (f"{parallel} at a time" if args.launcher == "local" else
+         f"one {args.launcher} job each")
+  print(f"{_stamp()} sweep {os.path.basename(where)}: {len(arms)} arm(s), {how}, in "
+        f"{workdir}", flush=True)
   start = time.time()
-  states = run_arms(spec, arms, parallel)
+  if args.launcher == "local":
+    states = run_arms(spec, arms, parallel)
+  else:
+    states = launch_arms(args.launcher, spec, arms, launcher_args)
   bad = {n: s for n, s in states.items() if s != "done"}
   from phijax.metrics import format_duration
   print(f"{_stamp()} sweep: {len(states) - len(bad)}/{len(states)} arm(s) finished in "
@@ -483,12 +569,15 @@ def run(argv=None):
 
   parser = _parser()
   argv = list(sys.argv[1:] if argv is None else argv)
+  launcher_args = []
+  if "--" in argv:
+    argv, launcher_args = argv[:argv.index("--")], argv[argv.index("--") + 1:]
   overrides = [a for a in argv if a.startswith("--config.")]
   for a in overrides:
     if "=" not in a:
       parser.error(f"{a} needs a value: write {a}=VALUE")
   rest = [a for a in argv if not a.startswith("--config.")]
-  cli.main(parser, lambda args: main(args, overrides), rest)
+  cli.main(parser, lambda args: main(args, overrides, launcher_args), rest)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The SLURM and TPU launchers' dry-runs (what they would submit / run) and their
 bad-input lines. launch/local.py runs for real in test_multihost.py."""
 
+import json
 import os
 import shlex
 import subprocess
@@ -66,6 +67,26 @@ def test_slurm_dry_run_prints_the_sbatch_script():
     assert line in out.splitlines(), out
   assert "srun" in out and "submitit.core._submit /shared/run/slurm" in out
   assert f"# each of the 16 tasks runs: {shlex.join(TRAIN)}" in out
+
+
+def test_slurm_dry_run_of_a_sweeps_job_array(tmp_path):
+  """--commands=FILE (what phijax.sweep --launcher=slurm writes): one job array, one
+  array task per command."""
+  pytest.importorskip("submitit")
+  commands = [[*TRAIN[:-1], f"--workdir=/shared/sw/{arm}"] for arm in ("a", "b", "c")]
+  path = tmp_path / "launch_arms.json"
+  path.write_text(json.dumps([{"command": c, "log": None} for c in commands]))
+  proc = _launch("slurm.py", f"--commands={path}", "--gpus_per_node=1",
+                 "--array_parallelism=2", "--dry-run")
+  assert proc.returncode == 0, proc.stderr
+  out = proc.stdout.splitlines()
+  assert "#SBATCH --array=0-2%2" in out and "#SBATCH --ntasks-per-node=1" in out, out
+  assert f"#SBATCH --output={tmp_path}/slurm/%A_%a_0_log.out" in out
+  assert [l for l in out if l.startswith("# array task")] == [
+      f"# array task {i} runs: {shlex.join(c)}" for i, c in enumerate(commands)]
+  path.write_text(json.dumps([{"command": ["python", "-m", "phijax.train"]}]))
+  proc = _launch("slurm.py", f"--commands={path}", "--dry-run")
+  assert proc.returncode == 2 and "--workdir" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("script,args,words", [

@@ -189,7 +189,8 @@ def test_arm_names():
     ("unknown_key", "unknown config key config.optim.lrr"),
     ("same_name", "two arms have the same name 'lr=0.001'"),
     ("parallel_0", "--parallel: '0' must be positive"),
-    ("launcher", "--launcher=slurm is not built yet, see launch/"),
+    ("launcher", "--launcher=tpu is not built yet, see launch/"),
+    ("launcher_args", "options after -- (--cluster=local) are for --launcher=slurm"),
 ])
 def test_bad_input_is_one_line(case, expected, tmp_path):
   head = "from phijax.configs import tiny\n"
@@ -201,7 +202,8 @@ def test_bad_input_is_one_line(case, expected, tmp_path):
       "same_name": head + config + "def get_sweep(h):\n  return h.sweep('optim.lr', [1e-3, 0.001])\n",
   }
   experiment = write(tmp_path / "exp.py", texts.get(case, texts["same_name"]))
-  flags = {"parallel_0": ["--parallel=0"], "launcher": ["--launcher=slurm"]}.get(case, [])
+  flags = {"parallel_0": ["--parallel=0"], "launcher": ["--launcher=tpu"],
+           "launcher_args": ["--", "--cluster=local"]}.get(case, [])
   proc = run([sys.executable, "-m", "phijax.sweep", experiment,
               f"--workdir={tmp_path / 'w'}", *flags])
   assert proc.returncode == 2, (proc.stdout, proc.stderr)
@@ -220,3 +222,49 @@ def test_dry_run_lists_arms_and_overrides(tmp_path):
   assert ("--config.train.steps=3 --config.optim.lr=0.001 --config.optim.name=adamw "
           "--config.train.seed=1") in proc.stdout
   assert not (tmp_path / "w").exists()
+
+
+TWO_ARMS = textwrap.dedent('''
+    from phijax import config as base
+    from phijax.configs import tiny
+
+    def get_config(arg=None):
+      c = tiny.get_config("runlocal")
+      c.train.update(steps=4, batch_size=2, log_every=1, eval_every=4, eval_batches=1,
+                     final_eval_batches=1, save_every=2, samples=0, progress=False)
+      return base.finish(c, arg)
+
+    def get_sweep(h):
+      return h.sweep("optim.lr", [1e-3, 1e-2])
+''')
+
+
+def test_slurm_launcher_runs_the_arms_with_submitits_local_executor(tmp_path):
+  """--launcher=slurm hands the arms to launch/slurm.py as one job array; with
+  submitit's local executor each arm is a job on this machine, and the sweep records
+  and summarizes them as a local sweep would."""
+  pytest.importorskip("submitit")
+  experiment = write(tmp_path / "exp.py", TWO_ARMS)
+  workdir = tmp_path / "sweep"
+  cmd = [sys.executable, "-m", "phijax.sweep", experiment, f"--workdir={workdir}",
+         "--launcher=slurm", "--", "--cluster=local", "--time=10"]
+  proc = run(cmd)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert "2 arm(s), one slurm job each" in proc.stdout
+  assert "submitted 2 job(s)" in proc.stdout
+  arms = json.load(open(workdir / sweep.ARMS_FILE))
+  assert [a["name"] for a in arms] == ["lr=0.001", "lr=0.01"]
+  for arm in arms:
+    arm_dir = workdir / arm["name"]
+    status = sweep.read_status(str(arm_dir))
+    assert status["state"] == "done" and status["launcher"] == "slurm", status
+    assert sorted(losses(str(arm_dir))[0]) == [1, 2, 3, 4]
+    assert arm["command"][-1] == f"--config.optim.lr={arm['name'].split('=')[1]}"
+    assert "done: step 4" in (arm_dir / "log.txt").read_text()  # rank 0's output
+  assert len(list((workdir / "slurm").glob("*_result.pkl"))) == 2  # submitit's jobs
+  assert (workdir / "results.md").stat().st_size > 0
+  # A rerun submits nothing: both arms are finished.
+  proc = run(cmd)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  assert proc.stdout.count("already finished, skipped") == 2
+  assert "submitted" not in proc.stdout

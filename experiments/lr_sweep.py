@@ -1,0 +1,66 @@
+"""Learning-rate sensitivity of a tiny-model proxy for AdamW and Muon: how does held-out
+loss at a fixed token budget depend on the peak LR, where is each optimizer's best LR,
+and how wide is its good range? (configs/tiny.py uses Muon at 1e-2; AdamW's earlier
+proxies put it around 3e-3..6e-3.)
+
+    python -m phijax.sweep experiments/lr_sweep.py --workdir=runs/lr_sweep --parallel=2
+    # smoke: 1 arm, ~1 min
+    python -m phijax.sweep experiments/lr_sweep.py --workdir=runs/lr_quick \\
+        --only='optim=muon,lr=0.012,seed=0' --config.train.tokens=40960
+
+Expected on 2 CPU cores: 20 arms, ~10-15 minutes at --parallel=2 (measured: 57-81 s per
+arm, ~11 min in all, with another job running). Arms: {AdamW at 1e-3, 2e-3, 4e-3, 8e-3,
+1.6e-2; Muon (Adam on embeddings, head, norms and biases at the same LR) at 6e-3,
+1.2e-2, 2.4e-2, 4.8e-2, 9.6e-2} x seeds {0, 1}, each grid wide enough to hold its
+optimum. The model is tiny's phi shrunk as experiments/seq_warmup.py does (hidden 128,
+2 layers, 2048-token vocabulary) so every arm fits: batch 8 x 256, the same TOKENS per
+arm (80 steps), 10 LR-warmup steps, cosine decay over tokens to 0.1x, final held-out
+loss over the same FINAL_EVAL_BATCHES batches (65k tokens) in every arm.
+"""
+
+from phijax import config as base
+from phijax.configs import tiny
+
+ALIASES = {"optim.name": "optim"}
+ADAMW_LRS = [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2]
+MUON_LRS = [6e-3, 1.2e-2, 2.4e-2, 4.8e-2, 9.6e-2]
+TOKENS = 163_840  # 80 steps of 8 x 256
+FINAL_EVAL_BATCHES = 32
+
+
+def get_config(arg=None):
+  c = tiny.get_config()
+  c.model.update(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512,
+                 vocab_size=2048)
+  c.data.tokenizer.vocab_size = 2048
+  c.train.update(
+      steps=0, tokens=TOKENS, batch_size=8,
+      log_every=2, eval_every=40, eval_batches=4,
+      final_eval_batches=FINAL_EVAL_BATCHES,  # same final rows in every arm
+      save_every=0, save_every_minutes=1.0, keep_last=1, samples=0, progress=False)
+  c.curriculum.lr.update(schedule="cosine", warmup_steps=10, min_ratio=0.1,
+                         token_based_decay=True)
+  return base.finish(c, arg)
+
+
+def get_sweep(h):
+  arms = []
+  for name, lrs in (("adamw", ADAMW_LRS), ("muon", MUON_LRS)):
+    arms += h.product(h.sweep("optim.name", [name]), h.sweep("optim.lr", lrs), h.seeds(2))
+  return arms
+
+
+def summarize(table):
+  """Per optimizer: best LR by seed-mean held-out loss, and the spread over the grid."""
+  rows = []
+  for opt in table.values("optim"):
+    by_lr = {lr: table.mean("eval_loss", optim=opt, lr=lr)
+             for lr in table.values("lr") if table.where(optim=opt, lr=lr)}
+    best = min(by_lr, key=by_lr.get)
+    worst = max(by_lr, key=by_lr.get)
+    rows.append({
+        "optimizer": opt, "best LR": f"{best:g}", "held-out loss at best LR": by_lr[best],
+        "worst LR": f"{worst:g}", "spread (worst - best)": by_lr[worst] - by_lr[best],
+        "held-out loss per LR, low -> high":
+            " / ".join(f"{v:.3f}" for _, v in sorted(by_lr.items()))})
+  return rows
