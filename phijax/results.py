@@ -355,7 +355,11 @@ def plot_curves(table: Table, path: str) -> None:
               ylabel="loss (nats / token)")
   if tail:  # the part after the first fast drop, where arms differ
     lo, hi = min(tail), max(tail)
-    ax_train.set_ylim(lo - 0.1 * (hi - lo) - 0.05, hi + 0.1 * (hi - lo) + 0.05)
+    if lo > 0 and hi / lo > 3:  # a diverging arm: log scale keeps the others readable
+      ax_train.set_yscale("log")
+      ax_eval.set_yscale("log")
+    else:
+      ax_train.set_ylim(lo - 0.1 * (hi - lo) - 0.05, hi + 0.1 * (hi - lo) + 0.05)
   for ax in (ax_train, ax_eval):
     ax.grid(alpha=0.3)
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
@@ -414,7 +418,10 @@ def plot_final(table: Table, path: str, metric: str = "eval_loss") -> None:
       ax.plot([r[field] for r in rows], [r[metric] for r in rows], ".", color=color,
               alpha=0.5)
     values = [r[field] for r in table.rows if _finite(r.get(field))]
-    if "lr" in field or (min(values) > 0 and max(values) / min(values) >= 20):
+    # Learning rates (and any field spanning decades) on a log axis; never a field
+    # with 0 among its values (lr_warmup=0 would vanish from a log axis).
+    is_lr = field.split(".")[-1].lower() in ("lr", "learning_rate")
+    if min(values) > 0 and (is_lr or max(values) / min(values) >= 20):
       ax.set_xscale("log")
     ax.set(xlabel=field, ylabel=f"final {label}",
            title=f"final {label} vs {field}" + (" (line: seed mean; dots: seeds)"
