@@ -29,15 +29,8 @@ FINAL_EVAL_BATCHES = 32
 
 
 def get_config(arg=None):
-  c = tiny.get_config()
-  c.model.update(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512,
-                 vocab_size=2048)
-  c.data.tokenizer.vocab_size = 2048
-  c.train.update(
-      steps=0, tokens=TOKENS, batch_size=8,
-      log_every=2, eval_every=40, eval_batches=4,
-      final_eval_batches=FINAL_EVAL_BATCHES,  # same final rows in every arm
-      save_every=0, save_every_minutes=1.0, keep_last=1, samples=0, progress=False)
+  c = base.small_ablation(tiny.get_config(), tokens=TOKENS, batch_size=8, eval_every=40,
+                         final_eval_batches=FINAL_EVAL_BATCHES, log_every=2)
   c.curriculum.lr.update(schedule="cosine", warmup_steps=10, min_ratio=0.1,
                          token_based_decay=True)
   return base.finish(c, arg)

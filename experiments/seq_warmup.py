@@ -24,16 +24,7 @@ ALIASES = {"curriculum.seq_warmup.enabled": "seq_warmup"}
 
 
 def get_config(arg=None):
-  c = tiny.get_config()
-  c.model.update(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512,
-                 vocab_size=2048)
-  c.data.tokenizer.vocab_size = 2048
-  c.data.seq_len = 256
-  c.train.update(
-      steps=0, tokens=640_000, batch_size=16,
-      log_every=1,  # every step's loss and grad norm: spikes are single steps
-      eval_every=25, eval_batches=4, final_eval_batches=32,  # same final rows in every arm
-      save_every=0, save_every_minutes=1.0, keep_last=1, samples=0, progress=False)
+  c = base.small_ablation(tiny.get_config(), tokens=640_000, batch_size=16, eval_every=25)
   c.optim.update(name="adamw", lr=3e-3)  # the paper's optimizer; the arms' LRs are AdamW's
   c.curriculum.lr.update(schedule="cosine", warmup_steps=10, min_ratio=0.1,
                          token_based_decay=True)

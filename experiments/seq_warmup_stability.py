@@ -42,17 +42,8 @@ TRUNCATE = {"curriculum.seq_warmup.enabled": True,
 
 
 def get_config(arg=None):
-  c = tiny.get_config()
-  c.model.update(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512,
-                 vocab_size=2048)
-  c.data.tokenizer.vocab_size = 2048
-  c.data.seq_len = 256
-  c.train.update(
-      steps=0, tokens=TOKENS, batch_size=8,
-      log_every=1,  # every step's loss and grad norm: spikes are single steps
-      eval_every=40, eval_batches=4,
-      final_eval_batches=FINAL_EVAL_BATCHES,  # same final rows in every arm
-      save_every=0, save_every_minutes=1.0, keep_last=1, samples=0, progress=False)
+  c = base.small_ablation(tiny.get_config(), tokens=TOKENS, batch_size=8, eval_every=40,
+                         final_eval_batches=FINAL_EVAL_BATCHES)
   # The harsh setting: no gradient clipping (optim.py clips only when clip > 0), a
   # short second-moment memory and no LR warmup.
   c.optim.update(name="adamw", lr=3e-1, clip=0.0, b2=0.99)

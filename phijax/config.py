@@ -147,6 +147,24 @@ def check_fields(c: ConfigDict, reference: ConfigDict | None = None, path: str =
       check_fields(value, reference[key], where)
 
 
+def small_ablation(c: ConfigDict, *, tokens: int, batch_size: int, eval_every: int,
+                   final_eval_batches: int = 32, log_every: int = 1) -> ConfigDict:
+  """The small phi the ablations in experiments/ train (hidden 128, 2 layers, a
+  2048-token vocabulary: ~0.9M parameters, so many arms fit minutes on 2 cores), on a
+  token budget, every arm resumable and cheap (a checkpoint a minute, one kept, no
+  samples) and finally evaluated on the same ``final_eval_batches`` held-out rows."""
+  c.model.update(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512,
+                 vocab_size=2048)
+  c.data.tokenizer.vocab_size = 2048
+  c.data.seq_len = 256
+  c.train.update(
+      steps=0, tokens=tokens, batch_size=batch_size,
+      log_every=log_every,  # 1: every step's loss and grad norm (spikes are single steps)
+      eval_every=eval_every, eval_batches=4, final_eval_batches=final_eval_batches,
+      save_every=0, save_every_minutes=1.0, keep_last=1, samples=0, progress=False)
+  return c
+
+
 def shrink_for_cpu(c: ConfigDict) -> ConfigDict:
   """The ``runlocal`` argument of every config: same architecture family and
   features (rotary fraction, GQA ratio, window, LongRoPE), CPU smoke-test size."""
