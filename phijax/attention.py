@@ -152,6 +152,30 @@ def xla_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, *, causal=True, segment_ids=N
   return out
 
 
+def cached_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, q_positions_BxT, *, window=None,
+                     scale=None):
+  """Queries at absolute positions ``q_positions`` over a decoding cache of S slots.
+
+  Slot j is visible to a query at position i iff ``j <= i`` (and ``j > i - window``):
+  slots past a row's current position hold padding or stale entries and stay unseen.
+  Plain XLA: a decode step is one query row per sequence, a matrix-vector product
+  that fused kernels would not speed up.
+  """
+  B, T, H, D = q_BxTxHxD.shape
+  S, K = k_BxSxKxD.shape[1], k_BxSxKxD.shape[2]
+  scale = 1.0 / math.sqrt(D) if scale is None else scale
+  q_pos = q_positions_BxT[:, :, None]
+  kv_pos = jnp.arange(S)[None, None, :]
+  mask_BxTxS = kv_pos <= q_pos
+  if window is not None:
+    mask_BxTxS = mask_BxTxS & (kv_pos > q_pos - window)
+  p, _, _ = _attend(q_BxTxHxD.reshape(B, T, K, H // K, D), k_BxSxKxD, v_BxSxKxD,
+                    mask_BxTxS, scale)
+  out = jnp.einsum("bkgts,bskd->btkgd", p.astype(v_BxSxKxD.dtype), v_BxSxKxD,
+                   preferred_element_type=jnp.float32)
+  return out.reshape(B, T, H, D).astype(q_BxTxHxD.dtype)
+
+
 # Query blocks for causal self-attention in XLA: at least this many rows each, at
 # most this many blocks (each block is its own set of ops, unrolled in the graph).
 BLOCK_MIN_ROWS = 64

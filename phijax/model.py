@@ -138,7 +138,8 @@ class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, cos, sin, segment_ids, deterministic):
+  def __call__(self, x_BxTxD, cos, sin, segment_ids, deterministic, cache=None,
+               positions_BxT=None):
     cfg = self.cfg
     H, K, E = cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
     bias = cfg.arch == "phi"
@@ -153,7 +154,14 @@ class Attention(nn.Module):
     q = constrain(q, ("batch", "length", "heads", "head_dim"))
     k = constrain(k, ("batch", "length", "kv_heads", "head_dim"))
     v = constrain(v, ("batch", "length", "kv_heads", "head_dim"))
-    if cfg.attention_dropout > 0 and not deterministic:
+    new_cache = None
+    if cache is not None:  # decoding: keys and values live at their absolute positions
+      k_cache, v_cache = write_cache(cache["k"], k, positions_BxT), write_cache(
+          cache["v"], v, positions_BxT)
+      new_cache = {"k": k_cache, "v": v_cache}
+      o = attention.cached_attention(q, k_cache, v_cache, positions_BxT,
+                                     window=cfg.sliding_window)
+    elif cfg.attention_dropout > 0 and not deterministic:
       o = _attention_with_dropout(q, k, v, segment_ids=segment_ids,
                                   window=cfg.sliding_window, rate=cfg.attention_dropout,
                                   rng=self.make_rng("dropout"))
@@ -162,8 +170,25 @@ class Attention(nn.Module):
           q, k, v, causal=True, segment_ids=segment_ids, window=cfg.sliding_window,
           impl=cfg.attention_impl)
     o = constrain(o, ("batch", "length", "heads", "head_dim"))
-    return _dense(cfg, cfg.hidden_size, ("heads", "head_dim", "embed"), "o_proj", bias,
-                  n_in=2)(o)
+    out = _dense(cfg, cfg.hidden_size, ("heads", "head_dim", "embed"), "o_proj", bias,
+                 n_in=2)(o)
+    return out if cache is None else (out, new_cache)
+
+
+CACHE_AXES = ("batch", "length", "kv_heads", "head_dim")
+
+
+def write_cache(cache_BxSxKxE, new_BxTxKxE, positions_BxT):
+  """The cache with row b's new entries written at slots ``positions[b]``.
+
+  Slots are absolute positions, so rows of different lengths share one cache;
+  positions past the cache's end are dropped (a finished row may run on).
+  """
+  B = cache_BxSxKxE.shape[0]
+  rows = jnp.arange(B)[:, None]
+  out = cache_BxSxKxE.at[rows, positions_BxT].set(new_BxTxKxE.astype(cache_BxSxKxE.dtype),
+                                                  mode="drop")
+  return constrain(out, CACHE_AXES)
 
 
 class Mlp(nn.Module):
@@ -189,22 +214,26 @@ class Block(nn.Module):
   resid_pdrop: float
 
   @nn.compact
-  def __call__(self, x_BxTxD, cos, sin, segment_ids, deterministic):
+  def __call__(self, x_BxTxD, cos, sin, segment_ids, deterministic, cache=None,
+               positions_BxT=None):
     cfg = self.cfg
     dtype = _dtype(cfg.dtype)
     drop = nn.Dropout(self.resid_pdrop)
+    attn = Attention(cfg, name="attn")
+    norm = LayerNorm if cfg.arch == "phi" else RMSNorm
+    h = norm(cfg.layer_norm_eps, dtype, name="input_norm")(x_BxTxD)
+    a = attn(h, cos, sin, segment_ids, deterministic, cache, positions_BxT)
+    if cache is not None:
+      a, cache = a
     if cfg.arch == "phi":
-      h = LayerNorm(cfg.layer_norm_eps, dtype, name="input_norm")(x_BxTxD)
-      a = Attention(cfg, name="attn")(h, cos, sin, segment_ids, deterministic)
       m = Mlp(cfg, name="mlp")(h)
       out = x_BxTxD + drop(a, deterministic=deterministic) + drop(m, deterministic=deterministic)
     else:
-      h = RMSNorm(cfg.layer_norm_eps, dtype, name="input_norm")(x_BxTxD)
-      a = Attention(cfg, name="attn")(h, cos, sin, segment_ids, deterministic)
       x = x_BxTxD + drop(a, deterministic=deterministic)
       h = RMSNorm(cfg.layer_norm_eps, dtype, name="post_attention_norm")(x)
       out = x + drop(Mlp(cfg, name="mlp")(h), deterministic=deterministic)
-    return constrain(out.astype(dtype), ("batch", "length", "embed"))
+    out = constrain(out.astype(dtype), ("batch", "length", "embed"))
+    return out if cache is None else (out, cache)
 
 
 _REMAT_POLICIES = {
@@ -229,12 +258,20 @@ class Transformer(nn.Module):
   ``segment_ids`` so documents neither see each other nor share positions.
   Dropout is active with ``deterministic=False`` and a ``dropout`` rng.
   Returns float32 logits ``[B, T, V]``.
+
+  Decoding (``phijax.generate``) passes ``cache``: one ``{"k", "v"}`` dict of
+  ``[B, S, K, E]`` arrays per layer (``init_cache``). ``positions`` are then each
+  token's absolute slot in the cache; new keys/values are written there and queries
+  attend to the slots at or before their own (and inside the sliding window). It
+  returns ``(logits, new_cache)``. ``long_rope_B`` picks LongRoPE factors per row;
+  ``logits_at_B`` keeps only position ``logits_at_B[b]`` of each row (``[B, 1, V]``).
   """
   cfg: ModelConfig
 
   @nn.compact
   def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None, *,
-               deterministic: bool = True):
+               deterministic: bool = True, cache=None, long_rope_B=None,
+               logits_at_B=None):
     cfg = as_model_config(self.cfg)
     dtype = _dtype(cfg.dtype)
     B, T = tokens_BxT.shape
@@ -246,13 +283,24 @@ class Transformer(nn.Module):
     if cfg.arch == "phi":  # HF Phi3 accepts embd_pdrop but never applies it
       x = nn.Dropout(cfg.embd_pdrop)(x, deterministic=deterministic)
     x = constrain(x, ("batch", "length", "embed"))
-    cos, sin = rope.cos_sin(cfg, positions_BxT)
+    cos, sin = rope.cos_sin(cfg, positions_BxT, long_rope_B)
 
-    block_cls = Block
-    if cfg.remat != "none":
-      block_cls = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], static_argnums=(5,))
-    for i, p in enumerate(residual_dropout_rates(cfg)):
-      x = block_cls(cfg, p, name=f"layers_{i}")(x, cos, sin, segment_ids_BxT, deterministic)
+    if cache is not None:
+      if segment_ids_BxT is not None:
+        raise ValueError("decoding with a cache takes no segment_ids (one sequence per row)")
+      new_cache = []
+      for i, (p, layer_cache) in enumerate(zip(residual_dropout_rates(cfg), cache)):
+        x, layer_cache = Block(cfg, p, name=f"layers_{i}")(
+            x, cos, sin, None, deterministic, layer_cache, positions_BxT)
+        new_cache.append(layer_cache)
+    else:
+      block_cls = Block
+      if cfg.remat != "none":
+        block_cls = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], static_argnums=(5,))
+      for i, p in enumerate(residual_dropout_rates(cfg)):
+        x = block_cls(cfg, p, name=f"layers_{i}")(x, cos, sin, segment_ids_BxT, deterministic)
+    if logits_at_B is not None:  # only the rows' last positions need the vocab matmul
+      x = jnp.take_along_axis(x, jnp.asarray(logits_at_B)[:, None, None], axis=1)
 
     if cfg.arch == "phi":
       x = LayerNorm(cfg.layer_norm_eps, dtype, name="final_norm")(x)
@@ -265,7 +313,17 @@ class Transformer(nn.Module):
     if cfg.arch == "phi":
       b = self.param("lm_head_bias", _zeros(("vocab",)), (cfg.vocab_size,), jnp.float32)
       logits = logits + b
-    return constrain(logits, ("batch", "length", "vocab"))
+    logits = constrain(logits, ("batch", "length", "vocab"))
+    return logits if cache is None else (logits, tuple(new_cache))
+
+
+def init_cache(cfg, batch_size: int, max_len: int):
+  """An empty decoding cache: per layer ``{"k", "v"}`` zeros ``[B, max_len, K, E]`` in the
+  compute dtype (GQA-sized: kv heads, not q heads)."""
+  cfg = as_model_config(cfg)
+  shape = (batch_size, max_len, cfg.kv_heads, cfg.dim_per_head)
+  return tuple({"k": jnp.zeros(shape, _dtype(cfg.dtype)),
+                "v": jnp.zeros(shape, _dtype(cfg.dtype))} for _ in range(cfg.num_layers))
 
 
 def init_params(cfg, rng, batch_size=1, length=8):

@@ -35,12 +35,14 @@ def longrope_attention_factor(cfg: ModelConfig) -> float:
   return math.sqrt(1.0 + math.log(factor) / math.log(orig))
 
 
-def cos_sin(cfg: ModelConfig, positions_BxT):
+def cos_sin(cfg: ModelConfig, positions_BxT, long_rope_B=None):
   """float32 ``cos, sin`` of shape ``[B, T, rotary_dim]`` for the given positions.
 
   With LongRoPE the long factors are used for the whole batch once any position
   reaches past ``original_max_position_embeddings`` (as Hugging Face does), so a
-  cache built with short factors is not valid past that length.
+  cache built with short factors is not valid past that length. ``long_rope_B``
+  (bool ``[B]``) decides per row instead: the decoder passes it, so that a row's
+  factors depend on that row's length only (not on padding or its batch-mates).
   """
   r = cfg.rotary_dim
   pos = positions_BxT.astype(jnp.float32)[..., None]
@@ -51,7 +53,10 @@ def cos_sin(cfg: ModelConfig, positions_BxT):
     rs = cfg.rope_scaling
     short = jnp.asarray(inv_frequencies(r, cfg.rope_theta, rs["short_factor"]))
     long = jnp.asarray(inv_frequencies(r, cfg.rope_theta, rs["long_factor"]))
-    use_long = jnp.max(positions_BxT) + 1 > rs["original_max_position_embeddings"]
+    if long_rope_B is None:
+      use_long = jnp.max(positions_BxT) + 1 > rs["original_max_position_embeddings"]
+    else:
+      use_long = jnp.asarray(long_rope_B, bool)[:, None, None]
     freqs = pos * jnp.where(use_long, long, short)
     scale = longrope_attention_factor(cfg)
   emb = jnp.concatenate([freqs, freqs], axis=-1)

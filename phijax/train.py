@@ -148,7 +148,8 @@ def evaluate(fns, params, batches) -> dict:
 
 def write_samples(path, model_cfg, params, tok, n, max_new_tokens, *, temperature=0.0,
                   top_k=0, top_p=1.0, seed=0):
-  """``n`` samples, one per prompt of ``SAMPLE_PROMPTS``, each stopping at end-of-text.
+  """``n`` samples, one per prompt of ``SAMPLE_PROMPTS``, each stopping at end-of-text,
+  decoded together with the KV-cache generator.
 
   Temperature 0 is greedy; above 0 the draws come from ``seed`` (prompt i uses
   ``fold_in(key(seed), i)``), so a run's samples.txt is the same every time it is
@@ -158,24 +159,24 @@ def write_samples(path, model_cfg, params, tok, n, max_new_tokens, *, temperatur
   how = ("greedy" if temperature <= 0 else
          f"sampled: temperature {temperature:g}, top_k {top_k or 'off'}, top_p {top_p:g}, "
          f"seed {seed}")
-  key = jax.random.key(seed)
   space_first = np.zeros(model_cfg.vocab_size, bool)
   space_first[:tok.vocab_size] = [tok.id_to_piece(i).startswith("\u2581")
                                   for i in range(tok.vocab_size)]
+  prompts = SAMPLE_PROMPTS[:n]
+  # A trailing space would be a lone space token, which training text rarely has (the
+  # tokenizer joins a space to the word after it): the prompt goes in without it and
+  # the first new token must be one that starts with a space.
+  ids = [tok.encode(p.rstrip(" ")) for p in prompts]
+  first = [space_first if p.endswith(" ") and space_first.any() else None for p in prompts]
+  gen = generate.Generator(model_cfg, params, mesh=generate.default_mesh(devices=1))
+  outs = gen.generate(ids, max_new_tokens=max_new_tokens, seed=seed,
+                      temperature=temperature, top_k=top_k, top_p=top_p,
+                      eos_id=tok.eos_id, first_allowed=first)
   with open(path, "w") as f:
     f.write(f"# {how}; up to {max_new_tokens} new tokens per prompt, stopping at "
             "end-of-text\n\n")
-    for i, prompt in enumerate(SAMPLE_PROMPTS[:n]):
-      # A trailing space would be a lone space token, which training text rarely has
-      # (the tokenizer joins a space to the word after it): the prompt goes in without
-      # it and the first new token must be one that starts with a space.
-      ids = tok.encode(prompt.rstrip(" "))
-      out = generate.sample(model_cfg, params, ids, max_new_tokens,
-                            key=jax.random.fold_in(key, i), temperature=temperature,
-                            top_k=top_k, top_p=top_p, stop_id=tok.eos_id,
-                            first_allowed=(space_first if prompt.endswith(" ")
-                                           and space_first.any() else None))
-      f.write(f"=== prompt: {prompt!r}\n{tok.decode(ids + out)}\n\n")
+    for prompt, p_ids, out in zip(prompts, ids, outs):
+      f.write(f"=== prompt: {prompt!r}\n{tok.decode(p_ids + out.ids)}\n\n")
 
 
 def _host_params(params):

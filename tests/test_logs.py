@@ -10,14 +10,9 @@ import re
 import subprocess
 import sys
 
-import flax.linen as nn
-import jax
-import numpy as np
 import pytest
 
-from phijax import generate, metrics
-from phijax.model import abstract_params
-from phijax.model_config import ModelConfig
+from phijax import metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP_LINE = re.compile(r"^step +(\d+)/8  loss \d+\.\d{3}  lr \d\.\de[-+]\d\d  len 64  "
@@ -133,32 +128,6 @@ def test_phase_writes_its_time_and_nothing_on_error():
       phase.done("never")
       raise RuntimeError
   assert len(out) == 1
-
-
-CFG = ModelConfig(arch="phi", vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
-                  intermediate_size=64, max_position_embeddings=64)
-
-
-def test_sampling_is_seeded_and_temperature_0_is_greedy():
-  rng = np.random.default_rng(0)  # random weights without compiling the init
-  params = jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(s.dtype),
-                        nn.unbox(abstract_params(CFG)))
-  prompt = [3, 4, 5]
-
-  def run(**kw):
-    return generate.sample(CFG, params, prompt, 8, **kw)
-
-  a = run(key=jax.random.key(1), temperature=0.8, top_p=0.95)
-  assert a == run(key=jax.random.key(1), temperature=0.8, top_p=0.95)
-  assert a != run(key=jax.random.key(2), temperature=0.8, top_p=0.95)
-  g = generate.greedy(CFG, params, prompt, 8)
-  assert run(key=jax.random.key(1), temperature=0.0) == g
-  assert run(key=jax.random.key(1), temperature=0.8, top_k=1) == g  # one candidate
-  logits = jax.numpy.asarray(np.log([0.5, 0.3, 0.15, 0.05]), jax.numpy.float32)
-  keys = jax.random.split(jax.random.key(0), 200)
-  pick = jax.jit(jax.vmap(generate.pick_token, (None, 0, None, None, None)))
-  drawn = set(np.asarray(pick(logits, keys, 1.0, 0, 0.7)).tolist())
-  assert drawn == {0, 1}  # top_p 0.7: the two ids holding 0.8 of the probability
 
 
 def _metrics_file(workdir, seq_lens):
