@@ -45,6 +45,8 @@ setup(
             "phijax-plot-curriculum=phijax.curriculum_plot:run",
             "phijax-sweep=phijax.sweep:run",
             "phijax-results=phijax.results:run",
+            "phijax-generate=phijax.generate:run",
+            "phijax-evaluate=phijax.evaluate:run",
         ]
     },
 )

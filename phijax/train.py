@@ -11,10 +11,8 @@ and ``samples.txt``.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import logging
-import math
 import os
 import signal
 import time
@@ -24,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from phijax import checkpoint, curriculum, data, generate, metrics, optim, sharding
+from phijax.evals import perplexity
 from phijax.config_files import ConfigError  # noqa: F401  (re-exported: train.ConfigError)
 from phijax.model_config import ModelConfig
 from phijax.train_step import build, device_batch
@@ -125,25 +124,6 @@ class _StopFlag:
         self.signal = "SIGINT (on another process)"
       flag = flag or preempted
     return flag
-
-
-def gzip_bits_per_byte(texts) -> float:
-  raw = "".join(texts).encode("utf-8")
-  return 8.0 * len(gzip.compress(raw, 9)) / max(1, len(raw))
-
-
-def evaluate(fns, params, batches) -> dict:
-  sums = {"nll_sum": 0.0, "tokens": 0.0, "bytes": 0.0}
-  for b in batches:
-    out = fns.eval_step(params, device_batch(b, fns.batch_sharding,
-                                             keys=("inputs", "targets", "positions",
-                                                   "segment_ids", "loss_mask", "bytes")))
-    for k in sums:
-      sums[k] += float(out[k])
-  loss = sums["nll_sum"] / max(sums["tokens"], 1.0)
-  return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0)),
-          "eval_bpb": sums["nll_sum"] / math.log(2) / max(sums["bytes"], 1.0),
-          "eval_tokens": sums["tokens"]}
 
 
 def write_samples(path, model_cfg, params, tok, n, max_new_tokens, *, temperature=0.0,
@@ -394,7 +374,7 @@ def train(config, workdir: str) -> dict:
       plan = cur.at(pos.step, pos.tokens)
       if t.eval_every and pos.step % t.eval_every == 0 and not plan.done:
         with progress.phase() as phase:
-          ev = evaluate(fns, state.params, get_eval_batches())
+          ev = perplexity.evaluate(fns, state.params, get_eval_batches())
           phase.done(f"step {pos.step}: eval loss {ev['eval_loss']:.4f}, "
                      f"{ev['eval_bpb']:.3f} bits/byte over {int(ev['eval_tokens']):,} "
                      "held-out tokens")
@@ -445,11 +425,11 @@ def train(config, workdir: str) -> dict:
     progress.write(f"final eval over the whole held-out split ({len(final_batches)} "
                    "batches)..." if not t.final_eval_batches else
                    f"final eval over {len(final_batches)} held-out batches...")
-    ev = evaluate(fns, state.params, final_batches)
+    ev = perplexity.evaluate(fns, state.params, final_batches)
     phase.done(f"final eval: {ev['eval_bpb']:.3f} bits/byte over "
                f"{int(ev['eval_tokens']):,} held-out tokens")
   with progress.phase() as phase:
-    gz = gzip_bits_per_byte(data.heldout_documents(config.data))
+    gz = perplexity.gzip_bits_per_byte(data.heldout_documents(config.data))
     phase.done(f"gzip baseline: gzip -9 {gz:.3f} bits/byte on the same held-out text")
   # "final": over the whole held-out split (periodic evals use eval_batches of it).
   writer.write(pos.step, {"tokens": pos.tokens, **ev, "gzip_bpb": gz, "final": True})

@@ -1,0 +1,8 @@
+"""Evaluation of generated code.
+
+- ``execute``: runs each program in its own sandboxed subprocess (limits, timeout,
+  process-group kill, a guard against destructive calls) and reports a ``Result``;
+- ``passk``: the unbiased pass@k estimator of Chen et al. (2021) and its table;
+- ``code_tasks``: HumanEval and MBPP-format problems, check programs, stop strings
+  and ``score`` (completions in, pass@k and per-sample rows out).
+"""

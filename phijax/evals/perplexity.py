@@ -1,0 +1,84 @@
+"""Held-out loss, perplexity and bits per byte: the training loop's evaluation, usable
+on any model (``python -m phijax.evaluate --task=bpb``).
+
+Bits per byte divides the summed negative log-likelihood (in bits) by the UTF-8 bytes
+of the target tokens, so models with different tokenizers compare; perplexity is per
+token of this model's tokenizer. The gzip -9 bits per byte of the same text is the
+baseline a model has to beat.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+
+import jax
+import numpy as np
+
+from phijax import data, sharding
+from phijax.train_step import device_batch
+
+EVAL_KEYS = ("inputs", "targets", "positions", "segment_ids", "loss_mask", "bytes")
+
+
+def gzip_bits_per_byte(texts) -> float:
+  raw = "".join(texts).encode("utf-8")
+  return 8.0 * len(gzip.compress(raw, 9)) / max(1, len(raw))
+
+
+def evaluate(fns, params, batches) -> dict:
+  """Sums ``fns.eval_step`` (``phijax.train_step.build``) over ``batches``."""
+  sums = {"nll_sum": 0.0, "tokens": 0.0, "bytes": 0.0}
+  for b in batches:
+    out = fns.eval_step(params, device_batch(b, fns.batch_sharding, keys=EVAL_KEYS))
+    for k in sums:
+      sums[k] += float(out[k])
+  loss = sums["nll_sum"] / max(sums["tokens"], 1.0)
+  return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0)),
+          "eval_bpb": sums["nll_sum"] / math.log(2) / max(sums["bytes"], 1.0),
+          "eval_tokens": int(sums["tokens"])}
+
+
+def eval_fns(model_cfg, batch_size: int, mesh=None, rules=None):
+  """The training loop's step functions (its eval step) on this process's devices:
+  as many on the ``data`` axis as divide ``batch_size``."""
+  import optax
+  from phijax.train_step import build
+  if mesh is None:
+    n = len(jax.local_devices())
+    ways = max(d for d in range(1, n + 1) if n % d == 0 and batch_size % d == 0)
+    devices = np.asarray(jax.local_devices()[:ways]).reshape(ways, 1, 1)
+    mesh = jax.sharding.Mesh(devices, sharding.MESH_AXES)
+  rules = sharding.DEFAULT_RULES if rules is None else rules
+  return build(model_cfg, optax.identity(), mesh, rules)
+
+
+def evaluate_heldout(model_cfg, params, tok, cfg_data, *, batch_size: int,
+                     num_batches: int | None = None, sources=None) -> dict:
+  """Scores over the held-out split of ``cfg_data``'s sources (default: those with
+  weight > 0, as training), plus each source alone when there are several, and the
+  gzip baseline. Returns the scores, ``sources`` and ``per_source`` rows."""
+  if tok.vocab_size > model_cfg.vocab_size:
+    raise ValueError(f"the tokenizer has {tok.vocab_size} tokens, the model only "
+                     f"{model_cfg.vocab_size}")
+  names = list(sources) if sources else list(data.source_weights(cfg_data))
+  unknown = [n for n in names if n not in cfg_data.sources]
+  if unknown:
+    raise ValueError(f"no data source {unknown[0]!r} in the config; sources there: "
+                     f"{', '.join(cfg_data.sources)}")
+  data.check_heldout(cfg_data, names)
+  fns = eval_fns(model_cfg, batch_size)
+  params = jax.device_put(params, fns.state_shardings.params)
+
+  def score(which):
+    batches = data.make_eval_batches(cfg_data, tok, batch_size=batch_size,
+                                     num_batches=num_batches, process_index=0,
+                                     process_count=1, sources=which)
+    ev = evaluate(fns, params, batches)
+    ev["gzip_bpb"] = gzip_bits_per_byte(data.heldout_documents(cfg_data, tok, which))
+    return ev
+
+  total = score(names)
+  per_source = [{"source": names[0], **total}] if len(names) == 1 else [
+      {"source": n, **score([n])} for n in names]
+  return {**total, "sources": names, "per_source": per_source}
