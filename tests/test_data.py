@@ -144,7 +144,8 @@ def test_token_bytes_table(tok):
   for i, p in enumerate(pieces):
     if p.startswith("<0x") and p.endswith(">") and len(p) == 6:
       expected = 1  # one byte of byte fallback
-    elif p in ("<pad>", "<unk>", "<|endoftext|>", "<|endofturn|>"):
+    elif p in ("<pad>", "<unk>", "<|endoftext|>", "<|endofturn|>",
+               "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"):
       expected = 0
     else:
       expected = len(p.replace("\u2581", " ").encode("utf-8"))

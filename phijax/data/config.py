@@ -5,6 +5,10 @@ Every field is a str/int/float/bool so it can be overridden from the command lin
 sources are added in a config file with ``source(...)``::
 
     c.data.sources.docs = data_config.source("jsonl", "/data/docs.jsonl", weight=0.2)
+
+and generated arithmetic problems with ``arithmetic(...)``::
+
+    c.data.sources = dict(add=data_config.arithmetic("+", max_digits=8, format="reversed"))
 """
 
 from ml_collections import ConfigDict
@@ -13,7 +17,8 @@ SOURCE_KINDS = ("stdlib", "auto", "text", "jsonl", "sft", "array_record")
 
 
 def source(kind: str = "text", path: str = "", *, text_field: str = "text",
-           weight: float = 1.0, glob: str = "", max_tokens: int = 0) -> ConfigDict:
+           weight: float = 1.0, glob: str = "", max_tokens: int = 0,
+           template: str = "plain") -> ConfigDict:
   """One data source.
 
   Args:
@@ -34,11 +39,45 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
       ``array_record``).
     max_tokens: ``sft`` only: truncate a rendered conversation to this many tokens
       (0: ``seq_len + 1``, one full row).
+    template: ``sft`` only: the chat template, ``plain`` (turns and end-of-turn
+      tokens), ``phi3`` (``<|user|>``/``<|assistant|>``/``<|end|>``) or ``phi15``
+      (``Instruct:``/``Output:``); see ``phijax.data.sft``.
   """
   if kind not in SOURCE_KINDS:
     raise ValueError(f"unknown data source kind {kind!r}; choose one of {SOURCE_KINDS}")
   return ConfigDict(dict(kind=kind, path=path, text_field=text_field,
-                         weight=float(weight), glob=glob, max_tokens=int(max_tokens)))
+                         weight=float(weight), glob=glob, max_tokens=int(max_tokens),
+                         template=template))
+
+
+# Sources whose documents are generated, not read: built by their own helper below.
+GENERATED_KINDS = ("arithmetic",)
+
+
+def arithmetic(ops: str = "+", min_digits: int = 1, max_digits: int = 5,
+               format: str = "plain", *, width: int = 0, seed: int = 0,
+               size: int = 100_000, heldout: int = 1000,
+               weight: float = 1.0) -> ConfigDict:
+  """An arithmetic source (``phijax.data.arithmetic``): one problem per document,
+  tokenized one character per token.
+
+  Args:
+    ops: the operations problems draw from, uniformly: ``+``, ``*`` or ``+*``.
+    min_digits, max_digits: each operand's digit count, uniform in this range.
+    format: ``plain`` (``12+345=357``), ``reversed`` (every number's digits
+      reversed), ``padded`` (zero-padded to ``width``), ``spaces`` (random spaces
+      between operand digits); Shen et al. 2023's representations.
+    width: ``padded`` only: operand digits (0: ``max_digits``); evaluating longer
+      operands than seen in training needs a width that holds them.
+    seed: the problems' seed (independent of ``train.seed``, which shuffles them).
+    size: distinct training problems, reshuffled every epoch.
+    heldout: held-out problems, from a disjoint seed stream
+      (``data.heldout_fraction`` does not apply).
+  """
+  return ConfigDict(dict(kind="arithmetic", ops=ops, min_digits=int(min_digits),
+                         max_digits=int(max_digits), format=format, width=int(width),
+                         seed=int(seed), size=int(size), heldout=int(heldout),
+                         weight=float(weight)))
 
 
 def defaults() -> ConfigDict:

@@ -63,7 +63,8 @@ class DocumentExamples:
   def __call__(self, i):
     if self.sft_max_tokens:
       turns = self.source.conversation(int(i))
-      ids, is_response, truncated_from = sft.render(turns, self.tok, self.sft_max_tokens)
+      ids, is_response, truncated_from = sft.render(turns, self.tok, self.sft_max_tokens,
+                                                    self.source.template)
       if truncated_from:
         self._note_truncation(int(i), truncated_from)
       return dict(inputs=ids[:-1], targets=ids[1:],

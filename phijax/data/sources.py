@@ -8,6 +8,8 @@ when they are built: missing paths, empty directories, JSON lines without the te
 field and out-of-vocabulary token ids give a ``DataError`` naming the file, line and
 config field, instead of an exception from inside a grain worker. Non-UTF-8 and
 empty files are skipped, counted and named in a ``DataWarning``.
+Generated sources (``arithmetic``: ``phijax.data.arithmetic``) read no files; their
+held-out documents come from a seed stream of their own.
 """
 
 from __future__ import annotations
@@ -91,6 +93,9 @@ def source_files(name: str, scfg):
   if scfg.kind == "stdlib":
     root = _stdlib_root(name, scfg.path)
     return root, [root / f for f in corpus.stdlib_files(root)]
+  if scfg.kind == "arithmetic":  # generated: no files
+    from phijax.data import arithmetic
+    return arithmetic.source_files()
   _check_kind(name, scfg.kind)
   return _resolve_files(name, scfg.kind, scfg.path, scfg.get("glob", ""))
 
@@ -283,8 +288,11 @@ class SftJsonLines(JsonLines):
   kind = "sft"
   split_documents = False
 
-  def __init__(self, name, root, files, heldout_fraction, max_tokens: int):
+  def __init__(self, name, root, files, heldout_fraction, max_tokens: int,
+               template: str = "plain"):
     self.max_tokens = max_tokens
+    sft.check_template(template, f"data source {name!r}: ")
+    self.template = template
     super().__init__(name, root, files, heldout_fraction)
 
   def _parse(self, line: bytes, where: str):
@@ -364,16 +372,21 @@ def write_array_record(path, documents) -> int:
 
 def _check_kind(name: str, kind: str) -> None:
   if kind not in DEFAULT_GLOBS:
-    from phijax.data.config import SOURCE_KINDS
+    from phijax.data.config import GENERATED_KINDS, SOURCE_KINDS
     raise DataError(f"data source {name!r}: unknown kind {kind!r}; choose one of "
-                    f"{SOURCE_KINDS}")
+                    f"{SOURCE_KINDS + GENERATED_KINDS}")
 
 
-def build_source(name: str, scfg, heldout_fraction: float) -> Source:
-  """The source ``config.data.sources[name]`` describes."""
+def build_source(name: str, scfg, heldout_fraction: float,
+                 seq_len: int | None = None) -> Source:
+  """The source ``config.data.sources[name]`` describes. ``seq_len`` (the rows it
+  feeds) lets a generated source refuse documents longer than a row."""
   kind = scfg.kind
   if kind == "stdlib":
     return stdlib_source(name, scfg.path, heldout_fraction)
+  if kind == "arithmetic":
+    from phijax.data import arithmetic  # local: arithmetic imports this module
+    return arithmetic.ArithmeticSource(name, scfg, seq_len)
   _check_kind(name, kind)
   root, files = _resolve_files(name, kind, scfg.path, scfg.get("glob", ""))
   if kind == "auto":
@@ -383,5 +396,6 @@ def build_source(name: str, scfg, heldout_fraction: float) -> Source:
   if kind == "jsonl":
     return JsonLines(name, root, files, heldout_fraction, scfg.get("text_field", "text"))
   if kind == "sft":
-    return SftJsonLines(name, root, files, heldout_fraction, scfg.get("max_tokens", 0))
+    return SftJsonLines(name, root, files, heldout_fraction, scfg.get("max_tokens", 0),
+                        scfg.get("template", "plain"))
   return ArrayRecordTokens(name, root, files, heldout_fraction)

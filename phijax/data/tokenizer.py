@@ -36,12 +36,15 @@ from phijax.data.errors import DataError
 
 EOS_PIECE = "<|endoftext|>"
 EOT_PIECE = "<|endofturn|>"
+# phi-3's chat pieces (phijax.data.sft's "phi3" template), reserved in every tokenizer
+# trained here so that a run can fine-tune on that format without retraining.
+CHAT_PIECES = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
 PAD_PIECE = "<pad>"
 # Sentencepiece writes spaces as U+2581 inside pieces; a literal U+2581 in the text
 # would decode as a space, so encode() spells it with byte pieces instead.
 _SPACE_META = "\u2581"
 # Bump when the training recipe changes, so cached models are not reused.
-_RECIPE_VERSION = 1
+_RECIPE_VERSION = 2  # 2: the chat pieces are reserved
 # Training "sentences" are runs of whole lines up to this many UTF-8 bytes: pieces
 # may then contain newlines (":\n", ")\n\n"), which a line-per-sentence split forbids.
 _CHUNK_BYTES = 4096
@@ -71,6 +74,10 @@ class Tokenizer:
     # Byte pieces <0x00>..<0xFF>, for spelling a literal U+2581 (see encode).
     self._byte_ids = [self._sp.piece_to_id(f"<0x{b:02X}>") for b in range(256)]
     self._has_byte_fallback = all(self._sp.is_byte(i) for i in self._byte_ids)
+
+  def special_id(self, piece: str) -> int | None:
+    """The id of a reserved piece (``<|end|>``), None when this model lacks it."""
+    return self._special_id(piece, -1)
 
   def _special_id(self, piece: str, fallback: int) -> int | None:
     i = self._sp.piece_to_id(piece)
@@ -189,7 +196,7 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 8192,
     raise DataError(f"tokenizer model_type {model_type!r} is not supported; use "
                     "'bpe' or 'unigram'")
   if vocab_size < 300:
-    raise DataError(f"tokenizer vocab_size {vocab_size} is too small: 4 special "
+    raise DataError(f"tokenizer vocab_size {vocab_size} is too small: 8 special "
                     "tokens and 256 byte pieces come first; use at least 300")
   model = io.BytesIO()
   chunks = _training_chunks(texts, max_bytes)
@@ -209,7 +216,7 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 8192,
       byte_fallback=True, character_coverage=0.9995, split_digits=False,
       max_sentence_length=4 * _CHUNK_BYTES, hard_vocab_limit=False,
       pad_id=0, unk_id=1, eos_id=2, bos_id=-1,
-      pad_piece=PAD_PIECE, eos_piece=EOS_PIECE, control_symbols=[EOT_PIECE],
+      pad_piece=PAD_PIECE, eos_piece=EOS_PIECE, control_symbols=[EOT_PIECE, *CHAT_PIECES],
       num_threads=1, minloglevel=2)
   return Tokenizer(model.getvalue(), name=name)
 
