@@ -45,3 +45,24 @@ def token_losses(logits_BxTxV, targets_BxT, z_loss: float = 0.0):
 
 def masked_sum(x_BxT, mask_BxT):
   return jnp.sum(x_BxT * mask_BxT.astype(jnp.float32))
+
+
+def sequence_logprobs(logits_BxTxV, targets_BxT, mask_BxT):
+  """``sum_t log p(target_t) * mask_t`` per row: a response's log-probability."""
+  nll, _ = nll_and_lse(logits_BxTxV, targets_BxT)
+  return -jnp.sum(nll * mask_BxT.astype(jnp.float32), axis=-1)
+
+
+def dpo_loss(policy_chosen_B, policy_rejected_B, ref_chosen_B, ref_rejected_B, beta: float):
+  """Direct preference optimisation (Rafailov et al. 2023, eq. 7), per pair.
+
+  The implicit reward of a response is ``beta * (log pi(y|x) - log pi_ref(y|x))``; the
+  loss is ``-log sigmoid(reward(chosen) - reward(rejected))``. Returns ``(loss [B],
+  metrics)`` with the rewards, their margin and whether chosen out-scores rejected.
+  """
+  chosen = beta * (policy_chosen_B - ref_chosen_B)
+  rejected = beta * (policy_rejected_B - ref_rejected_B)
+  margin = chosen - rejected
+  loss = -jax.nn.log_sigmoid(margin)
+  return loss, {"reward_chosen": chosen, "reward_rejected": rejected,
+                "reward_margin": margin, "reward_accuracy": (margin > 0).astype(jnp.float32)}
