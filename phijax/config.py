@@ -6,7 +6,9 @@
   ``attention_impl``, ``dtype`` (compute), ``remat``.
 - ``data``: sources, tokenizer, max ``seq_len``, ``workers`` (``phijax.data.config``).
 - ``train``: ``steps`` (or ``tokens``), ``batch_size``, ``seed``, ``log_every``,
-  ``eval_every``, ``save_every``, ...
+  ``eval_every``, ``save_every``, ...; ``train.wandb``: optional Weights & Biases
+  logging (``project``, ``entity``, ``group``, ``name``, ``tags``, ``mode``; off while
+  ``project`` is empty, see ``phijax.wandb_log``).
 - ``optim``: ``name`` (adamw | adam | sgd | lion | muon), ``lr``, ``b1``, ``b2``, ``eps``,
   ``weight_decay``, ``clip``; ``muon_beta``, ``muon_rms`` (``phijax.optim``).
 - ``curriculum``: sequence-length warmup, LR schedule, stages (``phijax.curriculum``).
@@ -82,6 +84,11 @@ def default() -> ConfigDict:
       progress=True,  # a bar on a terminal; false (or no tty): a plain line per log_every
       aot_compile=True,  # compile every sequence-length bucket's step at start-up
       compile_cache_dir="~/.cache/phijax/xla",  # JAX persistent compilation cache; "" = off
+      # Weights & Biases (phijax.wandb_log; pip install 'phijax[wandb]'): off while
+      # project is empty. name defaults to the run directory's name; tags are
+      # comma-separated; mode is W&B's (online | offline | disabled), empty = WANDB_MODE
+      # or W&B's default. A sweep fills in group (the sweep) and name (the arm).
+      wandb=ConfigDict(dict(project="", entity="", group="", name="", tags="", mode="")),
   ))
   c.optim = ConfigDict(dict(
       name="adamw", lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0,

@@ -64,12 +64,15 @@ def device_peak_flops(configured: float = 0.0) -> tuple[float, str]:
 
 
 class Writer:
-  """metrics.jsonl + TensorBoard (tensorboardX, no TensorFlow). Host 0 writes."""
+  """metrics.jsonl + TensorBoard (tensorboardX, no TensorFlow), and every row to each
+  extra sink (``phijax.wandb_log.sinks``: an object with ``write(step, row)`` and
+  ``close()``). Host 0 writes."""
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True, sinks=()):
     self.enabled = enabled and jax.process_index() == 0
     self._jsonl = None
     self._tb = None
+    self._sinks = list(sinks) if self.enabled else []
     if self.enabled:
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
       try:
@@ -81,25 +84,37 @@ class Writer:
   def write(self, step: int, scalars: dict) -> None:
     if not self.enabled:
       return
+    values = {k: _item(v) for k, v in scalars.items()}
     row = {"step": int(step)}
-    row.update({k: _py(v) for k, v in scalars.items()})
+    row.update({k: _json_safe(v) for k, v in values.items()})
     self._jsonl.write(json.dumps(row) + "\n")
     self._jsonl.flush()
     if self._tb is not None:
       for k, v in row.items():
         if k != "step" and isinstance(v, (int, float)):
           self._tb.add_scalar(k, v, step)
+    for sink in self._sinks:  # non-finite values stay floats here (NaN, not "nan")
+      sink.write(int(step), values)
 
   def close(self):
     if self._jsonl:
       self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
+    for sink in self._sinks:
+      sink.close()
+    self._sinks = []
 
 
-def _py(v):
+def _item(v):
+  """A Python scalar for a numpy or jax scalar (or 0-d array)."""
   if isinstance(v, (np.generic, np.ndarray)) or hasattr(v, "item"):
     v = v.item()
+  return v
+
+
+def _json_safe(v):
+  """A non-finite float as text ("nan", "inf"): strict JSON has no NaN."""
   if isinstance(v, float) and not np.isfinite(v):
     return str(v)
   return v

@@ -3,6 +3,7 @@
     python -m phijax.sweep experiments/seq_warmup.py --workdir=runs/seq_warmup
     python -m phijax.sweep experiments/seq_warmup.py --workdir=runs/sw --dry-run
     python -m phijax.sweep experiments/seq_warmup.py --workdir=runs/sw --status
+    python -m phijax.sweep experiments/seq_warmup.py --workdir=runs/sw --wandb-project=P
     python -m phijax.sweep experiments/seq_warmup.py --workdir=/shared/sw --launcher=slurm \
         -- --partition=gpu --gpus_per_node=1 --time=120    # options of launch/slurm.py
 
@@ -21,6 +22,9 @@ given to the sweep applies to every arm (a smaller budget, say) and is not part 
 arm names. At the end the runner writes ``DIR/results.md``, ``results.csv``,
 ``curves.png`` and ``final.png`` (``python -m phijax.results DIR`` redoes them).
 Exit code 0 when every arm has finished, 1 otherwise.
+
+``--wandb-project=P`` (or ``--config.train.wandb.project=P``) logs every arm to that
+Weights & Biases project, grouped by sweep (``wandb_group``) and named by arm.
 
 ``--launcher=slurm`` hands the unfinished arms to ``launch/slurm.py`` (a phijax
 checkout's launch/, options after ``--``): one job per arm as one SLURM job array
@@ -156,7 +160,7 @@ def load_experiment(spec: str):
 def make_arms(spec: str, module, workdir: str, common: Sequence[str] = ()) -> list[Arm]:
   """The experiment's arms, every one's config loaded and checked (unknown keys, types,
   duplicate names) before anything runs."""
-  from phijax import cli, config_files
+  from phijax import cli, config_files, wandb_log
 
   where, arg = config_files.split_spec(spec)
   try:
@@ -176,11 +180,33 @@ def make_arms(spec: str, module, workdir: str, common: Sequence[str] = ()) -> li
     seen[name] = overrides
     flags = list(common) + [override_flag(k, v) for k, v in overrides.items()]
     try:
-      config_files.apply_overrides(module.get_config(arg), flags)
+      config = config_files.apply_overrides(module.get_config(arg), flags)
+      wandb_log.check(config.train.wandb)
     except config_files.ConfigError as e:
       raise cli.UsageError(f"arm {name}: {e}") from None
+    flags += wandb_flags(config, wandb_group(where, workdir), name)
     arms.append(Arm(name, overrides, flags, os.path.join(workdir, name)))
   return arms
+
+
+def wandb_group(experiment: str, workdir: str) -> str:
+  """The sweep's W&B group: the experiment's name, and the sweep directory's when it
+  differs (``seq_warmup``, ``seq_warmup-sw_small``), so two sweeps of one experiment
+  stay apart."""
+  stem = os.path.splitext(os.path.basename(experiment))[0]
+  base = os.path.basename(os.path.normpath(workdir))
+  return stem if base == stem else f"{stem}-{base}"
+
+
+def wandb_flags(config, group: str, name: str) -> list[str]:
+  """With W&B on for the arm (``train.wandb.project``, from the experiment, a
+  ``--config`` override or ``--wandb-project``): group = the sweep and name = the arm,
+  unless the config sets them; with W&B off, nothing."""
+  wb = config.train.wandb
+  if not wb.project:
+    return []
+  return ([f"--config.train.wandb.group={group}"] if not wb.group else []) + (
+      [f"--config.train.wandb.name={name}"] if not wb.name else [])
 
 
 # ------------------------------------------------------------------------ arm status
@@ -498,6 +524,10 @@ def _parser():
                            "through launch/slurm.py (its options after --)")
   parser.add_argument("--no-results", action="store_true",
                       help="skip writing results.md / .csv and plots at the end")
+  parser.add_argument("--wandb-project", "--wandb_project", default=None, metavar="PROJECT",
+                      help="log every arm to this Weights & Biases project (pip install "
+                           "'phijax[wandb]'): group = the sweep, name = the arm; the same "
+                           "as --config.train.wandb.project=PROJECT")
   return parser
 
 
@@ -516,6 +546,8 @@ def main(args, overrides: Sequence[str], launcher_args: Sequence[str] = ()) -> i
     raise cli.UsageError(f"experiment file {where!r} does not exist")
   spec = os.path.abspath(where) + (f":{arg}" if arg else "")
   workdir = os.path.abspath(args.workdir)
+  if args.wandb_project:  # an override like any other: recorded in sweep.json
+    overrides = [*overrides, f"--config.train.wandb.project={args.wandb_project}"]
   module = load_experiment(spec)
   arms = make_arms(spec, module, workdir, overrides)
   if args.only:

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from phijax import checkpoint, curriculum, data, generate, metrics, optim, sharding
+from phijax import checkpoint, curriculum, data, generate, metrics, optim, sharding, wandb_log
 from phijax.evals import perplexity
 from phijax.config_files import ConfigError  # noqa: F401  (re-exported: train.ConfigError)
 from phijax.model_config import ModelConfig
@@ -58,6 +58,7 @@ def check_config(config, mesh) -> None:
   if config.data.seq_len > config.model.max_position_embeddings:
     raise ConfigError(f"data.seq_len={config.data.seq_len} exceeds "
                       f"model.max_position_embeddings={config.model.max_position_embeddings}")
+  wandb_log.check(config.train.wandb)  # asked for but not installed: fail before building
 
 
 def _write_config(config, workdir):
@@ -260,7 +261,6 @@ def train(config, workdir: str) -> dict:
 
   plan = cur.at(pos.step, pos.tokens)
   total_steps = cur.total_steps_estimate()
-  writer = metrics.Writer(workdir)
   progress = metrics.Progress(total_steps, pos.step, enabled=t.progress)
   peak, peak_src = metrics.device_peak_flops(t.peak_flops)
   progress.write(f"phijax: {model_cfg.arch} model, {_count(model_cfg):,} params, mesh "
@@ -311,8 +311,11 @@ def train(config, workdir: str) -> dict:
     msg = f"run in {workdir} already finished at step {pos.step}; nothing to do"
     progress.write(msg)
     progress.close()
-    writer.close()
     return {"finished": True, "step": pos.step, "message": msg}
+
+  # After the finished-run exit, so a rerun of a finished run opens no W&B run; before
+  # compilation, so a W&B login problem shows at once.
+  writer = metrics.Writer(workdir, sinks=wandb_log.sinks(config, workdir))
 
   # One step variant per sequence-length bucket, compiled ahead of time so a length
   # change mid-run never stalls on a compile (and the count is known up front).
