@@ -60,6 +60,9 @@ def default() -> ConfigDict:
   c.train = ConfigDict(dict(
       steps=1000,
       tokens=0,  # > 0: train until this many tokens instead of `steps`
+      # > 0: train this many passes over the sources' train split instead (sets steps
+      # from the packed rows of one pass) and evaluate once per epoch (eval_every).
+      epochs=0,
       batch_size=32,
       microbatches=1,  # gradient accumulation
       seed=0,
@@ -72,7 +75,9 @@ def default() -> ConfigDict:
       keep_last=2,
       keep_best=0,  # > 0: also keep this many checkpoints with the best eval metric
       best_metric="eval_loss",
-      init_from="",  # warm start params: a run dir, a phijax params dir or an HF dir
+      # Warm start params: a run dir, a phijax params dir or an HF dir; its
+      # tokenizer.model, if it has one, is the run's tokenizer (data.tokenizer.path "").
+      init_from="",
       max_nonfinite=5,  # stop after this many non-finite steps in a row
       peak_flops=0.0,  # per-device peak FLOP/s for MFU; 0 = data sheet / measured
       z_loss=0.0,

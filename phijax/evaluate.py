@@ -14,6 +14,9 @@ Tasks:
                    the Codex stop sequences, run in a sandbox; pass@k for k in 1, 10,
                    100 where n allows (Chen et al. 2021's unbiased estimator).
   problems         the same for a JSONL file of problems in HumanEval or MBPP format.
+  exercises        phi-1-style exercises from the held-out stdlib files (a function's
+                   signature and docstring -> its body): response loss and bits per
+                   byte, and exact match of the greedy body (phijax/data/exercises.py).
 
 Writes DIR/evals/<task>.json (scores and the exact settings) and
 DIR/evals/<task>.samples.jsonl (one row per completion, or per data source), where DIR
@@ -31,7 +34,15 @@ import time
 
 from phijax import cli, model_source
 
-TASKS = ("bpb", "perplexity", "humaneval", "problems")
+# Tasks with a module of their own in phijax/evals/: ``add_args(group)`` adds the
+# task's flags, ``run(model, args) -> (settings, scores, rows)`` scores it.
+TASK_MODULES = {"exercises": "phijax.evals.exercises"}
+TASKS = ("bpb", "perplexity", "humaneval", "problems", *TASK_MODULES)
+
+
+def _task_module(name):
+  import importlib
+  return importlib.import_module(TASK_MODULES[name])
 
 
 def _parser():
@@ -69,6 +80,8 @@ def _parser():
   data.add_argument("--eval_batches", type=cli.positive_int, default=None,
                     help="batches of the held-out split (default: the run's "
                          "train.final_eval_batches, 0 = all of it)")
+  for name in TASK_MODULES:
+    _task_module(name).add_args(parser.add_argument_group(name))
   return parser
 
 
@@ -98,6 +111,8 @@ def main(args):
     if args.task == "problems":
       name = os.path.basename(args.problems).split(".")[0]
     settings, scores, rows = run_code_task(m, problems, args)
+  elif args.task in TASK_MODULES:
+    settings, scores, rows = _task_module(args.task).run(m, args)
   else:
     settings, scores, rows = run_bpb(m, args)
   out_dir = os.path.join(args.out or m.directory, "evals")
@@ -109,8 +124,9 @@ def main(args):
   _write_atomic(path, json.dumps(report, indent=2) + "\n")
   _write_atomic(os.path.join(out_dir, f"{name}.samples.jsonl"),
                 "".join(json.dumps(r) + "\n" for r in rows))
-  shown = ", ".join(f"{k} {v:.4f}" if k.startswith(("pass@", "eval_", "gzip")) else
-                    f"{k} {v}" for k, v in scores.items())
+  shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) and not k.endswith("seconds")
+                    else f"{k} {v}" for k, v in scores.items()
+                    if not isinstance(v, dict))
   print(f"{name}: {shown} -> {path}", flush=True)
 
 

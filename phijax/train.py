@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import logging
 import os
 import signal
@@ -59,6 +60,21 @@ def check_config(config, mesh) -> None:
     raise ConfigError(f"data.seq_len={config.data.seq_len} exceeds "
                       f"model.max_position_embeddings={config.model.max_position_embeddings}")
   wandb_log.check(config.train.wandb)  # asked for but not installed: fail before building
+
+
+def apply_epochs(config, tok) -> str | None:
+  """``train.epochs`` > 0: turns epochs into ``train.steps`` (one epoch = the packed
+  rows of one pass over the train split, in batches) and evaluates once per epoch.
+  Returns a line saying so, None when epochs are off. Deterministic, so a resumed run
+  derives the same numbers."""
+  t = config.train
+  if t.epochs <= 0:
+    return None
+  rows = data.epoch_rows(config.data, tok)
+  per_epoch = max(1, math.ceil(rows / t.batch_size))
+  t.steps, t.tokens, t.eval_every = t.epochs * per_epoch, 0, per_epoch
+  return (f"{t.epochs} epochs of {rows:,} rows ({per_epoch} steps of {t.batch_size}): "
+          f"{t.steps} steps, evaluated every epoch")
 
 
 def _write_config(config, workdir):
@@ -179,6 +195,12 @@ def _run_tokenizer(config, workdir):
   tokenizer cache.
   """
   path = os.path.join(workdir, "tokenizer.model")
+  warm = os.path.join(os.path.expanduser(config.train.init_from), "tokenizer.model")
+  if config.train.init_from and not config.data.tokenizer.path and os.path.isfile(warm):
+    # A warm start reads text with the tokenizer its parameters were trained with
+    # (a run and python -m phijax.convert keep it), never one trained on the new data.
+    config.data.tokenizer.path = warm
+    log.info("tokenizer: %s (the warm start's)", warm)
   tok = None
   if jax.process_index() == 0 and not os.path.exists(path):
     tok = data.load_tokenizer(config.data)
@@ -228,11 +250,13 @@ def train(config, workdir: str) -> dict:
   # gets a tokenizer or config.json that a corrected rerun would silently reuse.
   data.check_heldout(config.data)
   model_cfg = ModelConfig.from_dict(config.model)
-  cur = curriculum.Curriculum(config)
+  curriculum.Curriculum(config)  # a bad curriculum fails before anything is written
   tok = _run_tokenizer(config, workdir)
   if tok.vocab_size > model_cfg.vocab_size:
     raise ConfigError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the "
                       f"tokenizer's {tok.vocab_size} tokens")
+  epochs_note = apply_epochs(config, tok)
+  cur = curriculum.Curriculum(config)
   _write_config(config, workdir)
 
   t = config.train
@@ -263,6 +287,8 @@ def train(config, workdir: str) -> dict:
   total_steps = cur.total_steps_estimate()
   progress = metrics.Progress(total_steps, pos.step, enabled=t.progress)
   peak, peak_src = metrics.device_peak_flops(t.peak_flops)
+  if epochs_note:
+    progress.write(epochs_note)
   progress.write(f"phijax: {model_cfg.arch} model, {_count(model_cfg):,} params, mesh "
                  f"{dict(mesh.shape)}, {total_steps} steps planned; MFU peak "
                  f"{peak / 1e9:.1f} GFLOP/s ({peak_src})")

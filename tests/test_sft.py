@@ -124,3 +124,24 @@ def test_sft_loss_is_the_response_only_loss_and_packing_changes_no_logit(tmp_pat
 def _render(record, tok):
   turns = sft.parse_conversation(record, "test")
   return sft.render(turns, tok, 1000, template="phi3")
+
+
+def test_epochs_set_the_steps_from_one_pass_and_evaluate_each_epoch(tmp_path, tok):
+  from phijax import train
+  from phijax.configs import tiny
+  # Ten records each longer than half a row: packing puts one per row, so an epoch is
+  # ten rows whatever the packer does.
+  records = [{"prompt": f"task {i}", "response": " ".join(["x = 1"] * 12)}
+             for i in range(10)]
+  (tmp_path / "set.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  config = tiny.get_config("runlocal")
+  config.data.seq_len = 64
+  config.data.heldout_fraction = 0.0
+  config.data.sources = {"sft": data.config.source("sft", str(tmp_path / "set.jsonl"))}
+  assert 32 < len(sft.render(sft.parse_conversation(records[0], "r"), tok, 1000)[0]) <= 65
+  config.train.update(epochs=3, batch_size=4, steps=1000, eval_every=7)
+  note = train.apply_epochs(config, tok)
+  assert (config.train.steps, config.train.eval_every, config.train.tokens) == (9, 3, 0)
+  assert note == "3 epochs of 10 rows (3 steps of 4): 9 steps, evaluated every epoch"
+  config.train.epochs = 0
+  assert train.apply_epochs(config, tok) is None and config.train.steps == 9

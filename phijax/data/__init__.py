@@ -21,6 +21,7 @@ _EXPORTS = {
     "DataError": "errors", "DataWarning": "errors",
     "packing_efficiency": "packing",
     "build_sources": "pipeline", "check_heldout": "pipeline", "heldout_documents": "pipeline",
+    "epoch_rows": "pipeline",
     "make_eval_batches": "pipeline", "make_train_dataset": "pipeline",
     "make_train_iterator": "pipeline", "source_weights": "pipeline",
     "write_array_record": "sources",

@@ -79,7 +79,8 @@ def source_weights(cfg_data, weights: Mapping[str, float] | None = None) -> dict
 def build_sources(cfg_data, names: Sequence[str] | None = None) -> dict:
   """``{name: Source}`` for ``names`` (default: all configured sources)."""
   names = list(cfg_data.sources) if names is None else list(names)
-  return {n: sources_lib.build_source(n, cfg_data.sources[n], cfg_data.heldout_fraction)
+  return {n: sources_lib.build_source(n, cfg_data.sources[n], cfg_data.heldout_fraction,
+                                     cfg_data.seq_len)
           for n in names}
 
 
@@ -267,3 +268,19 @@ def heldout_documents(cfg_data, tok=None, sources: Sequence[str] | None = None) 
   for src in _eval_sources(cfg_data, sources).values():
     texts.extend(src.text(int(i), tok) for i in src.heldout_indices())
   return texts
+
+
+def epoch_rows(cfg_data, tok, names: Sequence[str] | None = None) -> int:
+  """Packed rows in one pass over the train split of ``names`` (default: the sources
+  with weight > 0), packed in document order as evaluation packs: the length of an
+  epoch in rows (a shuffled epoch packs within a row or two of it)."""
+  names = list(source_weights(cfg_data)) if names is None else list(names)
+  rows = 0
+  for src in build_sources(cfg_data, names).values():
+    rows += sum(1 for _ in packing.source_rows(
+        src, src.train_indices(), tok, cfg_data.seq_len, shuffle_seed=None,
+        read_threads=cfg_data.read_threads))
+  if rows == 0:
+    raise DataError(f"the train split of {', '.join(names)} is empty: nothing to make "
+                    "an epoch of")
+  return rows
