@@ -17,6 +17,8 @@ Tasks:
   exercises        phi-1-style exercises from the held-out stdlib files (a function's
                    signature and docstring -> its body): response loss and bits per
                    byte, and exact match of the greedy body (phijax/data/exercises.py).
+  arithmetic       exact-match accuracy of greedy answers to a+b / a*b by operand
+                   length, in the run's format (phijax/data/arithmetic.py).
 
 Writes DIR/evals/<task>.json (scores and the exact settings) and
 DIR/evals/<task>.samples.jsonl (one row per completion, or per data source), where DIR
@@ -36,7 +38,8 @@ from phijax import cli, model_source
 
 # Tasks with a module of their own in phijax/evals/: ``add_args(group)`` adds the
 # task's flags, ``run(model, args) -> (settings, scores, rows)`` scores it.
-TASK_MODULES = {"exercises": "phijax.evals.exercises"}
+TASK_MODULES = {"exercises": "phijax.evals.exercises",
+                "arithmetic": "phijax.evals.arithmetic"}
 TASKS = ("bpb", "perplexity", "humaneval", "problems", *TASK_MODULES)
 
 

@@ -265,6 +265,10 @@ class Transformer(nn.Module):
   attend to the slots at or before their own (and inside the sliding window). It
   returns ``(logits, new_cache)``. ``long_rope_B`` picks LongRoPE factors per row;
   ``logits_at_B`` keeps only position ``logits_at_B[b]`` of each row (``[B, 1, V]``).
+
+  With ``cfg.random_position_offset`` and ``deterministic=False`` (training) each
+  row's positions are shifted by one random offset (``random_position_offsets``, drawn
+  from the ``dropout`` rng, so the train step's per-step key makes a resume exact).
   """
   cfg: ModelConfig
 
@@ -277,6 +281,10 @@ class Transformer(nn.Module):
     B, T = tokens_BxT.shape
     if positions_BxT is None:
       positions_BxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+    if cfg.random_position_offset and not deterministic and cache is None:
+      positions_BxT = positions_BxT + random_position_offsets(
+          self.make_rng("dropout"), B, T, cfg.max_position_embeddings)
+      self.sow("intermediates", "positions", positions_BxT)  # for tests and probes
     embed = self.param("embed", _normal(cfg, ("vocab", "embed")),
                        (cfg.vocab_size, cfg.hidden_size), jnp.float32)
     x = jnp.take(embed, tokens_BxT, axis=0).astype(dtype)
@@ -315,6 +323,13 @@ class Transformer(nn.Module):
       logits = logits + b
     logits = constrain(logits, ("batch", "length", "vocab"))
     return logits if cache is None else (logits, tuple(new_cache))
+
+
+def random_position_offsets(rng, batch: int, length: int, max_positions: int):
+  """``[B, 1]`` int32 offsets, uniform in ``[0, max_positions - length]``: a row's
+  positions (each below ``length``) stay below ``max_positions``."""
+  return jax.random.randint(rng, (batch, 1), 0, max(max_positions - length, 0) + 1,
+                            dtype=jnp.int32)
 
 
 def init_cache(cfg, batch_size: int, max_len: int):

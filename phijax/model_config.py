@@ -12,6 +12,7 @@ from typing import Any, Mapping
 ARCHS = ("phi", "phi3")
 REMAT = ("none", "full", "dots")
 DTYPES = ("float32", "bfloat16", "float16")
+POSITION_ENCODINGS = ("rope", "nope")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,15 @@ class ModelConfig:
   # LongRoPE: dict(short_factor=[...], long_factor=[...],
   # original_max_position_embeddings=int, attention_factor=float or None)
   rope_scaling: Any = None
+  # "rope" (rotary, the default) or "nope": no position information at all (q and k
+  # unrotated; causal attention alone tells order), for length-generalization studies.
+  position_encoding: str = "rope"
+  # Training only (deterministic=False): each row's positions are shifted by a random
+  # offset in [0, max_position_embeddings - length], so the model sees every absolute
+  # position and cannot tie a skill to a few of them (Shen et al. 2023). Inference and
+  # evaluation start at 0, inside the trained range. Give it room with
+  # max_position_embeddings well above data.seq_len.
+  random_position_offset: bool = False
   sliding_window: int | None = None
   layer_norm_eps: float = 1e-5
   qk_layernorm: bool = False
@@ -59,6 +69,15 @@ class ModelConfig:
     if self.num_heads % self.kv_heads:
       bad("num_kv_heads", f"{self.kv_heads} kv heads do not divide num_heads "
           f"{self.num_heads}")
+    if self.position_encoding not in POSITION_ENCODINGS:
+      bad("position_encoding", f"{self.position_encoding!r} is not one of "
+          f"{POSITION_ENCODINGS}")
+    if self.position_encoding == "nope" and self.rope_scaling is not None:
+      bad("rope_scaling", "LongRoPE scales rotary frequencies, which "
+          "position_encoding='nope' does not have; drop one of them")
+    if self.position_encoding == "nope" and self.random_position_offset:
+      bad("random_position_offset", "shifts rotary positions, which "
+          "position_encoding='nope' does not use; drop one of them")
     if self.rotary_dim % 2:
       bad("partial_rotary_factor", f"rotary dims int(head_dim * factor) = "
           f"{self.rotary_dim} must be even")
@@ -97,6 +116,10 @@ class ModelConfig:
 
   @property
   def rotary_dim(self) -> int:
+    """Dims of each head that rotate: 0 with ``nope`` (``rope.apply_rotary`` then
+    passes q and k through)."""
+    if self.position_encoding == "nope":
+      return 0
     return int(self.dim_per_head * self.partial_rotary_factor)
 
   def replace(self, **kw) -> "ModelConfig":

@@ -84,9 +84,13 @@ def _write_config(config, workdir):
   if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
     with open(path) as f:
       old = json.load(f)
-    if old.get("model") != resolved["model"]:
-      diff = sorted(k for k in set(old.get("model", {})) | set(resolved["model"])
-                    if old.get("model", {}).get(k) != resolved["model"].get(k))
+    # Compared as ModelConfigs: fields added since the run started take their
+    # defaults, so an older run still resumes.
+    old_model = _model_fields(old.get("model", {}))
+    new_model = _model_fields(resolved["model"])
+    if old_model != new_model:
+      diff = sorted(k for k in set(old_model) | set(new_model)
+                    if old_model.get(k) != new_model.get(k))
       raise ConfigError(
           f"{workdir} holds a run with a different model config (fields {diff}); "
           "use a new --workdir, or the same config to resume")
@@ -94,6 +98,13 @@ def _write_config(config, workdir):
     with open(f"{path}.tmp", "w") as f:  # others may be reading the old one)
       json.dump(resolved, f, indent=2)
     os.replace(f"{path}.tmp", path)
+
+
+def _model_fields(model: dict) -> dict:
+  try:
+    return ModelConfig.from_dict(model).to_dict()
+  except (TypeError, ValueError):  # not a model config phijax can read: compare as is
+    return dict(model)
 
 
 class _StopFlag:

@@ -150,3 +150,19 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
   assert by_step[3]["skipped_steps"] == 1
   assert not np.isfinite(float(by_step[3]["loss"]))
   assert np.isfinite(by_step[4]["loss"]) and by_step[5]["skipped_steps"] == 1
+
+
+def test_a_run_started_before_new_model_fields_still_resumes(tmp_path):
+  from phijax import train
+  from phijax.configs import tiny
+  config = tiny.get_config("runlocal")
+  (tmp_path / "checkpoints").mkdir()
+  train._write_config(config, str(tmp_path))
+  old = json.loads((tmp_path / "config.json").read_text())
+  del old["model"]["position_encoding"], old["model"]["random_position_offset"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  train._write_config(config, str(tmp_path))  # the new fields' defaults: same model
+  config.model.hidden_size *= 2
+  with pytest.raises(train.ConfigError, match=r"different model config \(fields "
+                                              r"\['hidden_size'\]\)"):
+    train._write_config(config, str(tmp_path))

@@ -76,8 +76,9 @@ def from_hf(directory: str) -> tuple[ModelConfig, dict]:
 def to_hf(cfg: ModelConfig, params, directory: str) -> None:
   """Writes ``config.json`` + ``model.safetensors`` that transformers loads."""
   from safetensors.numpy import save_file
+  hf = model_config_to_hf(cfg)  # first: a model HF cannot express leaves no directory
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, "config.json"), "w") as f:
-    json.dump(model_config_to_hf(cfg), f, indent=2)
+    json.dump(hf, f, indent=2)
   sd = params_to_hf(cfg, jax.device_get(params))
   save_file(sd, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})

@@ -88,6 +88,10 @@ def model_config_from_hf(hf: dict[str, Any]) -> ModelConfig:
 
 def model_config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
   """A config.json that transformers 4.4x and 5.x both load (top-level rope keys)."""
+  if cfg.position_encoding != "rope":
+    raise ValueError(f"model config: position_encoding={cfg.position_encoding!r} has no "
+                     "Hugging Face Phi equivalent (HF Phi always applies rotary); only "
+                     "'rope' models can be exported")
   hf = dict(
       vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
       intermediate_size=cfg.mlp_dim, num_hidden_layers=cfg.num_layers,
