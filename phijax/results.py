@@ -16,7 +16,9 @@ Reads every arm's ``config.json`` and ``metrics.jsonl`` (``DIR/*/``) and writes:
   arm group, seeds as thin lines around their mean;
 - ``final.png``: final held-out loss against each swept numeric field (log x for
   learning rates and fields spanning decades);
-- ``tb_hparams/``: TensorBoard HParams, one run per arm (``tensorboard --logdir DIR``).
+- ``tb_hparams/``: TensorBoard HParams, one run per arm (``tensorboard --logdir DIR``);
+- whatever the experiment's optional ``plot(table, sweep_dir)`` writes (it returns the
+  paths of its files), for plots only that experiment needs.
 
 Swept fields come from the runner's ``sweep.json``; without one, from the fields whose
 values differ between the arms' ``config.json``.
@@ -210,7 +212,7 @@ def collect(sweep_dir: str) -> tuple[Table, dict]:
                for d in dirs}
     keys = sorted({k for c in configs.values() for k in c})
     swept = [k for k in keys if len({json.dumps(c.get(k)) for c in configs.values()}) > 1
-             and not k.startswith("data.tokenizer.")]
+             and not k.startswith(("data.tokenizer.", "train.wandb."))]
     arms = [(d, {k: configs[d].get(k) for k in swept}) for d in dirs]
     names = sweep.aliases(swept)
   # Arms never started (another --only, a sweep still running) are left out.
@@ -488,7 +490,7 @@ def write_results(sweep_dir: str) -> list[str]:
   grouped = grouped_table(table)
   if grouped:
     parts += ["Seeds collapsed (mean ± sample std over finished seeds):", grouped]
-  summarize = _summarize_fn(meta, sweep_dir)
+  summarize = _experiment_fn(meta, sweep_dir, "summarize")
   if summarize is not None:
     extra = summarize(table)
     if extra:
@@ -501,11 +503,16 @@ def write_results(sweep_dir: str) -> list[str]:
   curves, final = os.path.join(sweep_dir, "curves.png"), os.path.join(sweep_dir, "final.png")
   plot_curves(table, curves)
   plot_final(table, final)
+  paths = [md_path, csv_path, curves, final]
+  plot = _experiment_fn(meta, sweep_dir, "plot")
+  if plot is not None:  # the experiment's own plots
+    paths += list(plot(table, sweep_dir) or [])
   write_hparams(table, sweep_dir)
-  return [md_path, csv_path, curves, final]
+  return paths
 
 
-def _summarize_fn(meta: dict, sweep_dir: str):
+def _experiment_fn(meta: dict, sweep_dir: str, name: str):
+  """The experiment file's function ``name`` (summarize, plot), or None."""
   if not meta:
     return None
   from phijax import config_files
@@ -513,7 +520,7 @@ def _summarize_fn(meta: dict, sweep_dir: str):
   if not os.path.exists(where):
     return None
   module = config_files._load_module(where)  # pylint: disable=protected-access
-  return getattr(module, "summarize", None)
+  return getattr(module, name, None)
 
 
 def run(argv=None):
