@@ -139,7 +139,7 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD, cos, sin, segment_ids, deterministic, cache=None,
-               positions_BxT=None):
+               positions_BxT=None, cache_visible=None):
     cfg = self.cfg
     H, K, E = cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
     bias = cfg.arch == "phi"
@@ -159,6 +159,8 @@ class Attention(nn.Module):
       k_cache, v_cache = write_cache(cache["k"], k, positions_BxT), write_cache(
           cache["v"], v, positions_BxT)
       new_cache = {"k": k_cache, "v": v_cache}
+      if cache_visible is not None:  # slots past every query stay masked: skip them
+        k_cache, v_cache = k_cache[:, :cache_visible], v_cache[:, :cache_visible]
       o = attention.cached_attention(q, k_cache, v_cache, positions_BxT,
                                      window=cfg.sliding_window)
     elif cfg.attention_dropout > 0 and not deterministic:
@@ -215,14 +217,14 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD, cos, sin, segment_ids, deterministic, cache=None,
-               positions_BxT=None):
+               positions_BxT=None, cache_visible=None):
     cfg = self.cfg
     dtype = _dtype(cfg.dtype)
     drop = nn.Dropout(self.resid_pdrop)
     attn = Attention(cfg, name="attn")
     norm = LayerNorm if cfg.arch == "phi" else RMSNorm
     h = norm(cfg.layer_norm_eps, dtype, name="input_norm")(x_BxTxD)
-    a = attn(h, cos, sin, segment_ids, deterministic, cache, positions_BxT)
+    a = attn(h, cos, sin, segment_ids, deterministic, cache, positions_BxT, cache_visible)
     if cache is not None:
       a, cache = a
     if cfg.arch == "phi":
@@ -263,7 +265,8 @@ class Transformer(nn.Module):
   ``[B, S, K, E]`` arrays per layer (``init_cache``). ``positions`` are then each
   token's absolute slot in the cache; new keys/values are written there and queries
   attend to the slots at or before their own (and inside the sliding window). It
-  returns ``(logits, new_cache)``. ``long_rope_B`` picks LongRoPE factors per row;
+  returns ``(logits, new_cache)``; ``cache_visible`` (a static int above every
+  position) limits attention to the cache's first slots. ``long_rope_B`` picks LongRoPE factors per row;
   ``logits_at_B`` keeps only position ``logits_at_B[b]`` of each row (``[B, 1, V]``).
 
   With ``cfg.random_position_offset`` and ``deterministic=False`` (training) each
@@ -274,7 +277,7 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None, *,
-               deterministic: bool = True, cache=None, long_rope_B=None,
+               deterministic: bool = True, cache=None, cache_visible=None, long_rope_B=None,
                logits_at_B=None):
     cfg = as_model_config(self.cfg)
     dtype = _dtype(cfg.dtype)
@@ -299,7 +302,7 @@ class Transformer(nn.Module):
       new_cache = []
       for i, (p, layer_cache) in enumerate(zip(residual_dropout_rates(cfg), cache)):
         x, layer_cache = Block(cfg, p, name=f"layers_{i}")(
-            x, cos, sin, None, deterministic, layer_cache, positions_BxT)
+            x, cos, sin, None, deterministic, layer_cache, positions_BxT, cache_visible)
         new_cache.append(layer_cache)
     else:
       block_cls = Block

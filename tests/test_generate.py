@@ -169,19 +169,20 @@ def test_eos_and_stop_strings_end_rows():
   assert short.finish == "cache" and len(short.ids) == 64 - 40
 
 
-def test_one_compile_per_bucket():
+def test_compiles_per_bucket_not_per_token():
   gen = generate.Generator(CFG, _random_params(CFG))
 
   def compiles():
     return sum(p._cache_size() + d._cache_size() for p, d in gen._steps.values())
 
   gen.generate([[1, 2, 3]], max_new_tokens=5)
-  assert compiles() == 2  # one prefill, one decode step
+  assert compiles() == 2  # one prefill, one decode step (positions < 16)
   # Same (batch, cache length) bucket, other settings and lengths: nothing new.
   gen.generate([[1, 2, 3, 4, 5]], max_new_tokens=9, temperature=0.7, top_p=0.9, seed=3)
   assert compiles() == 2
-  gen.generate([[1, 2]], max_new_tokens=40)  # a longer cache: one more of each
-  assert compiles() == 4 and len(gen._steps) == 2
+  # A 64-slot cache: one prefill, and a decode step per visible length 16, 32, 64.
+  gen.generate([[1, 2]], max_new_tokens=60)
+  assert compiles() == 2 + 1 + 3 and len(gen._steps) == 2
 
 
 def test_complete_does_not_depend_on_batch_size():
