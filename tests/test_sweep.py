@@ -36,6 +36,13 @@ EXPERIMENT = textwrap.dedent('''
       return arms + EXTRA
 
     EXTRA = []
+
+    def plot(table, sweep_dir):  # an experiment's own figure: arms and final losses
+      import os
+      path = os.path.join(sweep_dir, "own.txt")
+      with open(path, "w") as f:
+        f.write("".join(f"{r['arm']} {r['eval_loss']}\\n" for r in table.rows))
+      return [path]
 ''')
 # Passes the config checks, fails when the run starts (its warmup is longer than seq_len).
 BAD_ARM = ('EXTRA = [{"curriculum.seq_warmup.enabled": True, '
@@ -156,6 +163,10 @@ def test_results_csv_matches_each_arms_metrics(clean_sweep):
     assert int(row["skipped"]) == train[-1]["skipped_steps"]
     assert float(row["tokens_per_sec"]) == np.median([r["tokens_per_sec"] for r in train])
     assert row["status"] == "done"
+  # The experiment's plot(table, dir) ran with the same table.
+  own = dict(l.split() for l in open(workdir / "own.txt"))
+  assert {r["arm"]: float(r["eval_loss"]) for r in rows} == {
+      k: float(v) for k, v in own.items()}
 
 
 def test_mean_std_against_numpy():
