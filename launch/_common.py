@@ -6,6 +6,7 @@ nothing from them beyond what ``jax.distributed.initialize()`` reads (and
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -50,3 +51,20 @@ def check_command(command, prog_usage: str) -> str:
 
 def quote(command) -> str:
   return shlex.join(command)
+
+
+def read_commands(path: str, prog_usage: str) -> list[dict]:
+  """``--commands`` FILE (a sweep's ``launch_arms.json``): ``[{"name", "command": [...],
+  "log": PATH or null}, ...]``, each command checked."""
+  try:
+    with open(path) as f:
+      entries = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise cli.UsageError(f"--commands={path}: {e}") from None
+  if not isinstance(entries, list) or not entries or not all(
+      isinstance(e, dict) and isinstance(e.get("command"), list) for e in entries):
+    raise cli.UsageError(f"--commands={path}: expected a non-empty JSON list of "
+                         '{"command": [...], "log": PATH}')
+  for e in entries:
+    check_command(e["command"], prog_usage)
+  return entries

@@ -27,7 +27,6 @@ script waits for the array and exits 1 if any arm's job failed.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -152,29 +151,13 @@ def sbatch_script(args, folder: str, array: int = 0) -> str:
       **slurm_parameters(args), **extra)
 
 
-def read_commands(path: str) -> list[dict]:
-  """``--commands`` FILE: [{"command": [...], "log": PATH or null}, ...], each checked."""
-  try:
-    with open(path) as f:
-      entries = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise cli.UsageError(f"--commands={path}: {e}") from None
-  if not isinstance(entries, list) or not entries or not all(
-      isinstance(e, dict) and isinstance(e.get("command"), list) for e in entries):
-    raise cli.UsageError(f"--commands={path}: expected a non-empty JSON list of "
-                         '{"command": [...], "log": PATH}')
-  for e in entries:
-    _common.check_command(e["command"], PROG)
-  return entries
-
-
 def launch(args, command) -> int:
   if args.gpus_per_node < 0:
     raise cli.UsageError(f"--gpus_per_node must be >= 0, got {args.gpus_per_node}")
   if args.commands:
     if command:
       raise cli.UsageError("give --commands=FILE or -- COMMAND, not both")
-    return launch_array(args, read_commands(args.commands))
+    return launch_array(args, _common.read_commands(args.commands, PROG))
   workdir = _common.check_command(command, PROG)
   folder = args.folder or os.path.join(workdir, "slurm")
   if args.dry_run:

@@ -10,6 +10,13 @@ this checkout to every worker, ``install`` it (``pip install -e .[tpu]``), ``run
 command on ``--worker=all`` (one process per host; their output streams here),
 ``delete`` the slice. ``--dry-run`` prints every command and runs none.
 
+``--commands=FILE`` (what ``python -m phijax.sweep ... --launcher=tpu -- --name=...
+--zone=...`` passes: the sweep's ``launch_arms.json``) creates, copies and installs
+once, then runs the arms one after another on the slice, each arm's output appended
+to its log; an arm that fails does not stop the others, and the slice is deleted at
+the end. The sweep directory must be storage both this machine and the TPU hosts
+mount (NFS, a gcsfuse mount): the runner reads each arm's metrics from it.
+
 On a TPU slice ``jax.distributed.initialize()`` finds the other hosts by itself
 (``--config.mesh.distributed=true`` turns it on, and with it JAX's preemption
 notices); ``--workdir`` must be storage every host shares (a GCS bucket or NFS).
@@ -18,6 +25,7 @@ Rerunning the same launch with ``--steps=run`` resumes from the last checkpoint.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import subprocess
@@ -46,6 +54,9 @@ def parser():
   p.add_argument("--extras", default="tpu", help="pip extras to install")
   p.add_argument("--steps", default=",".join(STEPS),
                  help=f"comma-separated subset of {','.join(STEPS)}")
+  p.add_argument("--commands", default="", metavar="FILE",
+                 help="run these commands (a sweep's launch_arms.json) one after another "
+                      "on one slice instead of -- COMMAND")
   p.add_argument("--dry-run", dest="dry_run", action="store_true",
                  help="print every command; run none")
   return p
@@ -99,7 +110,51 @@ def commands(args, command, archive=None) -> list[list[str]]:
   return out
 
 
+def launch_many(args, entries) -> int:
+  """The arms of a sweep on one slice: set up once, each arm's run step with its output
+  in its log (the others go on when one fails), then delete. Exit 1 if any failed."""
+  steps = args.steps.split(",")
+  only = lambda *keep: argparse.Namespace(**{**vars(args), "steps": ",".join(
+      s for s in steps if s in keep)})
+  setup = commands(only("create", "copy", "install"), None)
+  runs = [commands(only("run"), e["command"])[0] for e in entries] if "run" in steps else []
+  teardown = commands(only("delete"), None)
+  if args.dry_run:
+    for c in setup + runs + teardown:
+      print(shlex.join(c))
+    return 0
+  for c in setup:
+    print(f"launch: {shlex.join(c)}", flush=True)
+    rc = subprocess.run(c).returncode
+    if rc:
+      print(f"launch: exit code {rc}; stopping before the arms (rerun with "
+            "--steps=delete to remove the slice)", file=sys.stderr, flush=True)
+      return rc
+  failed = 0
+  for c, entry in zip(runs, entries):
+    log = entry.get("log")
+    print(f"launch: {entry.get('name', 'arm')}: {shlex.join(c)}" +
+          (f" (output: {log})" if log else ""), flush=True)
+    if log:
+      with open(log, "a") as f:
+        rc = subprocess.run(c, stdout=f, stderr=subprocess.STDOUT).returncode
+    else:
+      rc = subprocess.run(c).returncode
+    if rc:
+      failed += 1
+      print(f"launch: {entry.get('name', 'arm')} failed (exit code {rc}); going on",
+            file=sys.stderr, flush=True)
+  for c in teardown:
+    print(f"launch: {shlex.join(c)}", flush=True)
+    subprocess.run(c)
+  return 1 if failed else 0
+
+
 def launch(args, command) -> int:
+  if args.commands:
+    if command:
+      raise cli.UsageError("give --commands=FILE or -- COMMAND, not both")
+    return launch_many(args, _common.read_commands(args.commands, PROG))
   steps = args.steps.split(",")
   if "run" in steps:
     _common.check_command(command, PROG)

@@ -30,7 +30,10 @@ Weights & Biases project, grouped by sweep (``wandb_group``) and named by arm.
 ``--launcher=slurm`` hands the unfinished arms to ``launch/slurm.py`` (a phijax
 checkout's launch/, options after ``--``): one job per arm as one SLURM job array
 (``-- --cluster=local``: submitit's local executor), waited for; the arm directories,
-statuses and results are the same as a local sweep's.
+statuses and results are the same as a local sweep's. ``--launcher=tpu`` hands them to
+``launch/tpu.py`` (``-- --name=NAME --zone=ZONE ...``): one Cloud TPU slice, created,
+copied to and installed once, runs the arms one after another and is deleted; the
+sweep directory must be storage this machine and the TPU hosts both mount.
 """
 
 from __future__ import annotations
@@ -414,8 +417,6 @@ def launch_arms(launcher: str, spec: str, arms: list[Arm],
   from phijax.metrics import format_duration
 
   script = os.path.join(LAUNCH_DIR, f"{launcher}.py")
-  if launcher != "slurm":
-    raise cli.UsageError(f"--launcher={launcher} is not built yet; use --launcher=local")
   if not os.path.isfile(script):
     raise cli.UsageError(f"--launcher={launcher} needs a phijax checkout: {script} is "
                          "not installed with the package")
@@ -521,8 +522,9 @@ def _parser():
   parser.add_argument("--status", action="store_true",
                       help="print done / running / failed / interrupted / pending per arm")
   parser.add_argument("--launcher", default="local", choices=LAUNCHERS,
-                      help="where arms run: local processes, or slurm: one job per arm "
-                           "through launch/slurm.py (its options after --)")
+                      help="where arms run: local processes; slurm: one job per arm "
+                           "through launch/slurm.py; tpu: one after another on one Cloud "
+                           "TPU slice through launch/tpu.py (their options after --)")
   parser.add_argument("--no-results", action="store_true",
                       help="skip writing results.md / .csv and plots at the end")
   parser.add_argument("--wandb-project", "--wandb_project", default=None, metavar="PROJECT",
@@ -535,12 +537,9 @@ def _parser():
 def main(args, overrides: Sequence[str], launcher_args: Sequence[str] = ()) -> int:
   from phijax import cli
 
-  if args.launcher == "tpu":
-    raise cli.UsageError(f"--launcher={args.launcher} is not built yet, see launch/; "
-                         "use --launcher=local or slurm")
   if launcher_args and args.launcher == "local":
     raise cli.UsageError(f"options after -- ({' '.join(launcher_args)}) are for "
-                         "--launcher=slurm; a local sweep takes none")
+                         "--launcher=slurm or tpu; a local sweep takes none")
   spec = args.experiment
   where, arg = spec.partition(":")[0], spec.partition(":")[2]
   if not os.path.isfile(where):

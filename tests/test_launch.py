@@ -122,3 +122,73 @@ def test_slurm_launcher_runs_two_tasks_with_submitit_local_executor(tmp_path):
   assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
   logs = "".join(p.read_text() for p in (work / "slurm").glob("*_log.*"))
   assert logs.count("done: step 2") == 2 and "4 global devices" in logs
+
+
+FAKE_GCLOUD = r'''#!/usr/bin/env python3
+"""gcloud for tests: a 'TPU slice' that is a directory of this machine."""
+import os, shutil, subprocess, sys
+home = os.environ["FAKE_TPU_HOME"]
+args = sys.argv[1:]
+with open(os.path.join(home, "gcloud.log"), "a") as f:
+  f.write(" ".join(args[3:5]) + "\n")
+verb = args[3]
+if verb == "scp":
+  src, dst = args[4], args[5].split(":", 1)[1]
+  shutil.copy(src, os.path.join(home, dst))
+elif verb == "ssh":
+  command = next(a for a in args if a.startswith("--command="))[len("--command="):]
+  sys.exit(subprocess.run(["bash", "-c", command], cwd=home).returncode)
+'''
+
+SWEEP_EXPERIMENT = '''
+from phijax import config as base
+from phijax.configs import tiny
+
+def get_config(arg=None):
+  c = tiny.get_config("runlocal")
+  c.train.update(steps=3, batch_size=2, log_every=1, eval_every=0, final_eval_batches=1,
+                 save_every=3, samples=0, progress=False)
+  return base.finish(c, arg)
+
+def get_sweep(h):
+  return h.sweep("optim.lr", [1e-3, 2e-3])
+'''
+
+
+def test_tpu_commands_dry_run_sets_up_once_and_runs_each_arm(tmp_path):
+  arms = [{"name": f"a{i}", "command": [*TRAIN[:-1], f"--workdir=/shared/a{i}"],
+           "log": f"/shared/a{i}/log.txt"} for i in range(2)]
+  (tmp_path / "arms.json").write_text(json.dumps(arms))
+  proc = _launch("tpu.py", "--name=pod", "--zone=z", f"--commands={tmp_path}/arms.json",
+                 "--dry-run")
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.strip().splitlines()
+  verbs = [shlex.split(l)[4] if l.startswith("gcloud") else shlex.split(l)[0] for l in lines]
+  assert verbs == ["create", "tar", "scp", "ssh", "ssh", "ssh", "ssh", "delete"]
+  assert "--workdir=/shared/a0" in lines[5] and "--workdir=/shared/a1" in lines[6]
+
+
+def test_sweep_on_a_tpu_slice_through_launch_tpu(tmp_path):
+  """The whole --launcher=tpu path against a fake gcloud whose slice is a directory:
+  the checkout is copied there and each arm's training runs from that copy."""
+  bin_dir, home = tmp_path / "bin", tmp_path / "tpu_home"
+  bin_dir.mkdir()
+  home.mkdir()
+  (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
+  (bin_dir / "gcloud").chmod(0o755)
+  experiment = tmp_path / "exp.py"
+  experiment.write_text(SWEEP_EXPERIMENT)
+  env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+             FAKE_TPU_HOME=str(home), JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "phijax.sweep", str(experiment), f"--workdir={tmp_path}/sweep",
+       "--launcher=tpu", "--", "--name=pod", "--zone=z", "--steps=create,copy,run,delete"],
+      capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  calls = (home / "gcloud.log").read_text().split()
+  assert calls.count("create") == 1 and calls.count("delete") == 1
+  assert (home / "phijax" / "phijax" / "train.py").is_file()  # ran from the copy
+  for arm in ("lr=0.001", "lr=0.002"):
+    rows = [json.loads(l) for l in open(tmp_path / "sweep" / arm / "metrics.jsonl")]
+    assert any(r.get("final") for r in rows) and max(r["step"] for r in rows) == 3
+  assert (tmp_path / "sweep" / "results.md").is_file()
