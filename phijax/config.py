@@ -75,6 +75,11 @@ def default() -> ConfigDict:
       keep_last=2,
       keep_best=0,  # > 0: also keep this many checkpoints with the best eval metric
       best_metric="eval_loss",
+      # "lm" (next-token prediction) or "dpo" (preference pairs from one "preferences"
+      # source against a frozen reference model; phijax.objectives).
+      objective="lm",
+      dpo_beta=0.1,  # DPO's beta: the strength of the pull toward the reference
+      reference="",  # dpo: the reference model (a run, params or HF dir); "" = init_from
       # Warm start params: a run dir, a phijax params dir or an HF dir; its
       # tokenizer.model, if it has one, is the run's tokenizer (data.tokenizer.path "").
       init_from="",

@@ -300,17 +300,21 @@ def run_figure(workdir: str):
   ax_loss.grid(alpha=0.3)
   ax_loss.legend(**outside)
 
+  # Bits per byte; a DPO run (phijax.objectives) has reward accuracy there instead.
+  key, what, unit = "eval_bpb", "held-out bits/byte", "bits / byte"
+  if any("eval_reward_accuracy" in r for r in evals + final):
+    key, what, unit = "eval_reward_accuracy", "held-out reward accuracy", "reward accuracy"
   if evals:
-    ax_bpb.plot([r["tokens"] for r in evals], [r["eval_bpb"] for r in evals], "s-",
-                color="tab:green", label="held-out bits/byte")
+    ax_bpb.plot([r["tokens"] for r in evals], [r[key] for r in evals], "s-",
+                color="tab:green", label=what)
   for r in final:
-    _to_final(ax_bpb, evals, r, "eval_bpb", "tab:green")
-    ax_bpb.plot([r["tokens"]], [r["eval_bpb"]], "*", color="tab:green", markersize=13,
-                label=f"final, whole held-out: {r['eval_bpb']:.3f}")
+    _to_final(ax_bpb, evals, r, key, "tab:green")
+    ax_bpb.plot([r["tokens"]], [r[key]], "*", color="tab:green", markersize=13,
+                label=f"final, whole held-out: {r[key]:.3f}")
     if r.get("gzip_bpb"):
       ax_bpb.axhline(r["gzip_bpb"], color="gray", linestyle="--",
                      label=f"gzip -9, same text: {r['gzip_bpb']:.3f}")
-  ax_bpb.set_ylabel("bits / byte")
+  ax_bpb.set_ylabel(unit)
   ax_bpb.margins(y=0.12)  # the final star clear of the frame
   ax_bpb.grid(alpha=0.3)
   if ax_bpb.get_legend_handles_labels()[0]:

@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from phijax import checkpoint, curriculum, data, generate, metrics, optim, sharding, wandb_log
-from phijax.evals import perplexity
+from phijax import (checkpoint, curriculum, data, generate, metrics, objectives, optim,
+                    sharding, wandb_log)
 from phijax.config_files import ConfigError  # noqa: F401  (re-exported: train.ConfigError)
 from phijax.model_config import ModelConfig
 from phijax.train_step import build, device_batch
@@ -272,7 +272,9 @@ def train(config, workdir: str) -> dict:
 
   t = config.train
   fns = build(model_cfg, optim.make_direction(config.optim), mesh, rules,
-              microbatches=t.microbatches, z_loss=t.z_loss, seed=t.seed)
+              microbatches=t.microbatches, z_loss=t.z_loss, seed=t.seed,
+              objective=t.objective, dpo_beta=t.dpo_beta)
+  objective = objectives.make(config, tok, fns)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_last)
   best = (checkpoint.Checkpointer(os.path.join(workdir, "best"), keep=t.keep_best,
                                   best_metric=t.best_metric) if t.keep_best else None)
@@ -304,19 +306,9 @@ def train(config, workdir: str) -> dict:
                  f"{dict(mesh.shape)}, {total_steps} steps planned; MFU peak "
                  f"{peak / 1e9:.1f} GFLOP/s ({peak_src})")
 
-  # Every process reads the global stream (process_index=0 of 1) and device_batch
-  # puts each process's shards on its devices: N processes train on exactly the rows,
-  # in the order, one process would, and a checkpoint's iterator state is the same
-  # in every layout. The cost: each host packs the whole global batch.
-  whole = dict(process_index=0, process_count=1)
-
-  def make_iterator(stage_plan, state_blob=None):
-    it = data.make_train_iterator(config.data, tok, batch_size=t.batch_size, seed=t.seed,
-                                  weights=stage_plan.weights, stage=stage_plan.stage,
-                                  **whole)
-    if state_blob is not None:
-      it.set_state(state_blob)
-    return it
+  # Every process reads the global stream and puts its own shards on its devices
+  # (objectives.WHOLE): a checkpoint's iterator state is the same in every layout.
+  make_iterator = objective.train_iterator
 
   # A checkpoint taken just before a stage boundary holds the old stage's iterator;
   # the loop then opens the new stage's iterator fresh, as the uninterrupted run did.
@@ -326,8 +318,7 @@ def train(config, workdir: str) -> dict:
   def get_eval_batches():
     nonlocal eval_batches
     if eval_batches is None:
-      eval_batches = data.make_eval_batches(config.data, tok, batch_size=t.batch_size,
-                                            num_batches=t.eval_batches or None, **whole)
+      eval_batches = objective.eval_batches(t.eval_batches or None)
     return eval_batches
 
   def meta():
@@ -371,7 +362,7 @@ def train(config, workdir: str) -> dict:
     if fn is None:  # not planned (aot_compile off, or an unplanned shape): jit compiles
       log.info("compiling a train step for batch shape %s", shape)
       fn = step_variants[shape] = fns.compile_train_step(*shape)
-    return fn(state, batch, lr)
+    return fn(state, batch, lr, *objective.step_args)
 
   window_start, window_tokens = time.perf_counter(), 0
   progress.start(pos.step)
@@ -387,7 +378,7 @@ def train(config, workdir: str) -> dict:
         it = make_iterator(plan)
       batch = curriculum.shorten_batch(next(it), plan.seq_len, cur.seq_mode)
       rows, cols = batch["inputs"].shape
-      state, m = train_step(state, device_batch(batch, fns.batch_sharding),
+      state, m = train_step(state, device_batch(batch, fns.batch_sharding, objective.batch_keys),
                             jnp.float32(plan.lr))
       pos.step += 1
       step_tokens = rows * cols  # the global batch
@@ -404,7 +395,8 @@ def train(config, workdir: str) -> dict:
         row = {"tokens": pos.tokens, "loss": float(m["loss"]), **plan.scalars(),
                "seq_len": cols, "grad_norm": float(m["grad_norm"]), "tokens_per_sec": tps,
                "mfu": (tps * metrics.flops_per_token(model_cfg, cols) / peak) if peak else 0.0,
-               "skipped_steps": int(jax.device_get(state.skipped))}
+               "skipped_steps": int(jax.device_get(state.skipped)),
+               **{k: float(m[k]) for k in objective.log_keys}}
         writer.write(pos.step, row)
         progress.update(pos.step, {"loss": row["loss"], "lr": plan.lr, "len": cols,
                                    "tok/s": int(tps), "mfu": row["mfu"] if peak else None})
@@ -414,10 +406,9 @@ def train(config, workdir: str) -> dict:
       plan = cur.at(pos.step, pos.tokens)
       if t.eval_every and pos.step % t.eval_every == 0 and not plan.done:
         with progress.phase() as phase:
-          ev = perplexity.evaluate(fns, state.params, get_eval_batches())
+          ev = objective.evaluate(state.params, get_eval_batches())
           phase.done(f"step {pos.step}: eval loss {ev['eval_loss']:.4f}, "
-                     f"{ev['eval_bpb']:.3f} bits/byte over {int(ev['eval_tokens']):,} "
-                     "held-out tokens")
+                     f"{objective.describe(ev)}")
         writer.write(pos.step, {"tokens": pos.tokens, **ev})
         if best is not None:
           best.save(pos.step, state, meta(), force=True, metrics=ev)
@@ -459,20 +450,17 @@ def train(config, workdir: str) -> dict:
     if (t.final_eval_batches or None) == (t.eval_batches or None):
       final_batches = get_eval_batches()  # the periodic evals' rows: built once
     else:
-      final_batches = data.make_eval_batches(
-          config.data, tok, batch_size=t.batch_size, num_batches=t.final_eval_batches or None,
-          **whole)
+      final_batches = objective.eval_batches(t.final_eval_batches or None)
     progress.write(f"final eval over the whole held-out split ({len(final_batches)} "
                    "batches)..." if not t.final_eval_batches else
                    f"final eval over {len(final_batches)} held-out batches...")
-    ev = perplexity.evaluate(fns, state.params, final_batches)
-    phase.done(f"final eval: {ev['eval_bpb']:.3f} bits/byte over "
-               f"{int(ev['eval_tokens']):,} held-out tokens")
+    ev = objective.evaluate(state.params, final_batches)
+    phase.done(f"final eval: {objective.describe(ev)}")
   with progress.phase() as phase:
-    gz = perplexity.gzip_bits_per_byte(data.heldout_documents(config.data))
-    phase.done(f"gzip baseline: gzip -9 {gz:.3f} bits/byte on the same held-out text")
+    baseline, line = objective.baseline()
+    phase.done(line)
   # "final": over the whole held-out split (periodic evals use eval_batches of it).
-  writer.write(pos.step, {"tokens": pos.tokens, **ev, "gzip_bpb": gz, "final": True})
+  writer.write(pos.step, {"tokens": pos.tokens, **ev, **baseline, "final": True})
   writer.close()
   if t.samples and jax.process_count() > 1:
     state = state.replace(params=_host_params(state.params))  # a collective: all call it
@@ -482,14 +470,13 @@ def train(config, workdir: str) -> dict:
                     t.samples, t.sample_tokens, temperature=t.sample_temperature,
                     top_k=t.sample_top_k, top_p=t.sample_top_p, seed=t.seed)
       phase.done("samples -> samples.txt")
-  summary = {"finished": True, "step": pos.step, "tokens": pos.tokens, **ev, "gzip_bpb": gz}
+  summary = {"finished": True, "step": pos.step, "tokens": pos.tokens, **ev, **baseline}
   if jax.process_index() == 0:
     with progress.phase() as phase:
       metrics.plot_run(workdir)
       phase.done("plot -> loss.png")
-  print(f"done: step {pos.step}, {pos.tokens:,} tokens; held-out loss {ev['eval_loss']:.4f}, "
-        f"ppl {ev['eval_ppl']:.2f}, {ev['eval_bpb']:.3f} bits/byte (gzip -9: {gz:.3f} "
-        f"bits/byte) over {int(ev['eval_tokens']):,} held-out tokens", flush=True)
+  print(f"done: step {pos.step}, {pos.tokens:,} tokens; {objective.summary(ev, baseline)}",
+        flush=True)
   return summary
 
 

@@ -29,6 +29,9 @@ from phijax.model import Transformer
 BATCH_DTYPES = {"inputs": jnp.int32, "targets": jnp.int32, "positions": jnp.int32,
                 "segment_ids": jnp.int32, "loss_mask": jnp.float32}
 BATCH_KEYS = tuple(BATCH_DTYPES)
+# DPO batches (phijax.data.preferences) also mark their real pairs: [2B, 1].
+PAIR_KEYS = BATCH_KEYS + ("pair_mask",)
+OBJECTIVES = ("lm", "dpo")
 
 
 @flax.struct.dataclass
@@ -77,7 +80,15 @@ class StepFns:
 
 
 def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 0.0,
-          seed: int = 0) -> StepFns:
+          seed: int = 0, objective: str = "lm", dpo_beta: float = 0.1) -> StepFns:
+  """The step functions. ``objective="dpo"``: batches of preference pairs
+  (``phijax.data.preferences``), and ``train_step(state, batch, lr, ref_params)``
+  takes the frozen reference model's parameters (sharded like ``params``)."""
+  if objective not in OBJECTIVES:
+    raise ValueError(f"train.objective={objective!r}; choose one of {OBJECTIVES}")
+  if objective == "dpo" and microbatches > 1:
+    raise ValueError("train.objective='dpo' does not take train.microbatches > 1 yet "
+                     "(a micro-batch would split chosen rows from their rejected ones)")
   model = Transformer(model_cfg)
   rules = list(rules)
   dummy = jnp.zeros((1, 8), jnp.int32)
@@ -102,28 +113,52 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
                       nonfinite_streak=jnp.zeros((), jnp.int32),
                       skipped=jnp.zeros((), jnp.int32))
 
-  def loss_sums(params, batch, rng):
+  def lm_sums(params, batch, rng, ref_params):
+    del ref_params
     logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
                          batch["segment_ids"], deterministic=False, rngs={"dropout": rng})
     nll, objective = losses.token_losses(logits, batch["targets"], z_loss)
     mask = batch["loss_mask"]
-    return losses.masked_sum(objective, mask), (losses.masked_sum(nll, mask),
-                                                jnp.sum(mask.astype(jnp.float32)))
+    return losses.masked_sum(objective, mask), {
+        "nll_sum": losses.masked_sum(nll, mask), "count": jnp.sum(mask.astype(jnp.float32))}
+
+  def dpo_sums(params, batch, rng, ref_params, deterministic=False):
+    """Summed DPO loss over the real pairs, and its metrics' sums ("nll_sum" is the
+    loss: the step reports it as ``loss``)."""
+    def logprobs(p, det, rngs=None):
+      logits = model.apply({"params": p}, batch["inputs"], batch["positions"],
+                           batch["segment_ids"], deterministic=det, rngs=rngs)
+      return losses.sequence_logprobs(logits, batch["targets"], batch["loss_mask"])
+
+    logp = logprobs(params, deterministic, None if deterministic else {"dropout": rng})
+    ref = jax.lax.stop_gradient(logprobs(ref_params, True))
+    B = logp.shape[0] // 2
+    w = batch["pair_mask"][:B, 0]
+    per_pair, m = losses.dpo_loss(logp[:B], logp[B:], ref[:B], ref[B:], dpo_beta)
+    total = jnp.sum(per_pair * w)
+    return total, {"nll_sum": total, "count": jnp.sum(w),
+                   "reward_margin": jnp.sum(m["reward_margin"] * w),
+                   "reward_accuracy": jnp.sum(m["reward_accuracy"] * w)}
+
+  loss_sums = dpo_sums if objective == "dpo" else lm_sums
 
   grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
 
-  def train_step(state: TrainState, batch, lr):
+  def train_step(state: TrainState, batch, lr, ref_params=None):
     rng = jax.random.fold_in(state.rng, state.step)
     if microbatches == 1:
-      (_, (nll_sum, count)), grads = grad_fn(state.params, batch, rng)
+      (_, aux), grads = grad_fn(state.params, batch, rng, ref_params)
+      nll_sum, count = aux["nll_sum"], aux["count"]
     else:
+      aux = {}
       micro = jax.tree_util.tree_map(
           lambda x: x.reshape(microbatches, x.shape[0] // microbatches, *x.shape[1:]), batch)
 
       def body(carry, xs):
         g_acc, nll_acc, n_acc = carry
         mb, i = xs
-        (_, (nll, n)), g = grad_fn(state.params, mb, jax.random.fold_in(rng, i))
+        (_, a), g = grad_fn(state.params, mb, jax.random.fold_in(rng, i), ref_params)
+        nll, n = a["nll_sum"], a["count"]
         return (jax.tree_util.tree_map(jnp.add, g_acc, g), nll_acc + nll, n_acc + n), None
 
       zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
@@ -146,7 +181,9 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
         skipped=state.skipped + (~finite).astype(jnp.int32))
     metrics = {"loss": loss, "grad_norm": grad_norm, "loss_tokens": count,
                "nonfinite": (~finite).astype(jnp.int32),
-               "nonfinite_streak": new_state.nonfinite_streak}
+               "nonfinite_streak": new_state.nonfinite_streak,
+               # the objective's own metrics (DPO's rewards), as means
+               **{k: v / denom for k, v in aux.items() if k not in ("nll_sum", "count")}}
     return new_state, metrics
 
   def eval_step(params, batch):
@@ -158,12 +195,22 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
             "tokens": jnp.sum(mask.astype(jnp.float32)),
             "bytes": jnp.sum(batch["bytes"].astype(jnp.float32))}
 
+  def dpo_eval_step(params, batch, ref_params):
+    _, sums = dpo_sums(params, batch, None, ref_params, deterministic=True)
+    return sums
+
+  ref_shardings = (param_shardings,) if objective == "dpo" else ()
   jit_init = jax.jit(init, out_shardings=state_shardings)
-  jit_train = jax.jit(train_step, in_shardings=(state_shardings, batch_sharding, None),
+  jit_train = jax.jit(train_step,
+                      in_shardings=(state_shardings, batch_sharding, None, *ref_shardings),
                       out_shardings=(state_shardings, None), donate_argnums=(0,))
   eval_batch_sharding = batch_sharding
-  jit_eval = jax.jit(eval_step, in_shardings=(param_shardings, eval_batch_sharding),
-                     out_shardings=None)
+  if objective == "dpo":
+    jit_eval = jax.jit(dpo_eval_step, in_shardings=(param_shardings, eval_batch_sharding,
+                                                    param_shardings), out_shardings=None)
+  else:
+    jit_eval = jax.jit(eval_step, in_shardings=(param_shardings, eval_batch_sharding),
+                       out_shardings=None)
 
   def in_context(f):
     def wrapped(*a, **k):
@@ -179,9 +226,14 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
         jax.eval_shape(init, jax.random.key(0)), state_shardings)
     batch_abs = {k: jax.ShapeDtypeStruct((rows, cols), dt, sharding=batch_sharding)
                  for k, dt in BATCH_DTYPES.items()}
+    extra = ()
+    if objective == "dpo":  # the pair mask, and the reference model's parameters
+      batch_abs["pair_mask"] = jax.ShapeDtypeStruct((rows, 1), jnp.float32,
+                                                    sharding=batch_sharding)
+      extra = (state_abs.params,)
     with sharding.mesh_context(mesh), nn.logical_axis_rules(rules):
-      return jit_train.lower(state_abs, batch_abs,
-                             jax.ShapeDtypeStruct((), jnp.float32)).compile()
+      return jit_train.lower(state_abs, batch_abs, jax.ShapeDtypeStruct((), jnp.float32),
+                             *extra).compile()
 
   return StepFns(model=model, tx=tx, state_shardings=state_shardings,
                  batch_sharding=batch_sharding, init=in_context(jit_init),

@@ -36,3 +36,125 @@ def test_dpo_loss_equals_numpy():
   # Policy equal to the reference: every reward 0, loss log 2.
   loss0, m0 = losses.dpo_loss(*(jnp.asarray(pc, jnp.float32),) * 4, beta)
   np.testing.assert_allclose(np.asarray(loss0), np.log(2.0), rtol=1e-6)
+
+
+# ------------------------------------------------------------- DPO training
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from flax import linen as nn  # noqa: E402
+
+from phijax import data  # noqa: E402
+from phijax.data import preferences, sft  # noqa: E402
+from phijax.model import Transformer, abstract_params  # noqa: E402
+from phijax.model_config import ModelConfig  # noqa: E402
+from tests.test_data import _cfg, _corpus_texts  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAIRS = [{"prompt": f"write f{i}", "chosen": f"def f{i}():\n    return {i}\n",
+          "rejected": f"    return {i}\ndef f{i}():\n"} for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def tok():
+  return data.train_tokenizer(_corpus_texts(), vocab_size=400)
+
+
+def test_pair_rows_put_chosen_then_rejected_with_response_masks(tok):
+  rendered = [preferences.render_pair(p, tok, "plain", 64) for p in PAIRS[:2]]
+  rows = preferences.pair_rows(rendered, 64, tok.pad_id, real=1)
+  for side in (0, 1):
+    for b in range(2):
+      ids, mask, _ = sft.render([("user", PAIRS[b]["prompt"]),
+                                 ("assistant", PAIRS[b]["chosen" if side == 0 else "rejected"])],
+                                tok, 64)
+      r, n = side * 2 + b, len(ids) - 1
+      assert rows["inputs"][r, :n].tolist() == ids[:-1].tolist()
+      assert rows["targets"][r, :n].tolist() == ids[1:].tolist()
+      learn = mask[1:].tolist() if b == 0 else [False] * n  # pair 1 is padding
+      assert (rows["loss_mask"][r, :n] > 0).tolist() == learn
+      assert rows["segment_ids"][r].tolist() == [1] * n + [0] * (64 - n)
+  assert rows["pair_mask"][:, 0].tolist() == [1, 0, 1, 0]
+
+
+def test_bad_pairs_are_one_clear_error(tmp_path, tok):
+  (tmp_path / "p.jsonl").write_text(json.dumps(PAIRS[0]) + "\n" +
+                                    json.dumps({"prompt": "x", "chosen": "y"}) + "\n")
+  with pytest.raises(data.DataError, match=r"p.jsonl:2: a preference record needs string "
+                                           r"fields 'prompt', 'chosen' and 'rejected'"):
+    data.build_sources(_cfg(tmp_path / "p.jsonl", kind="preferences"))
+  (tmp_path / "p.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
+  with pytest.raises(data.DataError, match="train with --config.train.objective=dpo"):
+    next(data.make_train_iterator(_cfg(tmp_path / "p.jsonl", kind="preferences"), tok,
+                                  batch_size=2, seed=0, process_index=0, process_count=1))
+
+
+def test_dpo_step_loss_equals_numpy_from_independent_forwards(tok):
+  from phijax import optim, sharding
+  from phijax.train_step import build, device_batch, PAIR_KEYS
+  from ml_collections import ConfigDict
+  cfg = ModelConfig(arch="phi", vocab_size=512, hidden_size=32, num_layers=2, num_heads=4,
+                    intermediate_size=64, max_position_embeddings=64)
+  rng = np.random.default_rng(0)
+  shapes = nn.unbox(abstract_params(cfg))
+  policy = jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+  ref = jax.tree.map(lambda p: p + (0.05 * rng.standard_normal(p.shape)).astype(p.dtype),
+                     policy)
+  mesh = sharding.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
+  fns = build(cfg, optim.make_direction(ConfigDict(dict(
+      name="sgd", lr=0.0, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip=0.0,
+      muon_beta=0.95, muon_rms=0.2))), mesh, sharding.DEFAULT_RULES, objective="dpo",
+      dpo_beta=0.5)
+  state = fns.init(jax.random.key(0)).replace(params=policy)
+  rendered = [preferences.render_pair(p, tok, "plain", 48) for p in PAIRS[:3]]
+  batch = preferences.pair_rows(rendered, 48, tok.pad_id)
+  _, m = fns.train_step(state, device_batch(batch, fns.batch_sharding, keys=PAIR_KEYS),
+                        jnp.float32(0.0), ref)
+
+  def seq_logp(params, side, b):
+    ids, mask = rendered[b][side]
+    logits = np.asarray(Transformer(cfg).apply({"params": params}, ids[None, :-1]))[0]
+    logp = _np_log_softmax(logits.astype(np.float64))
+    return sum(logp[t, ids[t + 1]] for t in range(len(ids) - 1) if mask[t + 1])
+
+  margins = [0.5 * ((seq_logp(policy, 0, b) - seq_logp(ref, 0, b)) -
+                    (seq_logp(policy, 1, b) - seq_logp(ref, 1, b))) for b in range(3)]
+  expected = np.mean([np.log1p(np.exp(-x)) for x in margins])
+  assert float(m["loss"]) == pytest.approx(expected, abs=1e-4)
+  assert float(m["reward_margin"]) == pytest.approx(np.mean(margins), abs=1e-4)
+  assert float(m["reward_accuracy"]) == pytest.approx(np.mean(np.array(margins) > 0))
+
+
+def test_dpo_run_from_a_pretrained_run(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  common = ["--config=tiny:runlocal", "--config.train.batch_size=4",
+            "--config.train.samples=0", "--config.train.progress=false"]
+  pre = subprocess.run([sys.executable, "-m", "phijax.train", *common,
+                        f"--workdir={tmp_path}/pre", "--config.train.steps=3"],
+                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+  assert pre.returncode == 0, pre.stderr[-3000:]
+  (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
+  proc = subprocess.run(
+      [sys.executable, "-m", "phijax.train", *common, f"--workdir={tmp_path}/dpo",
+       "--config.train.steps=6", "--config.train.objective=dpo",
+       f"--config.train.init_from={tmp_path}/pre", "--config.train.log_every=1",
+       "--config.train.eval_every=3", "--config.data.heldout_fraction=0.2",
+       "--config.optim.lr=3e-3", "--config.curriculum.lr.warmup_steps=0",
+       "--config.data.sources.stdlib.kind=preferences",
+       f"--config.data.sources.stdlib.path={tmp_path}/pairs.jsonl"],
+      capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  rows = [json.loads(l) for l in open(tmp_path / "dpo" / "metrics.jsonl")]
+  train_rows = [r for r in rows if "loss" in r]
+  # Step 1: the policy is its reference (the warm start, dropout off): loss ln 2.
+  assert train_rows[0]["loss"] == pytest.approx(np.log(2.0), abs=1e-5)
+  assert train_rows[0]["reward_margin"] == pytest.approx(0.0, abs=1e-5)
+  final = [r for r in rows if r.get("final")][-1]
+  assert final["eval_pairs"] > 0 and 0.0 <= final["eval_reward_accuracy"] <= 1.0
+  assert "held-out DPO loss" in proc.stdout

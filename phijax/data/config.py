@@ -13,7 +13,7 @@ and generated arithmetic problems with ``arithmetic(...)``::
 
 from ml_collections import ConfigDict
 
-SOURCE_KINDS = ("stdlib", "auto", "text", "jsonl", "sft", "array_record")
+SOURCE_KINDS = ("stdlib", "auto", "text", "jsonl", "sft", "preferences", "array_record")
 
 
 def source(kind: str = "text", path: str = "", *, text_field: str = "text",
@@ -26,7 +26,8 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
       at another stdlib root), ``text`` (a file or a directory: one document per
       file), ``jsonl`` (one document per line, text in ``text_field``), ``sft``
       (JSON Lines of ``{"prompt", "response"}`` or ``{"messages": [{"role",
-      "content"}]}`` records), ``array_record`` (pre-tokenized: one record per
+      "content"}]}`` records), ``preferences`` (JSON Lines of ``{"prompt", "chosen",
+      "rejected"}`` for ``train.objective="dpo"``), ``array_record`` (pre-tokenized: one record per
       document, little-endian int32 token ids; see ``phijax.data.write_array_record``),
       ``auto`` (``jsonl`` if every file the path names ends in ``.jsonl``, else
       ``text``; decided when the source is built).

@@ -112,6 +112,10 @@ def make_train_dataset(cfg_data, tok, *, batch_size: int, seed: int,
   process_index, process_count = _process(process_index, process_count)
   active = source_weights(cfg_data, weights)
   srcs = build_sources(cfg_data, list(active))
+  for name, src in srcs.items():
+    if src.kind == "preferences":
+      raise DataError(f"data source {name!r} holds preference pairs, which train with "
+                      "--config.train.objective=dpo (phijax.data.preferences)")
   streams = {}
   for name, src in srcs.items():
     share = _shard(src.train_indices(), src, process_index, process_count, "train")

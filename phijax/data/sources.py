@@ -26,7 +26,8 @@ from phijax.data import sft
 from phijax.data.errors import DataError, DataWarning
 
 DEFAULT_GLOBS = {"auto": "**/*", "text": "**/*", "jsonl": "**/*.jsonl",
-                 "sft": "**/*.jsonl", "array_record": "**/*.array_record*"}
+                 "sft": "**/*.jsonl", "preferences": "**/*.jsonl",
+                 "array_record": "**/*.array_record*"}
 
 
 def _warn_skipped(name: str, what: str, items: list[str]) -> None:
@@ -312,6 +313,37 @@ class SftJsonLines(JsonLines):
     raise TypeError("SFT documents are rendered with phijax.data.sft.render")
 
 
+class PreferenceJsonLines(SftJsonLines):
+  """Preference pairs for DPO from JSON Lines: ``{"prompt", "chosen", "rejected"}``
+  (strings), rendered with the source's chat template (``phijax.data.preferences``)."""
+
+  kind = "preferences"
+  FIELDS = ("prompt", "chosen", "rejected")
+
+  def _parse(self, line: bytes, where: str):
+    record = _load_json(line, where)
+    if not isinstance(record, dict) or not all(
+        isinstance(record.get(k), str) for k in self.FIELDS):
+      keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+      raise DataError(f"{where}: a preference record needs string fields 'prompt', "
+                      f"'chosen' and 'rejected'; the line has {keys}")
+    return record
+
+  def _is_empty(self, record) -> bool:
+    return not record["chosen"] or not record["rejected"]
+
+  def pair(self, i: int) -> dict:
+    return self._record(i)
+
+  def conversation(self, i: int):
+    raise TypeError("preference pairs train with train.objective='dpo' "
+                    "(phijax.data.preferences), not as SFT conversations")
+
+  def text(self, i: int, tok=None) -> str:
+    r = self.pair(i)
+    return r["prompt"] + "\n" + r["chosen"]
+
+
 class ArrayRecordTokens(Source):
   """Pre-tokenized documents: one ArrayRecord record per document, int32 ids."""
 
@@ -395,7 +427,8 @@ def build_source(name: str, scfg, heldout_fraction: float,
     return TextFiles(name, root, files, heldout_fraction)
   if kind == "jsonl":
     return JsonLines(name, root, files, heldout_fraction, scfg.get("text_field", "text"))
-  if kind == "sft":
-    return SftJsonLines(name, root, files, heldout_fraction, scfg.get("max_tokens", 0),
-                        scfg.get("template", "plain"))
+  if kind in ("sft", "preferences"):
+    cls = SftJsonLines if kind == "sft" else PreferenceJsonLines
+    return cls(name, root, files, heldout_fraction, scfg.get("max_tokens", 0),
+               scfg.get("template", "plain"))
   return ArrayRecordTokens(name, root, files, heldout_fraction)
