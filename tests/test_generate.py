@@ -66,8 +66,9 @@ def test_greedy_equals_hf_generate_and_cached_logits_equal_full_forward(arch, na
   np.testing.assert_allclose(out.logits, full, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("arch,name", [("phi", "gqa4:2"), ("phi3", "gqa4:1_window"),
-                                       ("phi3", "longrope")])
+# phi's parallel block and partial rotary decode as phi3's do (HF parity above); the
+# ragged-batch cases are the ones with per-row state: the window and LongRoPE's switch.
+@pytest.mark.parametrize("arch,name", [("phi3", "gqa4:1_window"), ("phi3", "longrope")])
 def test_ragged_batch_rows_equal_rows_alone(arch, name):
   kw = dict((PHI_CASES if arch == "phi" else PHI3_CASES)[name])
   cfg = ModelConfig(arch=arch, vocab_size=kw["vocab_size"], hidden_size=64, num_layers=2,
@@ -85,9 +86,9 @@ def test_ragged_batch_rows_equal_rows_alone(arch, name):
   # Lengths 3..14: the LongRoPE rows cross 16 at different steps (one rebuild each).
   prompts = [rng.integers(0, cfg.vocab_size, n).tolist() for n in (3, 14, 9)]
   gen = generate.Generator(cfg, params)
-  together = gen.generate(prompts, max_new_tokens=24, return_logits=True)
+  together = gen.generate(prompts, max_new_tokens=20, return_logits=True)
   for p, row in zip(prompts, together):
-    alone, = gen.generate([p], max_new_tokens=24)
+    alone, = gen.generate([p], max_new_tokens=20)
     assert row.ids == alone.ids
     full = _prefix_logits(cfg, params, p + row.ids, len(p))
     np.testing.assert_allclose(row.logits, full, atol=1e-4, rtol=0)
