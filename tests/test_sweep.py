@@ -200,7 +200,6 @@ def test_arm_names():
     ("unknown_key", "unknown config key config.optim.lrr"),
     ("same_name", "two arms have the same name 'lr=0.001'"),
     ("parallel_0", "--parallel: '0' must be positive"),
-    ("launcher", "--launcher=tpu is not built yet, see launch/"),
     ("launcher_args", "options after -- (--cluster=local) are for --launcher=slurm"),
 ])
 def test_bad_input_is_one_line(case, expected, tmp_path):
@@ -213,7 +212,7 @@ def test_bad_input_is_one_line(case, expected, tmp_path):
       "same_name": head + config + "def get_sweep(h):\n  return h.sweep('optim.lr', [1e-3, 0.001])\n",
   }
   experiment = write(tmp_path / "exp.py", texts.get(case, texts["same_name"]))
-  flags = {"parallel_0": ["--parallel=0"], "launcher": ["--launcher=tpu"],
+  flags = {"parallel_0": ["--parallel=0"],
            "launcher_args": ["--", "--cluster=local"]}.get(case, [])
   proc = run([sys.executable, "-m", "phijax.sweep", experiment,
               f"--workdir={tmp_path / 'w'}", *flags])
