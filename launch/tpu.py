@@ -120,16 +120,11 @@ def launch_many(args, entries) -> int:
   runs = [commands(only("run"), e["command"])[0] for e in entries] if "run" in steps else []
   teardown = commands(only("delete"), None)
   if args.dry_run:
-    for c in setup + runs + teardown:
-      print(shlex.join(c))
-    return 0
-  for c in setup:
-    print(f"launch: {shlex.join(c)}", flush=True)
-    rc = subprocess.run(c).returncode
-    if rc:
-      print(f"launch: exit code {rc}; stopping before the arms (rerun with "
-            "--steps=delete to remove the slice)", file=sys.stderr, flush=True)
-      return rc
+    return _print(setup + runs + teardown)
+  rc = _run_in_turn(setup, "stopping before the arms (rerun with --steps=delete to "
+                           "remove the slice)")
+  if rc:
+    return rc
   failed = 0
   for c, entry in zip(runs, entries):
     log = entry.get("log")
@@ -144,10 +139,26 @@ def launch_many(args, entries) -> int:
       failed += 1
       print(f"launch: {entry.get('name', 'arm')} failed (exit code {rc}); going on",
             file=sys.stderr, flush=True)
-  for c in teardown:
-    print(f"launch: {shlex.join(c)}", flush=True)
-    subprocess.run(c)
+  _run_in_turn(teardown, "the slice may be left: rerun with --steps=delete")
   return 1 if failed else 0
+
+
+def _print(cmds) -> int:
+  for c in cmds:
+    print(shlex.join(c))
+  return 0
+
+
+def _run_in_turn(cmds, stopping: str) -> int:
+  """Runs ``cmds`` in order, echoing each; stops at the first failure (its exit code)
+  and says ``stopping`` then."""
+  for c in cmds:
+    print(f"launch: {shlex.join(c)}", flush=True)
+    rc = subprocess.run(c).returncode
+    if rc:
+      print(f"launch: exit code {rc}; {stopping}", file=sys.stderr, flush=True)
+      return rc
+  return 0
 
 
 def launch(args, command) -> int:
@@ -160,17 +171,9 @@ def launch(args, command) -> int:
     _common.check_command(command, PROG)
   cmds = commands(args, command)
   if args.dry_run:
-    for c in cmds:
-      print(shlex.join(c))
-    return 0
-  for c in cmds:
-    print(f"launch: {shlex.join(c)}", flush=True)
-    rc = subprocess.run(c).returncode
-    if rc:
-      print(f"launch: exit code {rc}; stopping (the slice is kept: rerun with "
-            f"--steps=delete to remove it)", file=sys.stderr, flush=True)
-      return rc
-  return 0
+    return _print(cmds)
+  return _run_in_turn(cmds, "stopping (the slice is kept: rerun with --steps=delete to "
+                            "remove it)")
 
 
 def main(argv=None):
