@@ -370,21 +370,6 @@ def _first_stop(text: str, stop: Sequence[str]) -> int | None:
   return min(hits) if hits else None
 
 
-def sample(model_cfg, params, prompt_ids: list[int], max_new_tokens: int, *,
-           key=None, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-           stop_id: int | None = None, first_allowed=None) -> list[int]:
-  """The new ids after one prompt (stops early at ``stop_id``): ``Generator.generate``
-  for a single prompt. ``key`` is the prompt's PRNG key (needed when temperature > 0)."""
-  if temperature > 0 and key is None:
-    raise ValueError("sampling with temperature > 0 needs a key")
-  gen = Generator(model_cfg, params)
-  keys = None if key is None else [key]
-  out, = gen.generate([prompt_ids], max_new_tokens=max_new_tokens, keys=keys,
-                      temperature=temperature, top_k=top_k, top_p=top_p, eos_id=stop_id,
-                      first_allowed=first_allowed)
-  return out.ids
-
-
 # --- the command ----------------------------------------------------------------------
 
 CLI_HELP = """Continue prompts with a trained or converted model (KV-cache decoding).
