@@ -10,7 +10,8 @@ Implementations: ``xla`` (phijax reference), ``pallas_gpu`` (phijax Triton kerne
 jax.experimental.pallas.ops.gpu.attention.mha, called with sm_scale=1/sqrt(D) since
 its default is 1.0). Shapes follow the FlashAttention-2 paper: batch = tokens / T
 (16k tokens), heads = hidden / D (hidden 2048). FLOPs are FA2's: forward
-4*B*T^2*H*D, halved when causal; backward 2.5x forward. A failing or OOM case
+4*B*T^2*H*D, halved when causal; backward 2.5x forward. ``err(xla)``: max |out - xla's
+out|; ``grad err``: max |dq, dk, dv - xla's| over xla's largest gradient entry. A failing or OOM case
 prints its error and the table goes on. Not a test: on a machine without a GPU it
 says so and exits 0 (``--smoke`` runs the code path on CPU instead).
 """
@@ -89,7 +90,7 @@ def bench_case(impl, B, T, H, D, *, causal, dtype, blocks, iters, warmup, interp
     out = jax.jit(f)(q, k, v)
     if reference is not None:
       row["max_abs_err_vs_xla"] = float(jnp.max(jnp.abs(
-          out.astype(jnp.float32) - reference.astype(jnp.float32))))
+          out.astype(jnp.float32) - reference[0].astype(jnp.float32))))
     seconds = median_seconds(f, (q, k, v), iters, warmup)
     row.update(fwd_ms=seconds * 1e3, fwd_tflops=fwd_flops / seconds / 1e12)
   except Exception as e:  # noqa: BLE001 - one failing impl must not end the table
@@ -100,12 +101,21 @@ def bench_case(impl, B, T, H, D, *, causal, dtype, blocks, iters, warmup, interp
     out, vjp = jax.vjp(f, q, k, v)
     return vjp(dout)
 
+  grads = None
   try:
+    grads = jax.jit(fwd_bwd)(q, k, v, dout)
+    if reference is not None:
+      # max |dq, dk, dv - xla's| relative to xla's largest gradient entry
+      ref_grads = reference[1]
+      scale_ = max(float(jnp.max(jnp.abs(g.astype(jnp.float32)))) for g in ref_grads)
+      row["max_grad_err_vs_xla"] = max(float(jnp.max(jnp.abs(
+          a.astype(jnp.float32) - b.astype(jnp.float32)))) for a, b in zip(grads, ref_grads)
+      ) / scale_
     seconds = median_seconds(fwd_bwd, (q, k, v, dout), iters, warmup)
     row.update(fwd_bwd_ms=seconds * 1e3, fwd_bwd_tflops=3.5 * fwd_flops / seconds / 1e12)
   except Exception as e:  # noqa: BLE001
     row["fwd_bwd_error"] = _error_line(e)
-  return row, out
+  return row, (out, grads)
 
 
 def format_row(row):
@@ -114,10 +124,12 @@ def format_row(row):
       return f"error: {row[err_key]}"
     return f"{row[key]:.3g}" if key in row else "-"
   err = row.get("max_abs_err_vs_xla")
+  gerr = row.get("max_grad_err_vs_xla")
   return (f"| {row['T']:>5} | {row['D']:>3} | {row['B']:>2} | {row['H']:>2} | "
           f"{row['impl']:<10} | {cell('fwd_tflops', 'fwd_error'):>8} | "
           f"{cell('fwd_bwd_tflops', 'fwd_bwd_error'):>8} | "
-          f"{'-' if err is None else f'{err:.1e}':>8} |")
+          f"{'-' if err is None else f'{err:.1e}':>8} | "
+          f"{'-' if gerr is None else f'{gerr:.1e}':>8} |")
 
 
 def parse_blocks(text):
@@ -169,8 +181,8 @@ def main(argv=None):
   dtype = jnp.dtype(args.dtype)
   print(f"device: {jax.devices()[0].device_kind}; jax {jax.__version__}; {dtype.name}; "
         f"{'causal' if causal else 'not causal'}; TFLOP/s with FA2 counting")
-  print("|     T |   D |  B |  H | impl       |      fwd |  fwd+bwd | err(xla) |")
-  print("|------:|----:|---:|---:|:-----------|---------:|---------:|---------:|")
+  print("|     T |   D |  B |  H | impl       |      fwd |  fwd+bwd | err(xla) | grad err |")
+  print("|------:|----:|---:|---:|:-----------|---------:|---------:|---------:|---------:|")
   rows = []
   for T in (int(t) for t in args.seq.split(",")):
     for D in (int(d) for d in args.head_dim.split(",")):
@@ -180,7 +192,7 @@ def main(argv=None):
         row, out = bench_case(impl, B, T, H, D, causal=causal, dtype=dtype, blocks=blocks,
                               iters=args.iters, warmup=args.warmup, interpret=interpret,
                               reference=reference)
-        if impl == "xla":
+        if impl == "xla" and out is not None and out[1] is not None:
           reference = out
         rows.append(row)
         print(format_row(row), flush=True)
