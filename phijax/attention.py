@@ -13,6 +13,11 @@ The implementation is picked by ``impl``:
   auto        pallas_gpu on GPU, pallas_tpu on TPU, xla elsewhere; a case the
               kernel cannot take falls back to xla with one warning
 
+Under a multi-device mesh the kernels (and cudnn) run once per shard through
+``shard_map`` (``phijax/kernels/per_shard.py``): batch split like the rules' ``batch``,
+heads like ``heads``/``kv_heads``; a layout they cannot take per shard (e.g. a tensor
+axis that does not divide the kv heads) is one more unsupported case.
+
 An explicit impl that cannot take a case raises ``UnsupportedAttention`` (a
 ValueError) naming the reason. Pallas kernels run on CPU in interpret mode: pass
 ``interpret=True``, or set ``PHIJAX_PALLAS_INTERPRET=1``, or wrap the code (the
@@ -263,15 +268,22 @@ def _cudnn_unsupported_reason(q, k, v, *, causal, window):
 
 
 def _unsupported_reason(impl, q, k, v, *, causal, segment_ids, window, interpret):
-  """Why ``impl`` cannot run this call on this machine (one line), or None."""
+  """Why ``impl`` cannot run this call on this machine and mesh (one line), or None."""
+  from phijax.kernels import per_shard
   if impl == "cudnn":
-    return _cudnn_unsupported_reason(q, k, v, causal=causal, window=window)
-  kernel = _kernel_module(impl)
-  want = "gpu" if impl == "pallas_gpu" else "tpu"
-  if not interpret and _platform() != want:
-    return (f"needs a {want.upper()} (the default backend is {_platform()}); to run it "
-            f"on CPU use interpret=True, {INTERPRET_ENV}=1 or attention.interpret_mode()")
-  return kernel.unsupported_reason(q, k, v, window=window, segment_ids=segment_ids)
+    reason = _cudnn_unsupported_reason(q, k, v, causal=causal, window=window)
+  else:
+    want = "gpu" if impl == "pallas_gpu" else "tpu"
+    if not interpret and _platform() != want:
+      return (f"needs a {want.upper()} (the default backend is {_platform()}); to run it "
+              f"on CPU use interpret=True, {INTERPRET_ENV}=1 or attention.interpret_mode()")
+    reason = _kernel_module(impl).unsupported_reason(q, k, v, window=window,
+                                                     segment_ids=segment_ids)
+  if reason is None:
+    reason = per_shard.unsupported_reason(q, k)
+    if reason is not None:
+      reason = f"cannot run per shard under this mesh: {reason}"
+  return reason
 
 
 def _choose_impl(impl, q, k, v, *, causal, segment_ids, window, interpret):
@@ -330,12 +342,14 @@ def dot_product_attention(q, k, v, *, causal=True, segment_ids=None, window=None
   if impl == "xla":
     return _xla_impl(q, k, v, causal=causal, segment_ids=segment_ids, window=window,
                      scale=scale)
+  from phijax.kernels import per_shard  # kernels run per shard under a mesh
   if impl == "cudnn":
-    return _cudnn_attention(q, k, v, causal=causal, segment_ids=segment_ids,
-                            window=window, scale=scale)
-  return _kernel_module(impl).flash_attention(
-      q, k, v, causal=causal, segment_ids=segment_ids, window=window, scale=scale,
-      interpret=interpret)
+    fn = lambda q, k, v, ids: _cudnn_attention(  # noqa: E731
+        q, k, v, causal=causal, segment_ids=ids, window=window, scale=scale)
+  else:
+    fn = per_shard.kernel_call(_kernel_module(impl), causal=causal, window=window,
+                               scale=scale, interpret=interpret)
+  return per_shard.call(fn, q, k, v, segment_ids)
 
 
 def dot_product_attention_with_lse(q, k, v, *, causal=True, segment_ids=None,
@@ -356,6 +370,7 @@ def dot_product_attention_with_lse(q, k, v, *, causal=True, segment_ids=None,
   if impl == "xla":
     return xla_attention(q, k, v, causal=causal, segment_ids=segment_ids,
                          window=window, scale=scale, return_lse=True)
-  return _kernel_module(impl).flash_attention(
-      q, k, v, causal=causal, segment_ids=segment_ids, window=window, scale=scale,
-      interpret=interpret, return_lse=True)
+  from phijax.kernels import per_shard
+  fn = per_shard.kernel_call(_kernel_module(impl), causal=causal, window=window,
+                             scale=scale, interpret=interpret, return_lse=True)
+  return per_shard.call(fn, q, k, v, segment_ids, return_lse=True)
