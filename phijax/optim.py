@@ -10,11 +10,23 @@ a block: q/k/v/o, MLP) take momentum orthogonalised by Newton-Schulz, scaled to
 RMS ``optim.muon_rms`` (0.2 matches AdamW's update size, so one ``lr`` serves both,
 after Moonshot's "Muon is scalable"); embeddings, ``lm_head``, norms and biases
 take Adam with ``b1``/``b2``. Weight decay as for adamw.
+
+``optim.mu_dtype`` (e.g. ``"bfloat16"``) keeps the first moment (Adam's m, Muon's,
+Lion's and SGD's momentum) in that dtype to save optimizer memory; the arithmetic
+of each update still runs in float32 and the second moment stays float32.
+
+``optim.freeze`` (comma-separated regexes searched in each parameter's path, e.g.
+``embed`` or ``layers_0/.*``): matching parameters take ``optax.set_to_zero`` through
+``optax.multi_transform``, so they get no update and hold no optimizer state; the
+saved optimizer state shrinks accordingly.
 """
 
 from __future__ import annotations
 
+import re
+
 import jax
+import jax.numpy as jnp
 import optax
 
 from phijax import sharding
@@ -45,8 +57,54 @@ def muon_dimension_numbers(params):
   return jax.tree_util.tree_map_with_path(dims, params)
 
 
+def _mu_dtype(cfg_optim):
+  name = cfg_optim.get("mu_dtype", "") or None
+  if name not in (None, "float32", "bfloat16", "float16"):
+    raise ValueError(f"optim.mu_dtype={name!r}: choose '' (float32), 'bfloat16' or "
+                     "'float16'")
+  return None if name in (None, "float32") else jnp.dtype(name)
+
+
+def path_string(path) -> str:
+  """A parameter's path as ``optim.freeze`` matches it: ``layers_0/attn/q_proj/kernel``."""
+  return "/".join(sharding.path_names(path))
+
+
+def freeze_labels(patterns: str):
+  """``params -> tree of "frozen" / "train"``; raises naming a regex that matches no
+  parameter, with the paths there are."""
+  regexes = []
+  for text in filter(None, (t.strip() for t in patterns.split(","))):
+    try:
+      regexes.append((text, re.compile(text)))
+    except re.error as e:
+      raise ValueError(f"optim.freeze: {text!r} is not a regular expression ({e})") from None
+
+  def labels(params):
+    paths = [path_string(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    for text, rx in regexes:
+      if not any(rx.search(p) for p in paths):
+        shown = ", ".join(paths[:6]) + (", ..." if len(paths) > 6 else "")
+        raise ValueError(f"optim.freeze: {text!r} matches no parameter path (they look "
+                         f"like {shown})")
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if any(rx.search(path_string(path)) for _, rx in regexes)
+        else "train", params)
+  return labels
+
+
 def make_direction(cfg_optim) -> optax.GradientTransformation:
+  tx = _direction(cfg_optim)
+  freeze = cfg_optim.get("freeze", "")
+  if not freeze:
+    return tx
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                               freeze_labels(freeze))
+
+
+def _direction(cfg_optim) -> optax.GradientTransformation:
   name = cfg_optim.name
+  mu_dtype = _mu_dtype(cfg_optim)
   parts = []
   if cfg_optim.clip and cfg_optim.clip > 0:
     parts.append(optax.clip_by_global_norm(cfg_optim.clip))
@@ -56,15 +114,16 @@ def make_direction(cfg_optim) -> optax.GradientTransformation:
     parts.append(optax.contrib.muon(
         learning_rate=-1.0, adam_learning_rate=-1.0, beta=cfg_optim.muon_beta,
         adam_b1=cfg_optim.b1, adam_b2=cfg_optim.b2, eps=cfg_optim.eps,
-        consistent_rms=cfg_optim.muon_rms,
+        consistent_rms=cfg_optim.muon_rms, mu_dtype=mu_dtype,
         muon_weight_dimension_numbers=muon_dimension_numbers))
   elif name in ("adamw", "adam"):
-    parts.append(optax.scale_by_adam(b1=cfg_optim.b1, b2=cfg_optim.b2, eps=cfg_optim.eps))
+    parts.append(optax.scale_by_adam(b1=cfg_optim.b1, b2=cfg_optim.b2, eps=cfg_optim.eps,
+                                     mu_dtype=mu_dtype))
   elif name == "lion":
-    parts.append(optax.scale_by_lion(b1=cfg_optim.b1, b2=cfg_optim.b2))
+    parts.append(optax.scale_by_lion(b1=cfg_optim.b1, b2=cfg_optim.b2, mu_dtype=mu_dtype))
   elif name == "sgd":
     if cfg_optim.b1:
-      parts.append(optax.trace(decay=cfg_optim.b1))
+      parts.append(optax.trace(decay=cfg_optim.b1, accumulator_dtype=mu_dtype))
   else:
     raise ValueError(f"optim.name: unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
   if cfg_optim.weight_decay and name != "adam":

@@ -1,0 +1,183 @@
+"""Per-device memory of a config's training on a mesh, without the devices.
+
+    python -m phijax.plan --config=configs/phi2.py --mesh=data=1,fsdp=8,tensor=1
+    python -m phijax.plan --config=phi4 --mesh=fsdp=64 --no-activations   # bytes only
+    python -m phijax.plan --config=phi3_mini --mesh=fsdp=8 --config.train.batch_size=64
+
+Prints, per device: parameters, optimizer state and gradients (exact: the byte size
+of each leaf's shard under the config's sharding rules, from the abstract parameter
+and optimizer trees), and the train step's temporaries (activations kept for the
+backward pass, gradients in flight, workspace) from XLA's memory analysis of the
+step compiled for the config's batch and length on simulated CPU devices. Then it
+says which accelerators (``DEVICES``) the sum fits.
+
+The temporaries are an estimate: they come from XLA's CPU compiler, whose fusion and
+scheduling differ from the GPU and TPU compilers'. Attention is compiled as phijax's
+flash kernel (``pallas_tpu`` in interpret mode: it keeps what the real kernels keep
+for the backward pass, q/k/v, the output and the log-sum-exp, not the scores), or as
+the ``xla`` impl where the kernel cannot take the shapes, which the report then says.
+The config's remat policy and micro-batches count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+
+from phijax import cli
+
+# Memory per accelerator (bytes, as the vendors state it).
+DEVICES = {"TPU v5e (16 GB)": 16e9, "A100 40GB": 40e9, "A100 80GB": 80e9,
+           "H100 80GB": 80e9, "H200 141GB": 141e9}
+GB = 1e9
+
+parser = cli.ArgumentParser(prog="python -m phijax.plan", description=__doc__)
+cli.add_config(parser)
+parser.add_argument("--mesh", default="",
+                    help="data=N,fsdp=N,tensor=N (sizes left out are 1; default: the "
+                         "config's mesh, where -1 means one device)")
+parser.add_argument("--no-activations", action="store_true",
+                    help="skip compiling the step: parameters, optimizer and gradients only")
+
+
+def parse_mesh(text: str, cfg_mesh) -> dict:
+  """``"data=1,fsdp=8"`` -> ``{"data": 1, "fsdp": 8, "tensor": 1}``."""
+  if not text:
+    sizes = {a: int(cfg_mesh[a]) for a in ("data", "fsdp", "tensor")}
+    return {a: (1 if s == -1 else s) for a, s in sizes.items()}
+  sizes = {"data": 1, "fsdp": 1, "tensor": 1}
+  for item in filter(None, (s.strip() for s in text.split(","))):
+    name, _, value = item.partition("=")
+    if name not in sizes or not value.isdigit() or int(value) < 1:
+      raise cli.UsageError(f"--mesh: cannot read {item!r}; write data=N,fsdp=N,tensor=N "
+                           "with positive sizes")
+    sizes[name] = int(value)
+  return sizes
+
+
+def _ensure_cpu_devices(n: int) -> None:
+  """Simulated CPU devices for the mesh: set before JAX starts, else checked."""
+  if "jax" not in sys.modules:
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+    os.environ["JAX_PLATFORMS"] = "cpu"
+  import jax
+  have = len(jax.devices("cpu"))
+  if have < n:
+    raise cli.UsageError(f"--mesh needs {n} devices but JAX started with {have} CPU "
+                         "devices; run phijax.plan in its own process")
+
+
+def shard_bytes(shapes, shardings) -> int:
+  """Bytes one device holds of a tree of arrays (the largest shard of each leaf)."""
+  import jax
+  total = 0
+  for x, sh in zip(jax.tree_util.tree_leaves(shapes), jax.tree_util.tree_leaves(shardings)):
+    total += math.prod(sh.shard_shape(x.shape)) * x.dtype.itemsize
+  return total
+
+
+def plan(config, mesh_sizes: dict, activations: bool = True) -> dict:
+  """Per-device bytes of training ``config`` on a mesh of ``mesh_sizes``."""
+  n = math.prod(mesh_sizes.values())
+  _ensure_cpu_devices(n)
+  import jax
+  import ml_collections
+
+  from phijax import optim, sharding
+  from phijax.model_config import ModelConfig
+  from phijax.train_step import build
+
+  from phijax import attention
+  from phijax.kernels.flash import UnsupportedAttention
+
+  mesh = sharding.make_mesh(ml_collections.ConfigDict(mesh_sizes), jax.devices("cpu")[:n])
+  rules = sharding.parse_rules(config.mesh.rules)
+
+  def step_fns(impl):
+    model_cfg = dataclasses.replace(ModelConfig.from_dict(config.model), attention_impl=impl)
+    return build(model_cfg, optim.make_direction(config.optim), mesh, rules,
+                 microbatches=config.train.microbatches)
+
+  fns = step_fns("xla")
+  model_cfg = fns.model.cfg
+  state = jax.eval_shape(fns.init.jitted, jax.random.key(0))
+  shardings = fns.state_shardings
+  out = {"mesh": mesh_sizes, "devices": n,
+         "model": f"{model_cfg.arch}, {model_cfg.num_layers} layers, hidden "
+                  f"{model_cfg.hidden_size}, {config.optim.name}",
+         "parameters": sum(x.size for x in jax.tree_util.tree_leaves(state.params)),
+         "params_bytes": shard_bytes(state.params, shardings.params),
+         "opt_bytes": shard_bytes(state.opt_state, shardings.opt_state)}
+  out["grad_bytes"] = out["params_bytes"]  # gradients: the parameters' dtype and sharding
+  B, L = config.train.batch_size, config.data.seq_len
+  out.update(batch=B, seq_len=L, microbatches=config.train.microbatches)
+  if B % sharding.batch_divisor(mesh, rules):
+    raise cli.UsageError(f"train.batch_size={B} does not split over the mesh's batch axes "
+                         f"({sharding.batch_divisor(mesh, rules)} ways)")
+  if activations:
+    t = time.perf_counter()
+    try:  # the flash kernel's memory: CPU interpret mode lowers it like any jnp code
+      with attention.interpret_mode():
+        compiled = step_fns("pallas_tpu").compile_train_step(B, L)
+      out["attention"] = "flash kernel (pallas_tpu, interpret mode)"
+    except UnsupportedAttention as e:
+      compiled = fns.compile_train_step(B, L)
+      out["attention"] = f"xla, which keeps score blocks (the kernel cannot: {e})"
+    out["compile_s"] = time.perf_counter() - t
+    mem = compiled.memory_analysis()
+    out["temp_bytes"] = int(mem.temp_size_in_bytes)
+    out["batch_bytes"] = int(mem.argument_size_in_bytes) - (
+        out["params_bytes"] + out["opt_bytes"] + shard_bytes(
+            (state.step, state.rng, state.nonfinite_streak, state.skipped),
+            (shardings.step, shardings.rng, shardings.nonfinite_streak, shardings.skipped)))
+  # The state is donated, so the step's outputs reuse its buffers; gradients live
+  # inside the temporaries when compiled, and separately when estimated without.
+  out["total_bytes"] = out["params_bytes"] + out["opt_bytes"] + (
+      out["temp_bytes"] + out["batch_bytes"] if activations else out["grad_bytes"])
+  out["fits"] = {name: out["total_bytes"] <= cap for name, cap in DEVICES.items()}
+  return out
+
+
+def _size(n: float) -> str:
+  return f"{n / GB:9.2f} GB" if n >= 0.1 * GB else f"{n / 1e6:9.2f} MB"
+
+
+def report(p: dict) -> str:
+  mesh = ",".join(f"{a}={s}" for a, s in p["mesh"].items())
+  lines = [f"{p['model']}: {p['parameters']:,} parameters on mesh {mesh} "
+           f"({p['devices']} devices), batch {p['batch']} x {p['seq_len']}"
+           + (f" in {p['microbatches']} micro-batches" if p["microbatches"] > 1 else ""),
+           "per device:",
+           f"  parameters        {_size(p['params_bytes'])}",
+           f"  optimizer state   {_size(p['opt_bytes'])}"]
+  if "temp_bytes" in p:
+    lines += [f"  step temporaries  {_size(p['temp_bytes'])}  (activations, gradients, "
+              "workspace: XLA's CPU estimate)",
+              f"  batch             {_size(p['batch_bytes'])}"]
+  else:
+    lines += [f"  gradients         {_size(p['grad_bytes'])}  (activations not counted: "
+              "--no-activations)"]
+  lines.append(f"  total             {_size(p['total_bytes'])}")
+  if "attention" in p:
+    lines.append(f"attention compiled as: {p['attention']}")
+  fits = [n for n, ok in p["fits"].items() if ok]
+  lines.append("fits: " + (", ".join(fits) if fits else "none of " + ", ".join(DEVICES)))
+  return "\n".join(lines)
+
+
+def main(args):
+  sizes = parse_mesh(args.mesh, args.config.mesh)
+  p = plan(args.config, sizes, activations=not args.no_activations)
+  print(report(p))
+
+
+def run(argv=None):
+  cli.main(parser, main, argv)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,85 @@
+"""``optim.freeze``: frozen parameters get no update and no optimizer state, the saved
+state shrinks by exactly their moments, a checkpoint of it restores (resume), and a
+regex that matches nothing is refused by name."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ml_collections import ConfigDict
+
+from phijax import checkpoint, optim, sharding
+from phijax import config as base
+from phijax.model_config import ModelConfig
+from phijax.train_step import build, device_batch
+
+CFG = ModelConfig(arch="phi", vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
+                  intermediate_size=64)
+
+
+def _fns(freeze):
+  opt = ConfigDict(base.default().optim.to_dict())
+  opt.update(name="adamw", freeze=freeze)
+  mesh = sharding.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
+  return build(CFG, optim.make_direction(opt), mesh, sharding.DEFAULT_RULES)
+
+
+def _batch():
+  rng = np.random.default_rng(0)
+  B, L = 4, 16
+  return {"inputs": rng.integers(0, 64, (B, L)), "targets": rng.integers(0, 64, (B, L)),
+          "positions": np.tile(np.arange(L), (B, 1)), "segment_ids": np.ones((B, L)),
+          "loss_mask": np.ones((B, L))}
+
+
+def _flat(tree):
+  return {optim.path_string(p): np.asarray(x)
+          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _nbytes(tree):
+  return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(tree))
+
+
+def test_frozen_parameters_keep_their_values_and_hold_no_state(tmp_path):
+  fns, plain = _fns("^embed, layers_0/attn/.*_proj/bias"), _fns("")
+  state, ref = fns.init(jax.random.key(0)), plain.init(jax.random.key(0))
+  before = _flat(state.params)
+  frozen = [k for k in before if k == "embed" or
+            (k.startswith("layers_0/attn/") and k.endswith("_proj/bias"))]
+  assert len(frozen) == 5  # the embedding and layer 0's q/k/v/o biases
+  # Adam's two float32 moments of each frozen parameter are not held.
+  assert _nbytes(ref.opt_state) - _nbytes(state.opt_state) == 2 * sum(
+      before[k].nbytes for k in frozen)
+  batch = device_batch(_batch(), fns.batch_sharding)
+  for _ in range(2):
+    state, m = fns.train_step(state, batch, jnp.float32(1e-2))
+  after = _flat(state.params)
+  for k in before:
+    if k in frozen:
+      np.testing.assert_array_equal(after[k], before[k])
+    else:
+      assert not np.array_equal(after[k], before[k]), k
+  # Resume: the frozen state round-trips through a checkpoint and trains on the same.
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), async_save=False)
+  ckpt.save(2, state, {"step": 2})
+  ckpt.wait()
+  abstract = checkpoint.abstract_like(
+      jax.eval_shape(fns.init.jitted, jax.random.key(0)), fns.state_shardings)
+  step, restored, _ = ckpt.restore_latest(abstract)
+  ckpt.close()
+  assert step == 2
+  a, _ = fns.train_step(state, batch, jnp.float32(1e-2))
+  b, _ = fns.train_step(restored, batch, jnp.float32(1e-2))
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_regex_matching_nothing_is_named():
+  with pytest.raises(ValueError, match=r"optim.freeze: 'embeding' matches no parameter"):
+    _fns("embed, embeding")
+
+
+def test_bad_regex_is_named():
+  with pytest.raises(ValueError, match=r"optim.freeze: '\(' is not a regular expression"):
+    _fns("(")

@@ -1,0 +1,78 @@
+"""phijax.plan: per-device bytes of parameters and optimizer state equal the bytes the
+real, initialised train state holds on each device; the step's temporaries come from
+the compiled step and grow with the batch; bad input is one line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Its own process: phijax.plan starts JAX with the mesh's simulated CPU devices.
+SCRIPT = r"""
+import json
+from phijax import config_files, plan
+config = config_files.load("tiny:runlocal")
+config.optim.name = "adamw"
+out = {}
+for mesh in ({"data": 1, "fsdp": 2, "tensor": 2}, {"data": 2, "fsdp": 1, "tensor": 1}):
+  p = plan.plan(config, mesh)
+  # The truth: initialise the state for real and read each device's buffers.
+  import jax, ml_collections
+  from phijax import optim, sharding
+  from phijax.model_config import ModelConfig
+  from phijax.train_step import build
+  m = sharding.make_mesh(ml_collections.ConfigDict(mesh), jax.devices()[:p["devices"]])
+  fns = build(ModelConfig.from_dict(config.model), optim.make_direction(config.optim), m,
+              sharding.DEFAULT_RULES)
+  state = fns.init(jax.random.key(0))
+  def held(tree, device):
+    return sum(s.data.nbytes for x in jax.tree_util.tree_leaves(tree)
+               for s in x.addressable_shards if s.device == device)
+  p["true_params"] = max(held(state.params, d) for d in m.devices.flat)
+  p["true_opt"] = max(held(state.opt_state, d) for d in m.devices.flat)
+  p["report"] = plan.report(p)
+  out[str(mesh["data"])] = p
+config.train.batch_size *= 2
+out["double"] = plan.plan(config, {"data": 1, "fsdp": 2, "tensor": 2})
+print("RESULT" + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def plans():
+  proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                        cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
+  return json.loads(line[len("RESULT"):])
+
+
+@pytest.mark.parametrize("mesh", ["1", "2"])  # fsdp x tensor, and data parallel
+def test_state_bytes_are_exact(plans, mesh):
+  p = plans[mesh]
+  assert p["params_bytes"] == p["true_params"]
+  assert p["opt_bytes"] == p["true_opt"]
+  assert p["grad_bytes"] == p["params_bytes"]
+
+
+def test_sharding_splits_the_state_and_batch_grows_temporaries(plans):
+  sharded, replicated = plans["1"], plans["2"]
+  assert sharded["params_bytes"] < replicated["params_bytes"]  # fsdp x tensor split them
+  assert sharded["temp_bytes"] > 0
+  assert plans["double"]["temp_bytes"] > sharded["temp_bytes"]
+  assert sharded["total_bytes"] == (sharded["params_bytes"] + sharded["opt_bytes"]
+                                    + sharded["temp_bytes"] + sharded["batch_bytes"])
+  assert all(sharded["fits"].values())  # a 5M-parameter model fits everything
+  assert "fits: TPU v5e (16 GB)" in sharded["report"]
+
+
+def test_bad_mesh_is_one_line():
+  proc = subprocess.run([sys.executable, "-m", "phijax.plan", "--config=tiny",
+                         "--mesh=fsdp=8,pipeline=2"], capture_output=True, text=True, cwd=ROOT)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().count("\n") == 0
+  assert "--mesh: cannot read 'pipeline=2'" in proc.stderr
