@@ -11,6 +11,14 @@ RMS ``optim.muon_rms`` (0.2 matches AdamW's update size, so one ``lr`` serves bo
 after Moonshot's "Muon is scalable"); embeddings, ``lm_head``, norms and biases
 take Adam with ``b1``/``b2``. Weight decay as for adamw.
 
+``galore`` (Zhao et al. 2024, arXiv 2403.03507; ``optax.contrib.scale_by_galore``):
+the same block matrices, each seen as a 2-D matrix, have their gradient projected
+onto a rank-``optim.galore_rank`` subspace (top singular vectors of the gradient,
+recomputed every ``optim.galore_update_every`` steps), take Adam there, and are
+projected back and scaled by ``optim.galore_scale``; everything else takes plain
+Adam. Weight decay as for adamw. The Adam moments of a projected ``m x n`` matrix
+are ``r x n`` (or ``m x r``), plus the ``m x r`` projector.
+
 ``optim.mu_dtype`` (e.g. ``"bfloat16"``) keeps the first moment (Adam's m, Muon's,
 Lion's and SGD's momentum) in that dtype to save optimizer memory; the arithmetic
 of each update still runs in float32 and the second moment stays float32.
@@ -27,11 +35,12 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from phijax import sharding
 
-OPTIMIZERS = ("adamw", "adam", "sgd", "lion", "muon")
+OPTIMIZERS = ("adamw", "adam", "sgd", "lion", "muon", "galore")
 
 
 def decay_mask(params):
@@ -93,6 +102,35 @@ def freeze_labels(patterns: str):
   return labels
 
 
+def galore_dimension_numbers(rank: int):
+  """Muon's block matrices as GaLore's, checking that ``rank`` fits every one of them
+  (optax would silently clamp it)."""
+  def dims(params):
+    def check(path, p, d):
+      if d is None:
+        return None
+      red = (d.reduction_axis,) if isinstance(d.reduction_axis, int) else d.reduction_axis
+      m = int(np.prod([p.shape[a] for a in red]))
+      n = p.size // m
+      if rank > min(m, n):
+        raise ValueError(f"optim.galore_rank={rank} is above the smaller side of "
+                         f"{path_string(path)} ({m} x {n}); use a rank <= {min(m, n)}")
+      return optax.contrib.GaLoreDimensionNumbers(d.reduction_axis, d.output_axis)
+    return jax.tree_util.tree_map_with_path(
+        check, params, muon_dimension_numbers(params),
+        is_leaf=lambda x: x is None or isinstance(x, optax.contrib.MuonDimensionNumbers))
+  return dims
+
+
+def state_bytes_per_parameter(tx, params) -> float:
+  """Optimizer-state bytes per parameter (``params``: arrays or ShapeDtypeStructs)."""
+  state = jax.eval_shape(tx.init, params)
+  size = lambda tree: sum(int(np.prod(x.shape)) * x.dtype.itemsize
+                          for x in jax.tree_util.tree_leaves(tree))
+  count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
+  return size(state) / max(count, 1)
+
+
 def make_direction(cfg_optim) -> optax.GradientTransformation:
   tx = _direction(cfg_optim)
   freeze = cfg_optim.get("freeze", "")
@@ -116,6 +154,24 @@ def _direction(cfg_optim) -> optax.GradientTransformation:
         adam_b1=cfg_optim.b1, adam_b2=cfg_optim.b2, eps=cfg_optim.eps,
         consistent_rms=cfg_optim.muon_rms, mu_dtype=mu_dtype,
         muon_weight_dimension_numbers=muon_dimension_numbers))
+  elif name == "galore":
+    if int(cfg_optim.galore_rank) < 1 or int(cfg_optim.galore_update_every) < 1:
+      raise ValueError("optim.galore_rank and optim.galore_update_every must be positive, "
+                       f"got {cfg_optim.galore_rank} and {cfg_optim.galore_update_every}")
+    adam = lambda: optax.scale_by_adam(b1=cfg_optim.b1, b2=cfg_optim.b2, eps=cfg_optim.eps,
+                                       mu_dtype=mu_dtype)
+    # Only the block matrices enter GaLore: for any other leaf it would keep a
+    # zero-size projector, which orbax refuses to checkpoint.
+    parts.append(optax.multi_transform(
+        {"galore": optax.contrib.scale_by_galore(
+            rank=int(cfg_optim.galore_rank),
+            update_proj_gap=int(cfg_optim.galore_update_every),
+            scale=float(cfg_optim.galore_scale), base_optimizer=adam(),
+            weight_dimension_numbers=galore_dimension_numbers(int(cfg_optim.galore_rank))),
+         "adam": adam()},
+        lambda params: jax.tree_util.tree_map(
+            lambda d: "adam" if d is None else "galore", muon_dimension_numbers(params),
+            is_leaf=lambda x: x is None or isinstance(x, optax.contrib.MuonDimensionNumbers))))
   elif name in ("adamw", "adam"):
     parts.append(optax.scale_by_adam(b1=cfg_optim.b1, b2=cfg_optim.b2, eps=cfg_optim.eps,
                                      mu_dtype=mu_dtype))

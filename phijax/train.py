@@ -279,6 +279,8 @@ def train(config, workdir: str) -> dict:
   best = (checkpoint.Checkpointer(os.path.join(workdir, "best"), keep=t.keep_best,
                                   best_metric=t.best_metric) if t.keep_best else None)
   abstract = jax.eval_shape(fns.init.jitted, jax.random.key(t.seed))
+  opt_bytes = optim.state_bytes_per_parameter(fns.tx, abstract.params)
+  log.info("optimizer %s: %.2f bytes of state per parameter", config.optim.name, opt_bytes)
   restored = ckpt.restore_latest(checkpoint.abstract_like(abstract, fns.state_shardings))
   if restored is None:
     state = fns.init(jax.random.key(t.seed))
@@ -460,7 +462,8 @@ def train(config, workdir: str) -> dict:
     baseline, line = objective.baseline()
     phase.done(line)
   # "final": over the whole held-out split (periodic evals use eval_batches of it).
-  writer.write(pos.step, {"tokens": pos.tokens, **ev, **baseline, "final": True})
+  writer.write(pos.step, {"tokens": pos.tokens, **ev, **baseline, "final": True,
+                          "opt_state_bytes_per_param": opt_bytes})
   writer.close()
   if t.samples and jax.process_count() > 1:
     state = state.replace(params=_host_params(state.params))  # a collective: all call it
