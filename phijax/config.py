@@ -85,6 +85,11 @@ def default() -> ConfigDict:
       # tokenizer.model, if it has one, is the run's tokenizer (data.tokenizer.path "").
       init_from="",
       max_nonfinite=5,  # stop after this many non-finite steps in a row
+      # > 0: every this many steps, log the top Hessian eigenvalue of the training loss
+      # on a fixed batch (power iteration, sharpness_iters Hessian-vector products)
+      # beside 2/lr, and Adam's preconditioned one (phijax.probes).
+      sharpness_every=0,
+      sharpness_iters=20,
       peak_flops=0.0,  # per-device peak FLOP/s for MFU; 0 = data sheet / measured
       z_loss=0.0,
       samples=4,  # samples written to samples.txt at the end (seeded by train.seed)

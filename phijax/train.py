@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from phijax import (checkpoint, curriculum, data, generate, metrics, objectives, optim,
+from phijax import (checkpoint, curriculum, data, generate, metrics, objectives, optim, probes,
                     sharding, wandb_log)
 from phijax.config_files import ConfigError  # noqa: F401  (re-exported: train.ConfigError)
 from phijax.model_config import ModelConfig
@@ -366,6 +366,7 @@ def train(config, workdir: str) -> dict:
       fn = step_variants[shape] = fns.compile_train_step(*shape)
     return fn(state, batch, lr, *objective.step_args)
 
+  probe_list = probes.make(config, fns)  # measurements logged beside the step's
   window_start, window_tokens = time.perf_counter(), 0
   progress.start(pos.step)
   last_save_time = time.time()
@@ -380,9 +381,13 @@ def train(config, workdir: str) -> dict:
         it = make_iterator(plan)
       batch = curriculum.shorten_batch(next(it), plan.seq_len, cur.seq_mode)
       rows, cols = batch["inputs"].shape
-      state, m = train_step(state, device_batch(batch, fns.batch_sharding, objective.batch_keys),
-                            jnp.float32(plan.lr))
+      dev_batch = device_batch(batch, fns.batch_sharding, objective.batch_keys)
+      state, m = train_step(state, dev_batch, jnp.float32(plan.lr))
       pos.step += 1
+      for probe in probe_list:
+        if probe.due(pos.step):
+          writer.write(pos.step, {"tokens": pos.tokens, **probe.measure(state, dev_batch,
+                                                                          plan.lr)})
       step_tokens = rows * cols  # the global batch
       pos.tokens += step_tokens
       window_tokens += step_tokens
