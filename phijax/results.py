@@ -125,7 +125,8 @@ def run_summary(run_dir: str) -> dict:
   return {
       "status": status_record.get("state") or ("done" if final else "pending"),
       "eval_loss": _num(final["eval_loss"]) if final else math.nan,
-      "eval_bpb": _num(final["eval_bpb"]) if final else math.nan,
+      # A DPO run's evaluation has no bits per byte (phijax.objectives).
+      "eval_bpb": _num(final.get("eval_bpb")) if final else math.nan,
       "best_eval_loss": min(eval_losses) if eval_losses else math.nan,
       "tokens": last.get("tokens", 0), "steps": last.get("step", 0),
       "wall_s": status_record.get("wall_s", math.nan),

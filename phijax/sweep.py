@@ -15,6 +15,20 @@ helpers of ``Helpers`` (``h.sweep``, ``h.product``, ``h.zip``, ``h.seeds``). Opt
 ``ALIASES`` (``{"curriculum.seq_warmup.enabled": "seq_warmup"}``: short names for
 arm names and table columns).
 
+Arms that build on other arms (fine-tune a pretrained arm, say):
+
+- ``{"config": "sft"}``: the arm's config is the experiment's ``get_config("sft")``
+  (its command says ``--config=EXPERIMENT.py:sft``; it replaces a ``:ARG`` given to
+  the sweep), so one experiment file can hold several recipes;
+- a string value may name another arm's run directory as ``{arm:NAME}``
+  (``{"config": "sft", "train.init_from": "{arm:config=pretrain,seed=0}"}``). The
+  runner runs NAME first (``--only`` adds the arms the selected ones need), starts
+  the arm once NAME has finished, and marks it failed without running it when NAME
+  failed. A reference to no arm, or a cycle, is an error before anything runs.
+  Overrides that hold a reference are left out of the arm's name and of the table's
+  columns (the referenced arm's own fields describe it). ``--launcher=slurm|tpu``
+  does not order arms yet and refuses experiments with references.
+
 Each arm runs as ``python -m phijax.train --config=EXPERIMENT --workdir=DIR/ARM
 --config.a.b=v ...`` (the command is in ``DIR/ARM/sweep_status.json`` and at the top
 of ``DIR/ARM/log.txt``), so rerunning the sweep skips finished arms, resumes
@@ -55,6 +69,8 @@ ARMS_FILE = "launch_arms.json"  # in the sweep directory: the arms handed to a l
 LAUNCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "launch")
 SEED_KEY = "train.seed"
+CONFIG_KEY = "config"  # an arm's argument to the experiment's get_config(arg)
+ARM_REF = re.compile(r"\{arm:([^{}]*)\}")  # another arm's run directory
 
 
 # --------------------------------------------------------------------- arms and names
@@ -141,8 +157,55 @@ def override_flag(key: str, value: Any) -> str:
 
 
 class Arm:
-  def __init__(self, name: str, overrides: dict, flags: list[str], workdir: str):
+  def __init__(self, name: str, overrides: dict, flags: list[str], workdir: str,
+               spec: str | None = None, needs: Sequence[str] = ()):
     self.name, self.overrides, self.flags, self.workdir = name, overrides, flags, workdir
+    self.spec = spec  # the experiment with the arm's own config argument, if it has one
+    self.needs = list(needs)  # names of the arms it references ({arm:NAME})
+
+
+def references(value: Any) -> list[str]:
+  """The arm names a value references (``"{arm:NAME}/tokenizer.model"`` -> [NAME])."""
+  return ARM_REF.findall(value) if isinstance(value, str) else []
+
+
+def _shown(overrides: dict) -> dict:
+  """What names an arm and makes its table columns: overrides without references."""
+  return {k: v for k, v in overrides.items() if not references(v)}
+
+
+def _check_cycles(arms: list["Arm"], where: str) -> None:
+  from phijax import cli
+  by_name = {a.name: a for a in arms}
+  done, path = set(), []
+
+  def visit(name):
+    if name in done:
+      return
+    if name in path:
+      cycle = path[path.index(name):] + [name]
+      raise cli.UsageError(f"{where}: arms reference each other in a cycle: "
+                           f"{' -> '.join(cycle)}")
+    path.append(name)
+    for dep in by_name[name].needs:
+      visit(dep)
+    path.pop()
+    done.add(name)
+
+  for a in arms:
+    visit(a.name)
+
+
+def with_dependencies(selected: list["Arm"], arms: list["Arm"]) -> list["Arm"]:
+  """``selected`` plus every arm they need, directly or not, in the experiment's order."""
+  by_name = {a.name: a for a in arms}
+  keep, todo = set(), [a.name for a in selected]
+  while todo:
+    name = todo.pop()
+    if name not in keep:
+      keep.add(name)
+      todo += by_name[name].needs
+  return [a for a in arms if a.name in keep]
 
 
 def load_experiment(spec: str):
@@ -174,22 +237,41 @@ def make_arms(spec: str, module, workdir: str, common: Sequence[str] = ()) -> li
   if not isinstance(sweep, list) or not sweep or not all(isinstance(a, dict) for a in sweep):
     raise cli.UsageError(f"{where}: get_sweep(h) must return a non-empty list of "
                          "override dicts, e.g. h.sweep('optim.lr', [1e-3, 3e-3])")
-  names = aliases([k for a in sweep for k in a], getattr(module, "ALIASES", None))
-  arms, seen = [], {}
+  names = aliases([k for a in sweep for k in _shown(a)], getattr(module, "ALIASES", None))
+  seen = {}
   for overrides in sweep:
-    name = arm_name(overrides, names)
+    name = arm_name(_shown(overrides), names)
     if name in seen:
       raise cli.UsageError(f"{where}: two arms have the same name {name!r} "
                            f"({seen[name]} and {overrides}); make their overrides differ")
     seen[name] = overrides
-    flags = list(common) + [override_flag(k, v) for k, v in overrides.items()]
+  arms = []
+  for name, overrides in seen.items():
+    needs = list(dict.fromkeys(r for v in overrides.values() for r in references(v)))
+    for ref in needs:
+      if ref not in seen:
+        raise cli.UsageError(f"arm {name}: {{arm:{ref}}} names no arm of {where} (its arms: "
+                             f"{', '.join(list(seen)[:6])}{', ...' if len(seen) > 6 else ''})")
+      if ref == name:
+        raise cli.UsageError(f"arm {name}: references itself ({{arm:{ref}}})")
+    resolve = lambda v: ARM_REF.sub(lambda m: os.path.join(workdir, m.group(1)), v) if (
+        isinstance(v, str)) else v
+    arm_arg = overrides.get(CONFIG_KEY, arg)
+    if arm_arg is not None and not isinstance(arm_arg, str):
+      raise cli.UsageError(f"arm {name}: {CONFIG_KEY!r} is get_config's argument, a "
+                           f"string; got {arm_arg!r}")
+    flags = list(common) + [override_flag(k, resolve(v)) for k, v in overrides.items()
+                            if k != CONFIG_KEY]
     try:
-      config = config_files.apply_overrides(module.get_config(arg), flags)
+      config = config_files.apply_overrides(module.get_config(arm_arg), flags)
       wandb_log.check(config.train.wandb)
     except config_files.ConfigError as e:
       raise cli.UsageError(f"arm {name}: {e}") from None
     flags += wandb_flags(config, wandb_group(where, workdir), name)
-    arms.append(Arm(name, overrides, flags, os.path.join(workdir, name)))
+    arm_spec = f"{where}:{arm_arg}" if CONFIG_KEY in overrides else None
+    arms.append(Arm(name, _shown(overrides), flags, os.path.join(workdir, name),
+                    spec=arm_spec, needs=needs))
+  _check_cycles(arms, where)
   return arms
 
 
@@ -319,7 +401,7 @@ def arm_env(cores: list[int] | None) -> dict:
 
 
 def arm_command(spec: str, arm: Arm) -> list[str]:
-  return [sys.executable, "-m", "phijax.train", f"--config={spec}",
+  return [sys.executable, "-m", "phijax.train", f"--config={arm.spec or spec}",
           f"--workdir={arm.workdir}", *arm.flags]
 
 
@@ -354,10 +436,37 @@ def run_arms(spec: str, arms: list[Arm], parallel: int) -> dict[str, str]:
   slots = core_slices(parallel)
   free = list(range(parallel))
   running = {}  # slot -> (index, arm, record, process, start)
+
+  def next_ready():
+    """The first waiting arm whose dependencies have finished; arms whose dependency
+    did not finish are marked failed on the way (they never start)."""
+    for n, (i, arm, record) in enumerate(todo):
+      blocked = [d for d in arm.needs if states.get(d, "pending") != "done"
+                 and (d in states or not any(a.name == d for _, a, _ in todo)
+                      and not any(a.name == d for _, a, *_ in running.values()))]
+      if blocked:
+        d = blocked[0]
+        why = states.get(d, "not part of this run")
+        record.update(state="failed", error=f"needs arm {d}, which did not finish ({why})",
+                      pid=None)
+        os.makedirs(arm.workdir, exist_ok=True)
+        write_status(arm.workdir, record)
+        states[arm.name] = "failed"
+        print(f"{_stamp()} [{i + 1}/{len(arms)}] {arm.name}: not started: "
+              f"{record['error']}", flush=True)
+        del todo[n]
+        return next_ready()
+      if all(states.get(d) == "done" for d in arm.needs):
+        return todo.pop(n)
+    return None
+
   try:
     while todo or running:
       while todo and free:
-        i, arm, record = todo.pop(0)
+        ready = next_ready()
+        if ready is None:
+          break
+        i, arm, record = ready
         slot = free.pop(0)
         os.makedirs(arm.workdir, exist_ok=True)
         cmd = arm_command(spec, arm)
@@ -497,7 +606,8 @@ def write_sweep_file(workdir: str, spec: str, arms: list[Arm], common: Sequence[
   where, sep, arg = spec.partition(":")
   record = {"experiment": os.path.relpath(where, workdir) + sep + arg,
             "common_overrides": list(common), "aliases": names,
-            "arms": [{"name": a.name, "overrides": a.overrides} for a in arms]}
+            "arms": [{"name": a.name, "overrides": a.overrides,
+                      **({"needs": a.needs} if a.needs else {})} for a in arms]}
   tmp = os.path.join(workdir, SWEEP_FILE + ".tmp")
   with open(tmp, "w") as f:
     json.dump(record, f, indent=1)
@@ -555,9 +665,17 @@ def main(args, overrides: Sequence[str], launcher_args: Sequence[str] = ()) -> i
       pattern = re.compile(args.only)
     except re.error as e:
       raise cli.UsageError(f"--only={args.only!r} is not a regular expression: {e}") from None
-    arms = [a for a in arms if pattern.search(a.name)]
-    if not arms:
+    selected = [a for a in arms if pattern.search(a.name)]
+    if not selected:
       raise cli.UsageError(f"--only={args.only!r} matches no arm")
+    arms, added = with_dependencies(selected, arms), len(selected)
+    if len(arms) > added:
+      print(f"--only: {added} arm(s) match, plus {len(arms) - added} they need: "
+            f"{', '.join(a.name for a in arms if a not in selected)}", flush=True)
+  if args.launcher != "local" and any(a.needs for a in arms):
+    raise cli.UsageError(f"--launcher={args.launcher} does not order arms by their "
+                         "{arm:NAME} references yet; run this experiment with "
+                         "--launcher=local")
   if args.dry_run:
     for arm in arms:
       print(f"{arm.name}\n  {' '.join(arm_command(spec, arm))}")

@@ -351,3 +351,57 @@ def test_exact_match_compares_the_normalised_greedy_body(tiny):
   assert rows[0]["generated"] == rows[1]["generated"] == "    self)\n" * 4
   assert [r["exact"] for r in rows] == [True, False] and scores["exact_match"] == 0.5
   assert [r["finish"] for r in rows] == ["length", "length"]
+
+
+# ------------------------------------------------------------------ preference pairs
+
+def test_shuffled_lines_keep_the_lines_in_another_order():
+  body = "    a = 1\n    b = 2\n\n    return a + b\n"
+  out = ex_lib.shuffled_lines(body, "k")
+  assert out != body and sorted(out.splitlines(True)) == sorted(body.splitlines(True))
+  assert ex_lib.shuffled_lines(body, "k") == out  # the same key, the same order
+  assert ex_lib.shuffled_lines("    return 1\n", "k") is None
+  assert ex_lib.shuffled_lines("    x\n    x\n", "k") is None  # no other order
+  # A body without a final newline: every shuffled line still ends in one.
+  assert ex_lib.shuffled_lines("    a\n    b", "k").endswith("\n")
+
+
+def test_preference_pairs_from_exercises(tmp_path, scan, capsys):
+  """chosen = the body, rejected = the same lines (as a multiset) in another order,
+  the same on every call; the JSONL is what a preferences source reads, and the CLI
+  writes the same file."""
+  held = scan.heldout
+  pairs = ex_lib.preference_pairs(held, seed=0)
+  assert len(pairs) >= len(held) - 5
+  for p in pairs:
+    e = next(x for x in held if (x.path, x.lineno) == (p["path"], p["lineno"]))
+    assert (p["prompt"], p["chosen"]) == (e.prompt, e.response)
+    assert p["rejected"] != p["chosen"]
+    assert collections.Counter(p["rejected"].splitlines()) == collections.Counter(
+        e.response.splitlines())
+  assert ex_lib.preference_pairs(held, seed=0) == pairs
+  assert ex_lib.preference_pairs(held, seed=1) != pairs
+  path = tmp_path / "pairs.jsonl"
+  assert ex_lib.write_preferences_jsonl(held, path) == len(pairs)
+  src = sources.PreferenceJsonLines("pairs", tmp_path, [path], 0.0, max_tokens=0)
+  assert src.num_documents == len(pairs) and src.pair(3)["rejected"] == pairs[3]["rejected"]
+  cli_path = tmp_path / "cli.jsonl"
+  ex_lib.run([f"--out={cli_path}", "--split=heldout", "--kind=preferences"])
+  capsys.readouterr()
+  assert cli_path.read_text() == path.read_text()
+
+
+def test_every_nth_and_cached_jsonl(tmp_path, scan):
+  items = list(range(10))
+  assert ex_lib.every_nth(items, 4) == [0, 2, 5, 7]
+  assert ex_lib.every_nth(items, 0) == items == ex_lib.every_nth(items, 20)
+  path = ex_lib.cached_jsonl("heldout", "sft", count=7, cache_dir=str(tmp_path))
+  records = [json.loads(l) for l in open(path)]
+  assert [r["name"] for r in records] == [e.name for e in ex_lib.every_nth(scan.heldout, 7)]
+  mtime = (tmp_path / path.split("/")[-1]).stat().st_mtime_ns
+  assert ex_lib.cached_jsonl("heldout", "sft", count=7, cache_dir=str(tmp_path)) == path
+  assert (tmp_path / path.split("/")[-1]).stat().st_mtime_ns == mtime  # not rewritten
+  pairs = ex_lib.cached_jsonl("heldout", "preferences", cache_dir=str(tmp_path))
+  assert [json.loads(l) for l in open(pairs)] == ex_lib.preference_pairs(scan.heldout)
+  with pytest.raises(ValueError, match="kind must be"):
+    ex_lib.cached_jsonl("heldout", "dpo", cache_dir=str(tmp_path))

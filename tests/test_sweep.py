@@ -20,7 +20,8 @@ import pytest
 from phijax import results, sweep
 
 EXPERIMENT = textwrap.dedent('''
-    """A 4-arm x 2-seed test sweep of configs/tiny.py:runlocal."""
+    """A 2-arm x 2-seed test sweep of configs/tiny.py:runlocal (lr and optimizer
+    side by side: every column of the results varies, in half the runs of a product)."""
     from phijax import config as base
     from phijax.configs import tiny
 
@@ -31,8 +32,8 @@ EXPERIMENT = textwrap.dedent('''
       return base.finish(c, arg)
 
     def get_sweep(h):
-      arms = h.product(h.sweep("optim.lr", [1e-3, 1e-2]),
-                       h.sweep("optim.name", ["adamw", "sgd"]), h.seeds(2))
+      arms = h.product(h.zip(h.sweep("optim.lr", [1e-3, 1e-2]),
+                             h.sweep("optim.name", ["adamw", "sgd"])), h.seeds(2))
       return arms + EXTRA
 
     EXTRA = []
@@ -47,7 +48,7 @@ EXPERIMENT = textwrap.dedent('''
 # Passes the config checks, fails when the run starts (its warmup is longer than seq_len).
 BAD_ARM = ('EXTRA = [{"curriculum.seq_warmup.enabled": True, '
            '"curriculum.seq_warmup.start": 100000}]\n')
-N_ARMS = 8
+N_ARMS = 4
 
 
 def write(path, text):
@@ -228,7 +229,7 @@ def test_dry_run_lists_arms_and_overrides(tmp_path):
   proc = run([sys.executable, "-m", "phijax.sweep", experiment, f"--workdir={tmp_path / 'w'}",
               "--dry-run", "--only=seed=1", "--config.train.steps=3"])
   assert proc.returncode == 0, proc.stderr
-  assert "4 arm(s)" in proc.stdout
+  assert "2 arm(s)" in proc.stdout
   assert ("--config.train.steps=3 --config.optim.lr=0.001 --config.optim.name=adamw "
           "--config.train.seed=1") in proc.stdout
   assert not (tmp_path / "w").exists()
@@ -278,3 +279,127 @@ def test_slurm_launcher_runs_the_arms_with_submitits_local_executor(tmp_path):
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert proc.stdout.count("already finished, skipped") == 2
   assert "submitted" not in proc.stdout
+
+
+# ------------------------------------------------------------ arms that need other arms
+
+DEPENDENT = textwrap.dedent('''
+    """Recipes by config argument, and arms that reference other arms' directories."""
+    from phijax.configs import tiny
+
+    def get_config(arg=None):
+      c = tiny.get_config("runlocal")
+      if arg == "tune":
+        c.optim.lr = 1e-4
+      return c
+
+    def get_sweep(h):
+      return ARMS
+
+    ARMS = [
+        {"config": "base", "train.seed": 0},
+        {"config": "tune", "train.seed": 0,
+         "train.init_from": "{arm:config=base,seed=0}"},
+        {"config": "tune2", "train.seed": 0,
+         "train.init_from": "{arm:config=tune,seed=0}/best"},
+        {"config": "base", "train.seed": 1},
+    ]
+''')
+
+
+def _fake_train(monkeypatch, fail=()):
+  """Arms run a stub in place of phijax.train: it logs when it starts and ends (to
+  see the order) and finishes with a final metrics row, or exits 1 for ``fail``."""
+  stub = textwrap.dedent('''
+      import json, os, sys, time
+      workdir, log = sys.argv[1], sys.argv[2]
+      with open(log, "a") as f:
+        f.write(f"start {os.path.basename(workdir)}\\n")
+      time.sleep(0.1)
+      with open(log, "a") as f:
+        f.write(f"end {os.path.basename(workdir)}\\n")
+      if os.path.basename(workdir) in sys.argv[3:]:
+        sys.exit(1)
+      with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps({"step": 1, "final": True, "eval_loss": 1.0}) + "\\n")
+  ''')
+
+  def command(spec, arm):
+    return [sys.executable, "-S", "-c", stub, arm.workdir, _fake_train.log, *fail]  # -S: fast
+
+  monkeypatch.setattr(sweep, "arm_command", command)
+
+
+def test_arm_references_resolve_order_and_fail_clearly(tmp_path, monkeypatch):
+  module = type(sys)("dep_exp")
+  exec(DEPENDENT, module.__dict__)
+  spec = str(tmp_path / "exp.py")
+  workdir = str(tmp_path / "sweep")
+  arms = sweep.make_arms(spec, module, workdir)
+  names = [a.name for a in arms]
+  # References are left out of names; the config argument is a field like any other.
+  assert names == ["config=base,seed=0", "config=tune,seed=0", "config=tune2,seed=0",
+                   "config=base,seed=1"]
+  tune = arms[1]
+  assert tune.needs == ["config=base,seed=0"]
+  assert f"--config.train.init_from={workdir}/config=base,seed=0" in tune.flags
+  assert f"--config.train.init_from={workdir}/config=tune,seed=0/best" in arms[2].flags
+  assert tune.spec == f"{spec}:tune" and "init_from" not in json.dumps(tune.overrides)
+  assert sweep.arm_command(spec, tune)[3] == f"--config={spec}:tune"
+  # --only adds what the selected arms need.
+  assert [a.name for a in sweep.with_dependencies([arms[2]], arms)] == names[:3]
+
+  # Two arms at a time: the dependent ones still wait for what they reference.
+  _fake_train.log = str(tmp_path / "order.txt")
+  _fake_train(monkeypatch)
+  states = sweep.run_arms(spec, arms, parallel=2)
+  assert set(states.values()) == {"done"}
+  order = open(_fake_train.log).read().split("\n")
+  for before, after in ((names[0], names[1]), (names[1], names[2])):
+    assert order.index(f"end {before}") < order.index(f"start {after}"), order
+
+  # A failed dependency: the arms that need it, directly or not, never start.
+  workdir2 = str(tmp_path / "sweep2")
+  for a in arms:  # the same arms in a fresh sweep directory (the stub reads no flags)
+    a.workdir = os.path.join(workdir2, a.name)
+  _fake_train.log = str(tmp_path / "order2.txt")
+  _fake_train(monkeypatch, fail=[names[0]])
+  states = sweep.run_arms(spec, arms, parallel=2)
+  assert states == {names[0]: "failed", names[1]: "failed", names[2]: "failed",
+                    names[3]: "done"}
+  started = [l for l in open(_fake_train.log).read().split("\n") if l.startswith("start")]
+  assert sorted(started) == [f"start {names[0]}", f"start {names[3]}"]
+  record = sweep.read_status(os.path.join(workdir2, names[1]))
+  assert record["error"] == f"needs arm {names[0]}, which did not finish (failed)"
+  assert "needs arm config=tune,seed=0" in sweep.read_status(
+      os.path.join(workdir2, names[2]))["error"]
+
+
+@pytest.mark.parametrize("arms,expected", [
+    ([{"config": "a", "train.init_from": "{arm:config=b}"},
+      {"config": "b", "train.init_from": "{arm:config=a}"}],
+     "arms reference each other in a cycle: config=a -> config=b -> config=a"),
+    ([{"config": "a", "train.init_from": "{arm:config=c}"}],
+     "arm config=a: {arm:config=c} names no arm"),
+])
+def test_arm_reference_cycles_and_unknown_arms_are_errors(arms, expected, tmp_path):
+  from phijax import cli
+  module = type(sys)("dep_exp")
+  exec(DEPENDENT, module.__dict__)
+  module.ARMS = arms
+  with pytest.raises(cli.UsageError, match=expected.replace("{", r"\{").replace(
+      "}", r"\}")) as e:
+    sweep.make_arms(str(tmp_path / "exp.py"), module, str(tmp_path / "w"))
+  assert "\n" not in str(e.value)
+
+
+def test_run_summary_of_a_dpo_run(tmp_path):
+  """A DPO run's final row has a loss and reward numbers but no bits per byte."""
+  rows = [{"step": 1, "tokens": 8, "loss": 0.69, "grad_norm": 1.0, "tokens_per_sec": 5.0,
+           "reward_margin": 0.0, "reward_accuracy": 0.0},
+          {"step": 1, "tokens": 8, "final": True, "eval_loss": 0.5,
+           "eval_reward_accuracy": 0.75, "eval_reward_margin": 0.2, "eval_pairs": 4}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  summary = results.run_summary(str(tmp_path))
+  assert summary["eval_loss"] == 0.5 and math.isnan(summary["eval_bpb"])
+  assert summary["status"] == "done" and summary["steps"] == 1

@@ -43,6 +43,7 @@ import dataclasses
 import functools
 import io
 import json
+import os
 import pathlib
 import sys
 
@@ -282,12 +283,105 @@ def write_jsonl(exercises, path) -> int:
   return len(exercises)
 
 
+# ------------------------------------------------------------------ preference pairs
+
+
+def shuffled_lines(text: str, key: str) -> str | None:
+  """``text`` with its lines in another order, the same for the same ``key``: a
+  rejected response that keeps every token of the real one but not its order. None
+  when no other order exists (fewer than two distinct lines)."""
+  import random
+  lines = _lines(_with_newline(text))
+  if len(set(lines)) < 2:
+    return None
+  rng = random.Random(key)  # str seeds are hashed with sha512: stable across runs
+  while True:
+    order = rng.sample(lines, len(lines))
+    if order != lines:
+      return "".join(order)
+
+
+def preference_pairs(exercises, seed: int = 0) -> list[dict]:
+  """DPO records for ``phijax.data.preferences``: ``prompt`` = the exercise's prompt,
+  ``chosen`` = its real body, ``rejected`` = the body with its lines shuffled
+  (``shuffled_lines``, keyed by ``seed``, file and line, so the pairs are the same on
+  every run). Exercises whose lines have no other order are left out."""
+  out = []
+  for ex in exercises:
+    rejected = shuffled_lines(ex.response, f"{seed}:{ex.path}:{ex.lineno}")
+    if rejected is not None:
+      out.append({"prompt": ex.prompt, "chosen": ex.response, "rejected": rejected,
+                  "name": ex.name, "path": ex.path, "lineno": ex.lineno})
+  return out
+
+
+def every_nth(exercises, count: int) -> list:
+  """``count`` exercises spread evenly over the list (file order), deterministically:
+  a LIMA-sized subset that samples every part of the corpus."""
+  exercises = list(exercises)
+  if count <= 0 or count >= len(exercises):
+    return exercises
+  return [exercises[i * len(exercises) // count] for i in range(count)]
+
+
+def _write_records(records, path) -> int:
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # concurrent writers: no clash
+  with open(tmp, "w", encoding="utf-8") as f:
+    for r in records:
+      f.write(json.dumps(r) + "\n")
+  tmp.replace(path)
+  return len(records)
+
+
+def write_preferences_jsonl(exercises, path, seed: int = 0) -> int:
+  """Writes ``preference_pairs(exercises, seed)`` as JSON Lines; returns the count."""
+  return _write_records(preference_pairs(exercises, seed), path)
+
+
+def cached_jsonl(split: str = "train", kind: str = "sft", *, count: int = 0,
+                 seed: int = 0, cache_dir: str = "~/.cache/phijax/exercises",
+                 **kwargs) -> str:
+  """The path of a JSONL of the stdlib's ``split`` exercises, written once into
+  ``cache_dir`` (config files can name it: ``get_config`` runs in every process).
+  ``kind``: ``sft`` records or ``preferences`` pairs (``seed``); ``count`` > 0: an
+  ``every_nth`` subset. The file name holds everything its content depends on (the
+  stdlib, the split's held-out fraction and the selection). Keyword arguments as
+  ``scan_stdlib``."""
+  import hashlib
+  if kind not in ("sft", "preferences"):
+    raise ValueError(f"kind must be 'sft' or 'preferences', got {kind!r}")
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  from phijax.data import corpus
+  path = kwargs.get("path", "")
+  fraction = kwargs.get("heldout_fraction")
+  fraction = default_heldout_fraction() if fraction is None else float(fraction)
+  sel = kwargs.get("selection") or Selection()
+  root = str(pathlib.Path(path).expanduser().resolve()) if path else str(
+      corpus.stdlib_root())
+  key = json.dumps({"v": 1, "root": root, "python": sys.version, "fraction": fraction,
+                    "selection": dataclasses.asdict(sel), "seed": seed}, sort_keys=True)
+  digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+  name = f"{kind}-{split}{f'-{count}' if count else ''}-{digest}.jsonl"
+  out = pathlib.Path(cache_dir).expanduser() / name
+  if not out.exists():
+    exercises = every_nth(stdlib_exercises(split, **kwargs), count)
+    if kind == "sft":
+      _write_records([ex.record() for ex in exercises], out)
+    else:
+      write_preferences_jsonl(exercises, out, seed)
+  return str(out)
+
+
 # ------------------------------------------------------------------ the command
 
 CLI_HELP = """Write the stdlib's code exercises as SFT JSON Lines and print the counts.
 
     python -m phijax.data.exercises --split=train --out=exercises.jsonl
     python -m phijax.data.exercises                      # the counts only
+    python -m phijax.data.exercises --kind=preferences --out=pairs.jsonl   # for DPO
 
 Train on them as an ``sft`` data source (loss on the body only):
     c.data.sources.exercises = data_config.source("sft", "exercises.jsonl")
@@ -302,6 +396,12 @@ def _parser():
   parser.add_argument("--out", metavar="FILE.jsonl", default=None,
                       help="write the exercises here (default: print the counts only)")
   parser.add_argument("--split", choices=SPLITS, default="train")
+  parser.add_argument("--kind", choices=("sft", "preferences"), default="sft",
+                      help="sft: prompt/response records (default); preferences: DPO "
+                           "pairs, chosen = the body, rejected = its lines shuffled "
+                           "(deterministic, --seed)")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="with --kind=preferences: the shuffles' seed (default 0)")
   parser.add_argument("--stdlib", default="", metavar="DIR",
                       help="another stdlib root (default: the running interpreter's)")
   parser.add_argument("--heldout_fraction", type=float, default=None,
@@ -327,8 +427,12 @@ def main(args):
   scan = scan_stdlib(path=args.stdlib, heldout_fraction=args.heldout_fraction, selection=sel)
   print(json.dumps(scan.counts, indent=2), flush=True)
   if args.out:
-    n = write_jsonl(getattr(scan, args.split), args.out)
-    print(f"wrote {n} {args.split} exercises to {args.out}", file=sys.stderr, flush=True)
+    if args.kind == "preferences":
+      n = write_preferences_jsonl(getattr(scan, args.split), args.out, args.seed)
+      what = "preference pairs"
+    else:
+      n, what = write_jsonl(getattr(scan, args.split), args.out), "exercises"
+    print(f"wrote {n} {args.split} {what} to {args.out}", file=sys.stderr, flush=True)
 
 
 def run(argv=None):
