@@ -38,7 +38,11 @@ class ModelConfig:
   # offset in [0, max_position_embeddings - length], so the model sees every absolute
   # position and cannot tie a skill to a few of them (Shen et al. 2023). Inference and
   # evaluation start at 0, inside the trained range. Give it room with
-  # max_position_embeddings well above data.seq_len.
+  # max_position_embeddings well above data.seq_len. Caveat: rotary scores depend only
+  # on the distance between positions, so under RoPE a whole-row shift changes nothing
+  # but float rounding (experiments/arith_length.py: training losses agreed to 4e-7
+  # over 30 steps); the paper's offsets act on absolute position embeddings, which
+  # phi models do not have. It matters where absolute positions do (LongRoPE's switch).
   random_position_offset: bool = False
   sliding_window: int | None = None
   layer_norm_eps: float = 1e-5
