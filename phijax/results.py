@@ -403,8 +403,8 @@ def plot_final(table: Table, path: str, metric: str = "eval_loss") -> None:
     ax.set_yticks(range(len(groups)), [_group_label(k) for k, _ in groups], fontsize="small")
     ax.set_ylim(-0.5, len(groups) - 0.5)
     seeds = SEED_FIELD in table.fields
-    ax.set(xlabel=f"final {label}", title=f"final {label}" +
-           (" (seed mean ± std; gray: seeds)" if seeds else ""))
+    ax.set(xlabel=f"final {label}", title=f"final {label}" +  # two lines: never clipped
+           ("\n(seed mean ± std; gray: seeds)" if seeds else ""))
     ax.grid(alpha=0.3, axis="x")
     ax.margins(x=0.1)
   for ax, field in zip(axes, numeric):
