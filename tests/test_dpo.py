@@ -116,14 +116,21 @@ def test_dpo_step_loss_equals_numpy_from_independent_forwards(tok):
   _, m = fns.train_step(state, device_batch(batch, fns.batch_sharding, keys=PAIR_KEYS),
                         jnp.float32(0.0), ref)
 
-  def seq_logp(params, side, b):
-    ids, mask = rendered[b][side]
-    logits = np.asarray(Transformer(cfg).apply({"params": params}, ids[None, :-1]))[0]
-    logp = _np_log_softmax(logits.astype(np.float64))
-    return sum(logp[t, ids[t + 1]] for t in range(len(ids) - 1) if mask[t + 1])
+  # Each sequence's own plain forward (no segment ids, positions from 0), the six in one
+  # batch: causal, so the padding after a sequence changes none of its logits.
+  seqs = [rendered[b][side] for side in (0, 1) for b in range(3)]
+  padded = np.zeros((len(seqs), max(len(ids) for ids, _ in seqs) - 1), np.int32)
+  for i, (ids, _) in enumerate(seqs):
+    padded[i, :len(ids) - 1] = ids[:-1]
 
-  margins = [0.5 * ((seq_logp(policy, 0, b) - seq_logp(ref, 0, b)) -
-                    (seq_logp(policy, 1, b) - seq_logp(ref, 1, b))) for b in range(3)]
+  def seq_logps(params):
+    logits = np.asarray(Transformer(cfg).apply({"params": params}, padded))
+    logp = _np_log_softmax(logits.astype(np.float64))
+    return [sum(logp[i, t, ids[t + 1]] for t in range(len(ids) - 1) if mask[t + 1])
+            for i, (ids, mask) in enumerate(seqs)]
+
+  pol, rf = seq_logps(policy), seq_logps(ref)  # chosen rows 0..2, rejected rows 3..5
+  margins = [0.5 * ((pol[b] - rf[b]) - (pol[3 + b] - rf[3 + b])) for b in range(3)]
   expected = np.mean([np.log1p(np.exp(-x)) for x in margins])
   assert float(m["loss"]) == pytest.approx(expected, abs=1e-4)
   assert float(m["reward_margin"]) == pytest.approx(np.mean(margins), abs=1e-4)
@@ -135,8 +142,10 @@ def test_dpo_run_from_a_pretrained_run(tmp_path):
              XLA_FLAGS="--xla_force_host_platform_device_count=1")
   common = ["--config=tiny:runlocal", "--config.train.batch_size=4",
             "--config.train.samples=0", "--config.train.progress=false"]
+  # The warm start only needs its checkpoint: one held-out batch for its final eval.
   pre = subprocess.run([sys.executable, "-m", "phijax.train", *common,
-                        f"--workdir={tmp_path}/pre", "--config.train.steps=3"],
+                        f"--workdir={tmp_path}/pre", "--config.train.steps=3",
+                        "--config.train.final_eval_batches=1"],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
   assert pre.returncode == 0, pre.stderr[-3000:]
   (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAIRS))

@@ -45,6 +45,23 @@ def _prefix_logits(cfg, params, seq, start):
   return full[start - 1:-1]
 
 
+def _prefix_logits_rows(cfg, params, seqs, starts):
+  """``_prefix_logits`` of each sequence, all in one forward: the rows are padded at
+  the end, which no earlier position of a causal model sees; every row is longer than
+  LongRoPE's original length, so a full forward over it or over the padded batch uses
+  the same (long) factors."""
+  padded = np.zeros((len(seqs), max(map(len, seqs))), np.int32)
+  for i, s in enumerate(seqs):
+    padded[i, :len(s)] = s
+  fwd = lambda x: np.array(Transformer(cfg).apply({"params": params}, x))
+  full = fwd(padded)
+  if cfg.rope_scaling is not None:
+    orig = cfg.rope_scaling["original_max_position_embeddings"]
+    assert min(map(len, seqs)) > orig
+    full[:, :orig] = fwd(padded[:, :orig])
+  return [full[i, start - 1:len(s) - 1] for i, (s, start) in enumerate(zip(seqs, starts))]
+
+
 @pytest.mark.parametrize("arch,name", CASES)
 def test_greedy_equals_hf_generate_and_cached_logits_equal_full_forward(arch, name):
   torch = pytest.importorskip("torch")
@@ -83,14 +100,16 @@ def test_ragged_batch_rows_equal_rows_alone(arch, name):
                                   if "rope_scaling" in kw else None))
   params = _random_params(cfg)
   rng = np.random.default_rng(2)
-  # Lengths 3..14: the LongRoPE rows cross 16 at different steps (one rebuild each).
-  prompts = [rng.integers(0, cfg.vocab_size, n).tolist() for n in (3, 14, 9)]
+  # Lengths 3..12: the LongRoPE rows cross 16 at different steps (one rebuild each);
+  # at most 12 + 20 = 32 positions, so every row alone shares one cache bucket.
+  prompts = [rng.integers(0, cfg.vocab_size, n).tolist() for n in (3, 12, 9)]
   gen = generate.Generator(cfg, params)
   together = gen.generate(prompts, max_new_tokens=20, return_logits=True)
-  for p, row in zip(prompts, together):
+  fulls = _prefix_logits_rows(cfg, params, [p + row.ids for p, row in zip(prompts, together)],
+                              [len(p) for p in prompts])
+  for p, row, full in zip(prompts, together, fulls):
     alone, = gen.generate([p], max_new_tokens=20)
     assert row.ids == alone.ids
-    full = _prefix_logits(cfg, params, p + row.ids, len(p))
     np.testing.assert_allclose(row.logits, full, atol=1e-4, rtol=0)
 
 

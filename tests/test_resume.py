@@ -62,10 +62,23 @@ def _start_and_wait(workdir, until_checkpoint, *extra):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def full_run(tmp_path_factory):
+  """The uninterrupted 10-step run: checkpoints 6, 8 and 10 (keep_last=3). Tests that
+  need a run directory with checkpoints start from a copy of it."""
   workdir = tmp_path_factory.mktemp("full")
   _run(workdir)
-  return _losses(workdir)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(full_run):
+  return _losses(full_run)
+
+
+def _copy_of(run_dir, tmp_path):
+  work = tmp_path / "run"
+  shutil.copytree(run_dir, work)
+  return work
 
 
 def test_kill9_and_rerun_is_bit_identical(tmp_path, uninterrupted):
@@ -99,23 +112,23 @@ def test_sigterm_checkpoints_and_rerun_continues(tmp_path, uninterrupted):
     assert got[step] == uninterrupted[step]
 
 
-def test_corrupt_newest_checkpoint_is_reported_and_skipped(tmp_path):
-  _run(tmp_path, "--config.train.steps=6")
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4", "6"]
-  for root, _, files in os.walk(tmp_path / "checkpoints" / "6" / "state"):
+def test_corrupt_newest_checkpoint_is_reported_and_skipped(tmp_path, full_run):
+  work = _copy_of(full_run, tmp_path)
+  assert sorted(os.listdir(work / "checkpoints")) == ["10", "6", "8"]
+  for root, _, files in os.walk(work / "checkpoints" / "10" / "state"):
     for f in files:
       if not f.startswith("_"):
         with open(os.path.join(root, f), "wb") as fh:
           fh.write(b"not a checkpoint")
-  rerun = _run(tmp_path, "--config.train.steps=8")
-  assert "checkpoint at step 6 is unreadable" in rerun.stderr
-  assert "resumed from step 4" in rerun.stderr
-  assert max(_losses(tmp_path)) == 8
+  rerun = _run(work, "--config.train.steps=12")
+  assert "checkpoint at step 10 is unreadable" in rerun.stderr
+  assert "resumed from step 8" in rerun.stderr
+  assert max(_losses(work)) == 12
 
 
-def test_different_model_in_run_dir_is_refused(tmp_path):
-  _run(tmp_path, "--config.train.steps=4")
-  proc = subprocess.run(_cmd(tmp_path, "--config.train.steps=6", "--config.model.num_layers=3"),
+def test_different_model_in_run_dir_is_refused(tmp_path, full_run):
+  work = _copy_of(full_run, tmp_path)
+  proc = subprocess.run(_cmd(work, "--config.train.steps=12", "--config.model.num_layers=3"),
                         capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=600)
   assert proc.returncode != 0
   assert "different model config" in proc.stderr and "num_layers" in proc.stderr

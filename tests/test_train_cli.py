@@ -13,7 +13,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = ["--config=configs/tiny.py:runlocal", "--config.train.steps=6",
          "--config.train.log_every=2", "--config.train.eval_every=4",
          "--config.train.save_every=3", "--config.train.samples=2",
-         "--config.train.sample_tokens=8", "--config.train.progress=false"]
+         "--config.train.sample_tokens=8", "--config.train.progress=false",
+         # Two held-out batches for the final eval: the whole-split default (~200
+         # batches of stdlib) is test_own_corpus's, checked there token for token.
+         "--config.train.final_eval_batches=2"]
 
 
 def train_cli(workdir, *args, devices=1):

@@ -1,0 +1,33 @@
+"""Test order for CI's ``pytest tests -n 2 --dist loadfile``: the longest files first.
+
+xdist hands out whole files; by default it sorts them by test count, which puts the
+files with a few long end-to-end tests (subprocess training runs) last, so one worker
+can still be in a 2-minute file while the other has nothing left. Longest first, the
+many short files at the end fill in and both workers finish close together. Only the
+order changes: every test still runs, and each file's tests in their own order.
+"""
+
+import os
+
+# Slowest first (measured on 2 cores); files not listed follow in collection order.
+LONGEST_FIRST = [
+    "test_generate.py", "test_attention_mesh.py", "test_sweep.py", "test_multihost.py",
+    "test_kernels.py",
+    "test_notebooks.py", "test_resume.py", "test_launch.py", "test_evaluate.py",
+    "test_export.py", "test_dpo.py", "test_wandb.py", "test_train_cli.py",
+    "test_code_eval.py", "test_model_hf.py", "test_own_corpus.py", "test_logs.py",
+    "test_curriculum_train.py", "test_execute.py", "test_sharpness.py", "test_plan.py",
+    "test_galore.py", "test_freeze.py",
+]
+_RANK = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+
+def pytest_configure(config):
+  # The scheduler's own reordering (by test count) would undo the order below.
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+  # A stable sort by file: each file's tests stay together and in their order.
+  items.sort(key=lambda item: _RANK.get(os.path.basename(str(item.path)), len(_RANK)))
