@@ -9,9 +9,10 @@
   ``eval_every``, ``save_every``, ...; ``train.wandb``: optional Weights & Biases
   logging (``project``, ``entity``, ``group``, ``name``, ``tags``, ``mode``; off while
   ``project`` is empty, see ``phijax.wandb_log``).
-- ``optim``: ``name`` (adamw | adam | sgd | lion | muon | galore), ``lr``, ``b1``, ``b2``, ``eps``,
-  ``weight_decay``, ``clip``; ``muon_beta``, ``muon_rms``; ``galore_rank``, ``galore_update_every``,
-  ``galore_scale``; ``mu_dtype``, ``freeze`` (``phijax.optim``).
+- ``optim``: ``name`` (adamw | adam | sgd | lion | muon | galore), ``lr``, ``b1``,
+  ``b2``, ``eps``, ``weight_decay``, ``clip``; ``muon_beta``, ``muon_rms``;
+  ``galore_rank``, ``galore_update_every``, ``galore_scale``; ``mu_dtype``, ``freeze``
+  (``phijax.optim``).
 - ``curriculum``: sequence-length warmup, LR schedule, stages (``phijax.curriculum``).
 - ``mesh``: ``data``, ``fsdp``, ``tensor`` sizes (-1 takes the remaining devices).
 
@@ -109,12 +110,12 @@ def default() -> ConfigDict:
   c.optim = ConfigDict(dict(
       name="adamw", lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0,
       muon_beta=0.95, muon_rms=0.2,  # muon_*: optim.name="muon" only
-      # The first moment (momentum) in this dtype, e.g. "bfloat16": a quarter less
-      # optimizer memory for Adam, half for Muon, Lion and SGD momentum. "" = float32
-      # like the parameters. Adam's second moment stays float32 (bf16 loses small v).
       # galore_*: optim.name="galore" only. GaLore's paper pretrains LLaMA with rank
       # 128-512 of hidden 512-2048, update_every 200 and scale 0.25.
       galore_rank=128, galore_update_every=200, galore_scale=0.25,
+      # The first moment (momentum) in this dtype, e.g. "bfloat16": a quarter less
+      # optimizer memory for Adam, half for Muon, Lion and SGD momentum. "" = float32
+      # like the parameters. Adam's second moment stays float32 (bf16 loses small v).
       mu_dtype="",
       # Comma-separated regexes over parameter paths ("embed", "layers_0/attn/.*"):
       # matching parameters get no update and no optimizer state (Kumar et al. 2022

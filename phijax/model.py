@@ -266,8 +266,9 @@ class Transformer(nn.Module):
   token's absolute slot in the cache; new keys/values are written there and queries
   attend to the slots at or before their own (and inside the sliding window). It
   returns ``(logits, new_cache)``; ``cache_visible`` (a static int above every
-  position) limits attention to the cache's first slots. ``long_rope_B`` picks LongRoPE factors per row;
-  ``logits_at_B`` keeps only position ``logits_at_B[b]`` of each row (``[B, 1, V]``).
+  position) limits attention to the cache's first slots. ``long_rope_B`` picks
+  LongRoPE factors per row; ``logits_at_B`` keeps only position ``logits_at_B[b]`` of
+  each row (``[B, 1, V]``).
 
   With ``cfg.random_position_offset`` and ``deterministic=False`` (training) each
   row's positions are shifted by one random offset (``random_position_offsets``, drawn

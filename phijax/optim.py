@@ -102,6 +102,11 @@ def freeze_labels(patterns: str):
   return labels
 
 
+def _is_dims(x) -> bool:
+  """A leaf of ``muon_dimension_numbers``' tree: a matrix's dimension numbers or None."""
+  return x is None or isinstance(x, optax.contrib.MuonDimensionNumbers)
+
+
 def galore_dimension_numbers(rank: int):
   """Muon's block matrices as GaLore's, checking that ``rank`` fits every one of them
   (optax would silently clamp it)."""
@@ -117,18 +122,17 @@ def galore_dimension_numbers(rank: int):
                          f"{path_string(path)} ({m} x {n}); use a rank <= {min(m, n)}")
       return optax.contrib.GaLoreDimensionNumbers(d.reduction_axis, d.output_axis)
     return jax.tree_util.tree_map_with_path(
-        check, params, muon_dimension_numbers(params),
-        is_leaf=lambda x: x is None or isinstance(x, optax.contrib.MuonDimensionNumbers))
+        check, params, muon_dimension_numbers(params), is_leaf=_is_dims)
   return dims
 
 
-def state_bytes_per_parameter(tx, params) -> float:
-  """Optimizer-state bytes per parameter (``params``: arrays or ShapeDtypeStructs)."""
-  state = jax.eval_shape(tx.init, params)
-  size = lambda tree: sum(int(np.prod(x.shape)) * x.dtype.itemsize
-                          for x in jax.tree_util.tree_leaves(tree))
+def state_bytes_per_parameter(opt_state, params) -> float:
+  """Optimizer-state bytes per parameter (arrays or ShapeDtypeStructs, e.g. the train
+  state's ``jax.eval_shape``)."""
+  size = sum(int(np.prod(x.shape)) * x.dtype.itemsize
+             for x in jax.tree_util.tree_leaves(opt_state))
   count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
-  return size(state) / max(count, 1)
+  return size / max(count, 1)
 
 
 def make_direction(cfg_optim) -> optax.GradientTransformation:
@@ -171,7 +175,7 @@ def _direction(cfg_optim) -> optax.GradientTransformation:
          "adam": adam()},
         lambda params: jax.tree_util.tree_map(
             lambda d: "adam" if d is None else "galore", muon_dimension_numbers(params),
-            is_leaf=lambda x: x is None or isinstance(x, optax.contrib.MuonDimensionNumbers))))
+            is_leaf=_is_dims)))
   elif name in ("adamw", "adam"):
     parts.append(optax.scale_by_adam(b1=cfg_optim.b1, b2=cfg_optim.b2, eps=cfg_optim.eps,
                                      mu_dtype=mu_dtype))

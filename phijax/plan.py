@@ -92,12 +92,10 @@ def plan(config, mesh_sizes: dict, activations: bool = True) -> dict:
   import jax
   import ml_collections
 
-  from phijax import optim, sharding
+  from phijax import attention, optim, sharding
+  from phijax.kernels.flash import UnsupportedAttention
   from phijax.model_config import ModelConfig
   from phijax.train_step import build
-
-  from phijax import attention
-  from phijax.kernels.flash import UnsupportedAttention
 
   mesh = sharding.make_mesh(ml_collections.ConfigDict(mesh_sizes), jax.devices("cpu")[:n])
   rules = sharding.parse_rules(config.mesh.rules)

@@ -279,7 +279,7 @@ def train(config, workdir: str) -> dict:
   best = (checkpoint.Checkpointer(os.path.join(workdir, "best"), keep=t.keep_best,
                                   best_metric=t.best_metric) if t.keep_best else None)
   abstract = jax.eval_shape(fns.init.jitted, jax.random.key(t.seed))
-  opt_bytes = optim.state_bytes_per_parameter(fns.tx, abstract.params)
+  opt_bytes = optim.state_bytes_per_parameter(abstract.opt_state, abstract.params)
   log.info("optimizer %s: %.2f bytes of state per parameter", config.optim.name, opt_bytes)
   restored = ckpt.restore_latest(checkpoint.abstract_like(abstract, fns.state_shardings))
   if restored is None:
@@ -386,8 +386,10 @@ def train(config, workdir: str) -> dict:
       pos.step += 1
       for probe in probe_list:
         if probe.due(pos.step):
+          probe_start = time.perf_counter()
           writer.write(pos.step, {"tokens": pos.tokens, **probe.measure(state, dev_batch,
                                                                           plan.lr)})
+          window_start += time.perf_counter() - probe_start  # not in tokens/s
       step_tokens = rows * cols  # the global batch
       pos.tokens += step_tokens
       window_tokens += step_tokens

@@ -49,7 +49,7 @@ def _ways(axes, mesh) -> int:
   return math.prod(mesh.shape[a] for a in axes)
 
 
-def layout(q, k):
+def layout():
   """``(mesh, q_spec, kv_spec)``: the ambient mesh and, per dimension of q and of k/v,
   the mesh axes the rules in force split it over; None when no multi-device mesh is
   in force (the kernel then runs as one call)."""
@@ -65,7 +65,7 @@ def layout(q, k):
 
 def unsupported_reason(q, k) -> str | None:
   """Why the kernel cannot run per shard under the ambient mesh (one line), or None."""
-  found = layout(q, k)
+  found = layout()
   if found is None:
     return None
   mesh, q_spec, kv_spec = found
@@ -90,17 +90,16 @@ def unsupported_reason(q, k) -> str | None:
 def call(kernel_fn, q, k, v, segment_ids=None, *, return_lse=False):
   """``kernel_fn(q, k, v, segment_ids)`` once per shard of the ambient mesh (or once,
   whole, where there is no multi-device mesh). ``unsupported_reason`` must be None."""
-  found = layout(q, k)
+  found = layout()
   if found is None:
     return kernel_fn(q, k, v, segment_ids)
-  mesh, q_spec, kv_spec = found
+  mesh, q_spec, _ = found  # unsupported_reason checked that k/v split like q
   batch, heads = q_spec[0] or None, q_spec[2] or None
   if batch and q.shape[0] % _ways(batch, mesh):
     batch = None  # e.g. one prompt, or init's dummy row: every shard takes all rows
-  qs, kvs = P(batch, None, heads, None), P(batch, None, heads, None)
-  seg = P(batch, None)
+  qs, seg = P(batch, None, heads, None), P(batch, None)  # q, k and v alike
   pair = isinstance(segment_ids, (tuple, list))
-  args, specs = [q, k, v], [qs, kvs, kvs]
+  args, specs = [q, k, v], [qs, qs, qs]
   if segment_ids is not None:
     segs = list(segment_ids) if pair else [segment_ids]
     args += segs
