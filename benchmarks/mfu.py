@@ -54,7 +54,8 @@ def one_case(args) -> dict:
   model_cfg = ModelConfig.from_dict(config.model)
   B, L = args.batch, args.seq or config.data.seq_len
   mesh = sharding.make_mesh(config.mesh)
-  fns = build(model_cfg, optim.make_direction(config.optim), mesh, sharding.DEFAULT_RULES)
+  fns = build(model_cfg, optim.make_direction(config.optim, width_mult=model_cfg.width_mult),
+              mesh, sharding.DEFAULT_RULES)
   row = dict(impl=impl, remat=remat, batch=B, seq=L, devices=len(jax.devices()),
              device=jax.devices()[0].device_kind, optimizer=config.optim.name,
              dtype=model_cfg.dtype)

@@ -36,6 +36,8 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--config", default="configs/tiny.py")
   p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--top", type=int, default=0,
+                 help="also list the N slowest HLO instructions with their name scope")
   args = p.parse_args()
   config = tt.load_config(args.config)
   fns, state, batch = tt.phijax_step_inputs(config)
@@ -58,17 +60,22 @@ def main():
     wall = (time.perf_counter() - t) / args.steps
     trace = json.load(gzip.open(glob.glob(f"{d}/**/*.trace.json.gz", recursive=True)[0]))
   events = trace["traceEvents"] if isinstance(trace, dict) else trace
-  total = collections.Counter()
+  total, per_op = collections.Counter(), collections.Counter()
   for e in events:
     name = op_names.get(e.get("name"))
     if e.get("ph") != "X" or name is None:
       continue  # runtime frames, Python frames, thread-pool waits
+    per_op[(e["name"], name)] += e["dur"] / 1e3 / args.steps
     part = next((LABELS.get(x, x) for x in PARTS if x in name), "other (loss, optimizer, ...)")
     total[(part, "bwd" if "transpose(" in name else "fwd")] += e["dur"] / 1e3 / args.steps
   ops = sum(total.values())
   print(f"{args.config}: {wall * 1e3:.0f} ms/step wall (profiled), {ops:.0f} ms in ops")
   for (part, pas), ms in total.most_common():
     print(f"  {part:34s} {pas}  {ms:7.1f} ms  {100 * ms / ops:5.1f}%")
+  if args.top:
+    print(f"slowest {args.top} HLO instructions (ms/step, name scope):")
+    for (inst, name), ms in per_op.most_common(args.top):
+      print(f"  {ms:7.2f}  {inst:28s} {name[-90:]}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from phijax import attention  # noqa: E402
+from phijax.kernels import xla_blocked  # noqa: E402
 
 
 def seconds(fn, args, iters):
@@ -40,10 +41,11 @@ def main():
   seg = jnp.ones((a.B, a.T), jnp.int32)  # packed rows pass segment ids, as training does
   impls = {"dense (xla_attention)": lambda q, k, v: attention.xla_attention(
                q, k, v, segment_ids=seg),
-           "blocked (impl=xla)": lambda q, k, v: attention.blocked_causal_attention(
-               q, k, v, segment_ids=seg)}
+           "blocked (impl=xla)": lambda q, k, v: attention.dot_product_attention(
+               q, k, v, segment_ids=seg, impl="xla")}
   print(f"B {a.B} T {a.T} H {a.H} D {a.D}, causal, fwd+bwd, blocks "
-        f"{attention.causal_blocks(a.T)}")
+        f"{xla_blocked.causal_blocks(a.T)}, {xla_blocked.group_size(a.B, a.H, a.T)} "
+        f"sequence(s) at a time")
   times = {}
   for name, f in impls.items():
     g = jax.jit(jax.grad(lambda q, k, v: jnp.sum(f(q, k, v) ** 2), argnums=(0, 1, 2)))

@@ -5,13 +5,17 @@ Layout is ``[batch, length, heads, head_dim]`` everywhere. Grouped-query attenti
 The implementation is picked by ``impl``:
 
   xla         plain jnp: causal self-attention by query blocks that skip the masked
-              upper triangle (``blocked_causal_attention``), otherwise the dense
-              reference ``xla_attention`` every kernel is tested against
+              upper triangle, a few sequences at a time, with a flash-style backward
+              (``phijax/kernels/xla_blocked.py``); otherwise the dense reference
+              ``xla_attention`` every kernel is tested against
   pallas_gpu  our Pallas flash attention, Triton lowering (phijax/kernels/gpu_triton.py)
   pallas_tpu  our Pallas flash attention, Mosaic TPU (phijax/kernels/tpu_mosaic.py)
   cudnn       jax.nn.dot_product_attention(implementation="cudnn")
   auto        pallas_gpu on GPU, pallas_tpu on TPU, xla elsewhere; a case the
               kernel cannot take falls back to xla with one warning
+  reference   always the dense ``xla_attention``, differentiated by autodiff through
+              every op: for forward-mode and higher derivatives (the sharpness probe's
+              Hessian-vector products), which the other impls' custom VJPs refuse
 
 Under a multi-device mesh the kernels (and cudnn) run once per shard through
 ``shard_map`` (``phijax/kernels/per_shard.py``): batch split like the rules' ``batch``,
@@ -37,7 +41,7 @@ import jax.numpy as jnp
 
 from phijax.kernels.flash import UnsupportedAttention  # no Pallas import: stays light
 
-IMPLS = ("xla", "pallas_gpu", "pallas_tpu", "cudnn", "auto")
+IMPLS = ("xla", "pallas_gpu", "pallas_tpu", "cudnn", "auto", "reference")
 INTERPRET_ENV = "PHIJAX_PALLAS_INTERPRET"
 
 _interpret_override = contextvars.ContextVar("phijax_pallas_interpret", default=None)
@@ -181,58 +185,15 @@ def cached_attention(q_BxTxHxD, k_BxSxKxD, v_BxSxKxD, q_positions_BxT, *, window
   return out.reshape(B, T, H, D).astype(q_BxTxHxD.dtype)
 
 
-# Query blocks for causal self-attention in XLA: at least this many rows each, at
-# most this many blocks (each block is its own set of ops, unrolled in the graph).
-BLOCK_MIN_ROWS = 64
-BLOCK_MAX_COUNT = 8
-
-
-def causal_blocks(T, window=None):
-  """``[(q_start, q_end, k_start), ...]``: query rows ``[q_start, q_end)`` see keys
-  ``[k_start, q_end)`` only (causal, and the window's left edge when set)."""
-  rows = max(BLOCK_MIN_ROWS, -(-T // BLOCK_MAX_COUNT))
-  return [(a, min(a + rows, T), 0 if window is None else max(0, a - int(window) + 1))
-          for a in range(0, T, rows)]
-
-
-def blocked_causal_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, *, segment_ids=None,
-                             window=None, scale=None):
-  """Causal self-attention computed by query blocks, each over its visible keys only.
-
-  Same result as ``xla_attention(causal=True)`` (to float rounding) at about half
-  the work for long rows: the score blocks above the diagonal (and left of a
-  sliding window) are never formed. Every query sees at least itself, so no row
-  needs the empty-row guard. ``segment_ids`` is one ``[B, T]`` array or None.
-  """
-  B, T, H, D = q_BxTxHxD.shape
-  K = k_BxTxKxD.shape[2]
-  G = H // K
-  scale = 1.0 / math.sqrt(D) if scale is None else scale
-  q = q_BxTxHxD.reshape(B, T, K, G, D)
-  outs = []
-  for a, b, lo in causal_blocks(T, window):
-    q_pos = jnp.arange(a, b)[:, None]
-    kv_pos = jnp.arange(lo, b)[None, :]
-    mask = kv_pos <= q_pos
-    if window is not None:
-      mask = mask & (kv_pos > q_pos - window)
-    mask = mask[None]
-    if segment_ids is not None:
-      mask = mask & (segment_ids[:, a:b, None] == segment_ids[:, None, lo:b])
-    p, _, _ = _attend(q[:, a:b], k_BxTxKxD[:, lo:b], v_BxTxKxD[:, lo:b], mask, scale)
-    o = jnp.einsum("bkgts,bskd->btkgd", p.astype(v_BxTxKxD.dtype), v_BxTxKxD[:, lo:b],
-                   preferred_element_type=jnp.float32)
-    outs.append(o.reshape(B, b - a, H, D))
-  return jnp.concatenate(outs, axis=1).astype(q_BxTxHxD.dtype)
-
-
 def _xla_impl(q, k, v, *, causal, segment_ids, window, scale):
-  """The ``xla`` impl: blocked when it saves work, else the dense reference."""
-  T, S = q.shape[1], k.shape[1]
-  if (causal and T == S and not isinstance(segment_ids, (tuple, list))
-      and len(causal_blocks(T, window)) > 1):
-    return blocked_causal_attention(q, k, v, segment_ids=segment_ids, window=window,
-                                    scale=scale)
+  """The ``xla`` impl: causal self-attention by cache-sized query blocks
+  (``phijax/kernels/xla_blocked.py``), anything else by the dense reference."""
+  if causal and q.shape[1] == k.shape[1] and not isinstance(segment_ids, (tuple, list)):
+    from phijax.kernels import per_shard, xla_blocked
+    found = per_shard.layout()
+    ways = 1 if found is None else per_shard.batch_ways(*found)
+    return xla_blocked.causal_attention(q, k, v, segment_ids=segment_ids, window=window,
+                                        scale=scale, mesh_batch_ways=ways)
   return xla_attention(q, k, v, causal=causal, segment_ids=segment_ids, window=window,
                        scale=scale)
 
@@ -290,7 +251,7 @@ def _choose_impl(impl, q, k, v, *, causal, segment_ids, window, interpret):
   """The impl that will run: ``auto`` resolved, unsupported cases handled."""
   if impl not in IMPLS:
     raise ValueError(f"unknown attention impl {impl!r}; choose one of {IMPLS}")
-  if impl == "xla":
+  if impl in ("xla", "reference"):
     return impl
   explicit = impl != "auto"
   if impl == "auto":
@@ -339,6 +300,9 @@ def dot_product_attention(q, k, v, *, causal=True, segment_ids=None, window=None
   interpret = _resolve_interpret(interpret)
   impl = _choose_impl(impl, q, k, v, causal=causal, segment_ids=segment_ids,
                       window=window, interpret=interpret)
+  if impl == "reference":
+    return xla_attention(q, k, v, causal=causal, segment_ids=segment_ids, window=window,
+                         scale=scale)
   if impl == "xla":
     return _xla_impl(q, k, v, causal=causal, segment_ids=segment_ids, window=window,
                      scale=scale)
@@ -367,7 +331,7 @@ def dot_product_attention_with_lse(q, k, v, *, causal=True, segment_ids=None,
   interpret = _resolve_interpret(interpret)
   impl = _choose_impl(impl, q, k, v, causal=causal, segment_ids=segment_ids,
                       window=window, interpret=interpret)
-  if impl == "xla":
+  if impl in ("xla", "reference"):
     return xla_attention(q, k, v, causal=causal, segment_ids=segment_ids,
                          window=window, scale=scale, return_lse=True)
   from phijax.kernels import per_shard

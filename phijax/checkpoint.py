@@ -203,33 +203,47 @@ def load_init_params(path: str, abstract_params):
   checkpoint written by ``python -m phijax.convert``, or a Hugging Face directory.
   Shapes must match the run's model; a mismatch names the parameter.
   """
-  import numpy as np
+  _, params = read_params(path)
+  return fit_params(params, abstract_params, path)
 
-  path = os.path.abspath(path)
+
+def read_params(path: str, what: str = "init_from"):
+  """``(model_config, params)`` from any of the directories ``load_init_params``
+  reads, as stored (host arrays, no shape check); ``what`` names the setting in
+  errors (``train.reference`` for a reference model)."""
+  path = os.path.abspath(os.path.expanduser(path))
   if os.path.isdir(os.path.join(path, "checkpoints")):
     if not run_steps(path):
-      raise FileNotFoundError(f"init_from: {path} has no checkpoints")
-    _, params, _ = load_run_params(path)
-  elif os.path.exists(os.path.join(path, "model_config.json")):
+      raise FileNotFoundError(f"{what}: {path} has no checkpoints")
+    model_cfg, params, _ = load_run_params(path)
+    return model_cfg, params
+  if os.path.exists(os.path.join(path, "model_config.json")):
     from phijax import params_io
-    _, params = params_io.load_params(path)
-  elif os.path.exists(os.path.join(path, "config.json")):
+    return params_io.load_params(path)
+  if os.path.exists(os.path.join(path, "config.json")):
     from phijax import convert
-    _, params = convert.from_hf(path)
-  else:
-    raise FileNotFoundError(f"init_from: {path} is not a phijax run directory, a phijax "
-                            "parameter checkpoint or a Hugging Face directory")
+    return convert.from_hf(path)
+  raise FileNotFoundError(f"{what}: {path} is not a phijax run directory, a phijax "
+                          "parameter checkpoint or a Hugging Face directory")
+
+
+def fit_params(params, abstract_params, path: str, what: str = "init_from"):
+  """``params`` (read from ``path``) as float32 arrays in ``abstract_params``' tree;
+  a missing parameter or another shape is an error naming it."""
+  import numpy as np
+
+  path = os.path.abspath(os.path.expanduser(path))
   want = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
   flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
   leaves = []
   for key, spec in want:
     name = jax.tree_util.keystr(key)
     if name not in flat:
-      raise ValueError(f"init_from: {path} has no parameter {name}; is it the same "
+      raise ValueError(f"{what}: {path} has no parameter {name}; is it the same "
                        "architecture?")
     value = np.asarray(flat[name], dtype=np.float32)
     if value.shape != spec.shape:
-      raise ValueError(f"init_from: parameter {name} has shape {value.shape} in {path} "
+      raise ValueError(f"{what}: parameter {name} has shape {value.shape} in {path} "
                        f"but the model needs {spec.shape}")
     leaves.append(value)
   return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract_params), leaves)

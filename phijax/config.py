@@ -81,7 +81,13 @@ def default() -> ConfigDict:
       # source against a frozen reference model; phijax.objectives).
       objective="lm",
       dpo_beta=0.1,  # DPO's beta: the strength of the pull toward the reference
-      reference="",  # dpo: the reference model (a run, params or HF dir); "" = init_from
+      # The frozen reference model (a run, params or HF dir) of dpo ("" = init_from) and
+      # of token_selection (required: a model trained on the data to emphasise).
+      reference="",
+      # Rho-1 (Lin et al. 2024), objective "lm": > 0 trains on this fraction (0, 1] of
+      # each batch's tokens, those whose loss most exceeds the reference model's (per
+      # micro-batch with microbatches > 1); 0 = off, every token.
+      token_selection=0.0,
       # Warm start params: a run dir, a phijax params dir or an HF dir; its
       # tokenizer.model, if it has one, is the run's tokenizer (data.tokenizer.path "").
       init_from="",

@@ -19,6 +19,8 @@ E head_dim, F mlp, V vocab.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
@@ -97,12 +99,17 @@ class Dense(nn.Module):
     kernel = self.param(
         "kernel", Partitioned(nn.initializers.normal(self.init_std), self.names),
         (*in_shape, *self.features), jnp.float32)
-    axes = tuple(range(x.ndim - self.n_in, x.ndim))
+    # One 2-D matmul, [tokens, fan_in] x [fan_in, fan_out]: XLA:CPU hands 2-D dots to
+    # its fast library kernels, while a dot contracting several dims (the weight
+    # gradient over batch and length) falls back to a generic one about 2x slower.
+    lead = x.shape[:x.ndim - self.n_in]
+    fan_in, fan_out = math.prod(in_shape), math.prod(self.features)
     # float32 accumulation whatever the compute dtype: more exact in bfloat16, and on
     # CPUs with AVX512-BF16 about 2x faster than a bfloat16-output dot.
-    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
-                            ((axes, tuple(range(self.n_in))), ((), ())),
-                            preferred_element_type=jnp.float32)
+    y = jax.lax.dot_general(x.astype(self.dtype).reshape(-1, fan_in),
+                            kernel.astype(self.dtype).reshape(fan_in, fan_out),
+                            (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+    y = y.reshape(*lead, *self.features)
     if self.use_bias:
       bias = self.param("bias", _zeros(self.names[self.n_in:]), self.features, jnp.float32)
       y = y + bias
@@ -111,7 +118,9 @@ class Dense(nn.Module):
 
 def _dense(cfg, features, names, name, use_bias, n_in=1):
   features = (features,) if isinstance(features, int) else tuple(features)
-  return Dense(features, names, use_bias, n_in, _dtype(cfg.dtype), cfg.init_std, name=name)
+  # Only block matrices come through here: under muP they start at hidden_init_std.
+  return Dense(features, names, use_bias, n_in, _dtype(cfg.dtype), cfg.hidden_init_std,
+               name=name)
 
 
 def _attention_with_dropout(q, k, v, *, segment_ids, window, rate, rng):
@@ -221,6 +230,11 @@ class Block(nn.Module):
     cfg = self.cfg
     dtype = _dtype(cfg.dtype)
     drop = nn.Dropout(self.resid_pdrop)
+
+    def branch(y):  # a residual branch as it is added; muP scales it (MiniCPM)
+      y = drop(y, deterministic=deterministic)
+      return y * cfg.residual_scale if cfg.mup else y
+
     attn = Attention(cfg, name="attn")
     norm = LayerNorm if cfg.arch == "phi" else RMSNorm
     h = norm(cfg.layer_norm_eps, dtype, name="input_norm")(x_BxTxD)
@@ -229,11 +243,11 @@ class Block(nn.Module):
       a, cache = a
     if cfg.arch == "phi":
       m = Mlp(cfg, name="mlp")(h)
-      out = x_BxTxD + drop(a, deterministic=deterministic) + drop(m, deterministic=deterministic)
+      out = x_BxTxD + branch(a) + branch(m)
     else:
-      x = x_BxTxD + drop(a, deterministic=deterministic)
+      x = x_BxTxD + branch(a)
       h = RMSNorm(cfg.layer_norm_eps, dtype, name="post_attention_norm")(x)
-      out = x + drop(Mlp(cfg, name="mlp")(h), deterministic=deterministic)
+      out = x + branch(Mlp(cfg, name="mlp")(h))
     out = constrain(out.astype(dtype), ("batch", "length", "embed"))
     return out if cache is None else (out, cache)
 
@@ -268,7 +282,9 @@ class Transformer(nn.Module):
   returns ``(logits, new_cache)``; ``cache_visible`` (a static int above every
   position) limits attention to the cache's first slots. ``long_rope_B`` picks
   LongRoPE factors per row; ``logits_at_B`` keeps only position ``logits_at_B[b]`` of
-  each row (``[B, 1, V]``).
+  each row (``[B, 1, V]``). ``head_inputs=True`` returns ``(x, lm_head, lm_head_bias or
+  None)`` instead of logits: the final hidden states and the head's parameters, for a
+  loss that applies the head chunk by chunk (``phijax.head_loss``).
 
   With ``cfg.random_position_offset`` and ``deterministic=False`` (training) each
   row's positions are shifted by one random offset (``random_position_offsets``, drawn
@@ -279,7 +295,7 @@ class Transformer(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None, *,
                deterministic: bool = True, cache=None, cache_visible=None, long_rope_B=None,
-               logits_at_B=None):
+               logits_at_B=None, head_inputs: bool = False):
     cfg = as_model_config(self.cfg)
     dtype = _dtype(cfg.dtype)
     B, T = tokens_BxT.shape
@@ -292,9 +308,12 @@ class Transformer(nn.Module):
     embed = self.param("embed", _normal(cfg, ("vocab", "embed")),
                        (cfg.vocab_size, cfg.hidden_size), jnp.float32)
     x = jnp.take(embed, tokens_BxT, axis=0).astype(dtype)
+    if cfg.mup:  # MiniCPM's scale_emb
+      x = x * cfg.mup_scale_emb
     if cfg.arch == "phi":  # HF Phi3 accepts embd_pdrop but never applies it
       x = nn.Dropout(cfg.embd_pdrop)(x, deterministic=deterministic)
     x = constrain(x, ("batch", "length", "embed"))
+    self.sow("intermediates", "embedding", x)  # for phijax.mup_check; else a no-op
     cos, sin = rope.cos_sin(cfg, positions_BxT, long_rope_B)
 
     if cache is not None:
@@ -318,12 +337,22 @@ class Transformer(nn.Module):
       x = LayerNorm(cfg.layer_norm_eps, dtype, name="final_norm")(x)
     else:
       x = RMSNorm(cfg.layer_norm_eps, dtype, name="final_norm")(x)
+    if cfg.mup:
+      # MiniCPM divides the hidden states (not the bias) by width_mult; lm_head keeps
+      # the plain init_std and learning rate, as muP's readout (and MiniCPM's lm_head,
+      # tied to the embedding) does: this division alone keeps its updates' effect
+      # on the logits flat in width.
+      x = x / cfg.width_mult
     w = self.param("lm_head", _normal(cfg, ("embed", "vocab")),
                    (cfg.hidden_size, cfg.vocab_size), jnp.float32)
-    logits = jnp.einsum("btd,dv->btv", x, w.astype(dtype),
-                        preferred_element_type=jnp.float32)
+    b = None
     if cfg.arch == "phi":
       b = self.param("lm_head_bias", _zeros(("vocab",)), (cfg.vocab_size,), jnp.float32)
+    if head_inputs:  # the caller applies the head itself (phijax.head_loss)
+      return x, w, b
+    logits = jnp.einsum("btd,dv->btv", x, w.astype(dtype),
+                        preferred_element_type=jnp.float32)
+    if b is not None:
       logits = logits + b
     logits = constrain(logits, ("batch", "length", "vocab"))
     return logits if cache is None else (logits, tuple(new_cache))

@@ -55,6 +55,20 @@ class ModelConfig:
   remat: str = "none"
   attention_impl: str = "xla"
   init_std: float = 0.02
+  # muP as MiniCPM's "model wind tunnel" (Hu et al. 2024, arXiv 2404.06395; their HF
+  # code's scale_emb, scale_depth, dim_model_base), so that hyperparameters tuned at a
+  # small width carry over to a wider model. With mup, width_mult = hidden_size /
+  # mup_dim_model_base and: the embedding output is multiplied by mup_scale_emb; each
+  # residual branch (attention, MLP) by mup_scale_depth / sqrt(num_layers) before it
+  # is added; the final hidden states are divided by width_mult before lm_head; the
+  # block matrices start at init_std / sqrt(width_mult) and take 1 / width_mult of the
+  # learning rate (phijax.optim; embeddings, lm_head, norms and biases keep it). Off,
+  # the compiled model is exactly the standard one. A mup model has no Hugging Face
+  # Phi equivalent, so it cannot be exported with to_hf.
+  mup: bool = False
+  mup_scale_emb: float = 12.0
+  mup_scale_depth: float = 1.4
+  mup_dim_model_base: int = 256
 
   def __post_init__(self):
     if self.rope_scaling is not None and not isinstance(self.rope_scaling, _FrozenDict):
@@ -96,6 +110,10 @@ class ModelConfig:
       bad("resid_pdrop_schedule", f"{self.resid_pdrop_schedule!r} is not 'constant' or 'linear'")
     if self.sliding_window is not None and self.sliding_window <= 0:
       bad("sliding_window", "must be a positive number of keys or None")
+    for name in ("mup_scale_emb", "mup_scale_depth", "mup_dim_model_base"):
+      if not getattr(self, name) > 0:
+        bad(name, f"must be positive, got {getattr(self, name)} (MiniCPM uses "
+            f"{getattr(ModelConfig, name)})")
     if self.rope_scaling is not None:
       rs = self.rope_scaling
       for key in ("short_factor", "long_factor", "original_max_position_embeddings"):
@@ -125,6 +143,22 @@ class ModelConfig:
     if self.position_encoding == "nope":
       return 0
     return int(self.dim_per_head * self.partial_rotary_factor)
+
+  @property
+  def width_mult(self) -> float:
+    """muP's width multiplier ``hidden_size / mup_dim_model_base``; 1.0 without mup."""
+    return self.hidden_size / self.mup_dim_model_base if self.mup else 1.0
+
+  @property
+  def residual_scale(self) -> float:
+    """What muP multiplies each residual branch by; 1.0 without mup."""
+    return self.mup_scale_depth / self.num_layers ** 0.5 if self.mup else 1.0
+
+  @property
+  def hidden_init_std(self) -> float:
+    """Init std of the block matrices: muP's fan-in scaling keeps their outputs O(1)
+    as the width grows."""
+    return self.init_std / self.width_mult ** 0.5 if self.mup else self.init_std
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)

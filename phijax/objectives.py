@@ -7,11 +7,18 @@ loop calls these pieces and knows no objective by name.
 - ``dpo`` (Rafailov et al. 2023): preference pairs from one ``preferences`` source, a
   frozen reference model (``train.reference``, default the warm start
   ``train.init_from``); held-out DPO loss, reward accuracy and margin.
+- ``lm`` with ``train.token_selection`` > 0 (Rho-1, Lin et al. 2024, selective language
+  modelling): the same data, the loss over only that fraction of the tokens, those
+  whose loss most exceeds a reference model's (``train.reference``: a model trained on
+  clean data, same architecture and tokenizer; there is no default). The log adds the
+  loss over all tokens (``lm_loss``), ``selected_fraction`` and ``excess_loss``;
+  held-out evaluation stays plain language modelling, so it compares with ``lm`` runs.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 
@@ -24,6 +31,40 @@ from phijax.train_step import BATCH_KEYS, PAIR_KEYS, device_batch
 # each process's shards on its devices: N processes train on exactly the rows, in the
 # order, one process would. The cost: each host builds the whole global batch.
 WHOLE = dict(process_index=0, process_count=1)
+
+
+def check(config) -> None:
+  """The objective's settings, before the run directory is written to."""
+  t = config.train
+  ratio = t.token_selection
+  if not 0.0 <= ratio <= 1.0:  # NaN fails too
+    raise ConfigError(f"train.token_selection={ratio} is the fraction of tokens kept: 0 "
+                      "(off) or a value in (0, 1]")
+  if not ratio:
+    return
+  if t.objective != "lm":
+    raise ConfigError(f"train.token_selection (Rho-1) selects tokens of the language-"
+                      f"modelling loss; it does not take train.objective={t.objective!r}: "
+                      "set train.token_selection=0 or train.objective='lm'")
+  if not t.reference:
+    raise ConfigError("train.token_selection needs a reference model: set "
+                      "train.reference to a run, params or HF directory of a model trained "
+                      "on the data you want to emphasise (same architecture and tokenizer)")
+
+
+def load_reference(path, fns, what="init_from", vocab_size=None):
+  """A frozen model's parameters, loaded once and sharded like the run's. With the
+  run's ``vocab_size``, a reference with another vocabulary is an error naming both
+  (before the shape check, which would name the embedding)."""
+  ref_cfg, params = checkpoint.read_params(path, what)
+  if vocab_size is not None and ref_cfg.vocab_size != vocab_size:
+    raise ConfigError(
+        f"{what}: {path} has a vocabulary of {ref_cfg.vocab_size} tokens but this run's "
+        f"model has {vocab_size} (model.vocab_size); use a reference trained with this "
+        "run's tokenizer and vocabulary size")
+  abstract = jax.eval_shape(fns.init.jitted, jax.random.key(0)).params
+  params = checkpoint.fit_params(params, abstract, path, what)
+  return jax.device_put(params, fns.state_shardings.params)
 
 
 class LanguageModeling:
@@ -82,9 +123,7 @@ class DirectPreference(LanguageModeling):
       raise ConfigError("train.objective='dpo' needs a reference model: set "
                         "train.init_from (the model to tune, also the reference) or "
                         "train.reference")
-    abstract = jax.eval_shape(fns.init.jitted, jax.random.key(0)).params
-    params = checkpoint.load_init_params(reference, abstract)
-    self.reference = jax.device_put(params, fns.state_shardings.params)
+    self.reference = load_reference(reference, fns)
     self.step_args = (self.reference,)
 
   def train_iterator(self, stage_plan, state=None):
@@ -124,6 +163,44 @@ class DirectPreference(LanguageModeling):
     return "held-out " + self.describe(ev)
 
 
+class SelectiveLanguageModeling(LanguageModeling):
+  """Rho-1: language modelling on the tokens whose loss most exceeds the reference
+  model's. The step (``train_step.build(token_selection=...)``) takes the reference's
+  parameters, loaded once and sharded like the model's; a resumed run loads them
+  again (the selection keeps no state of its own)."""
+
+  log_keys = ("lm_loss", "selected_fraction", "excess_loss")
+
+  def __init__(self, config, tok, fns):
+    super().__init__(config, tok, fns)
+    path = os.path.abspath(os.path.expanduser(config.train.reference))
+    check_reference_tokenizer(path, tok)  # the two losses must read the same token ids
+    self.reference = load_reference(path, fns, "train.reference",
+                                    vocab_size=config.model.vocab_size)
+    self.step_args = (self.reference,)
+
+
+def check_reference_tokenizer(path, tok) -> None:
+  """A reference directory that keeps a ``tokenizer.model`` (a run's, or one
+  ``python -m phijax.convert`` wrote) must hold the run's tokenizer, byte for byte:
+  the same ids must mean the same text for the two losses to compare."""
+  ref = os.path.join(path, "tokenizer.model")
+  if not os.path.isfile(ref):
+    return
+  with open(ref, "rb") as f:
+    same = f.read() == tok.model_proto
+  if not same:
+    ours = tok.name or "the run's tokenizer.model"
+    raise ConfigError(
+        f"train.reference: its tokenizer {ref} differs from this run's ({ours}): token "
+        "selection compares the two models' losses on the same token ids; train with "
+        f"--config.data.tokenizer.path={ref} (in a new run directory), or use a reference "
+        "trained with this run's tokenizer")
+
+
 def make(config, tok, fns):
+  check(config)
+  if config.train.objective == "lm" and config.train.token_selection:
+    return SelectiveLanguageModeling(config, tok, fns)
   return {"lm": LanguageModeling, "dpo": DirectPreference}[config.train.objective](
       config, tok, fns)

@@ -23,6 +23,15 @@ are ``r x n`` (or ``m x r``), plus the ``m x r`` projector.
 Lion's and SGD's momentum) in that dtype to save optimizer memory; the arithmetic
 of each update still runs in float32 and the second moment stays float32.
 
+``make_direction(cfg_optim, width_mult=...)``: muP (``model.mup``; pass the model
+config's ``width_mult``): the block matrices' direction, weight decay included, is
+multiplied by ``1 / width_mult``, i.e. their learning rate is ``lr / width_mult``, as
+MiniCPM's per-group learning rates; embeddings, ``lm_head``, norms and biases keep
+``lr`` (muP's input and readout weights: the model divides the readout's input by
+``width_mult`` instead). For every optimizer whose update is sized per entry like
+Adam's (adamw, adam, lion, muon at ``muon_rms``, galore); sgd would need other
+scalings and is refused.
+
 ``optim.freeze`` (comma-separated regexes searched in each parameter's path, e.g.
 ``embed`` or ``layers_0/.*``): matching parameters take ``optax.set_to_zero`` through
 ``optax.multi_transform``, so they get no update and hold no optimizer state; the
@@ -135,8 +144,30 @@ def state_bytes_per_parameter(opt_state, params) -> float:
   return size / max(count, 1)
 
 
-def make_direction(cfg_optim) -> optax.GradientTransformation:
-  tx = _direction(cfg_optim)
+def block_matrix_mask(params):
+  """True on the block matrices (Muon's and GaLore's), False elsewhere."""
+  return jax.tree_util.tree_map(lambda d: d is not None, muon_dimension_numbers(params),
+                                is_leaf=_is_dims)
+
+
+def mup_scaling(name: str, width_mult: float):
+  """The block matrices' direction times ``1 / width_mult`` (muP's hidden learning rate),
+  or None where muP is off."""
+  if width_mult == 1.0:
+    return None
+  if not width_mult > 0:
+    raise ValueError(f"width_mult must be positive, got {width_mult}")
+  if name == "sgd":
+    raise ValueError("optim.name='sgd' with model.mup: muP's 1/width_mult learning rate "
+                     "is for Adam-like updates (SGD needs other per-layer scalings); use "
+                     "adamw, adam, lion, muon or galore, or turn model.mup off")
+  return optax.masked(optax.scale(1.0 / width_mult), block_matrix_mask)
+
+
+def make_direction(cfg_optim, *, width_mult: float = 1.0) -> optax.GradientTransformation:
+  """``cfg_optim`` is ``config.optim``; ``width_mult`` is the model config's (muP; 1.0
+  otherwise, which leaves the transformation as it was)."""
+  tx = _direction(cfg_optim, mup_scaling(cfg_optim.name, width_mult))
   freeze = cfg_optim.get("freeze", "")
   if not freeze:
     return tx
@@ -144,7 +175,7 @@ def make_direction(cfg_optim) -> optax.GradientTransformation:
                                freeze_labels(freeze))
 
 
-def _direction(cfg_optim) -> optax.GradientTransformation:
+def _direction(cfg_optim, mup=None) -> optax.GradientTransformation:
   name = cfg_optim.name
   mu_dtype = _mu_dtype(cfg_optim)
   parts = []
@@ -188,5 +219,7 @@ def _direction(cfg_optim) -> optax.GradientTransformation:
     raise ValueError(f"optim.name: unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
   if cfg_optim.weight_decay and name != "adam":
     parts.append(optax.add_decayed_weights(cfg_optim.weight_decay, mask=decay_mask))
+  if mup is not None:  # after weight decay: a group's lr scales its decay too (torch)
+    parts.append(mup)
   parts.append(optax.scale(-1.0))
   return optax.chain(*parts)

@@ -102,7 +102,8 @@ def plan(config, mesh_sizes: dict, activations: bool = True) -> dict:
 
   def step_fns(impl):
     model_cfg = dataclasses.replace(ModelConfig.from_dict(config.model), attention_impl=impl)
-    return build(model_cfg, optim.make_direction(config.optim), mesh, rules,
+    tx = optim.make_direction(config.optim, width_mult=model_cfg.width_mult)
+    return build(model_cfg, tx, mesh, rules,
                  microbatches=config.train.microbatches)
 
   fns = step_fns("xla")

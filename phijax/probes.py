@@ -80,10 +80,11 @@ class Sharpness:
     self.b1, self.b2, self.eps = float(cfg_optim.b1), float(cfg_optim.b2), float(cfg_optim.eps)
     self.batch = None
 
-    # Forward-over-reverse needs a jvp of every op: the xla attention and a plain
-    # log-softmax, not the kernels' and the fused cross entropy's custom VJPs (the
-    # same function; only how its gradient is computed differs).
-    model = Transformer(dataclasses.replace(model_cfg, attention_impl="xla"))
+    # Forward-over-reverse needs a jvp of every op: the dense reference attention and
+    # a plain log-softmax, not the xla impl's, the kernels' and the fused cross
+    # entropy's custom VJPs (the same function; only how its gradient is computed
+    # differs).
+    model = Transformer(dataclasses.replace(model_cfg, attention_impl="reference"))
 
     def loss(params, batch):
       logits = model.apply({"params": params}, batch["inputs"], batch["positions"],

@@ -59,6 +59,7 @@ def check_config(config, mesh) -> None:
   if config.data.seq_len > config.model.max_position_embeddings:
     raise ConfigError(f"data.seq_len={config.data.seq_len} exceeds "
                       f"model.max_position_embeddings={config.model.max_position_embeddings}")
+  objectives.check(config)
   wandb_log.check(config.train.wandb)  # asked for but not installed: fail before building
 
 
@@ -271,9 +272,11 @@ def train(config, workdir: str) -> dict:
   _write_config(config, workdir)
 
   t = config.train
-  fns = build(model_cfg, optim.make_direction(config.optim), mesh, rules,
+  tx = optim.make_direction(config.optim, width_mult=model_cfg.width_mult)  # 1.0 without muP
+  fns = build(model_cfg, tx, mesh, rules,
               microbatches=t.microbatches, z_loss=t.z_loss, seed=t.seed,
-              objective=t.objective, dpo_beta=t.dpo_beta)
+              objective=t.objective, dpo_beta=t.dpo_beta,
+              token_selection=t.token_selection)
   objective = objectives.make(config, tok, fns)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_last)
   best = (checkpoint.Checkpointer(os.path.join(workdir, "best"), keep=t.keep_best,

@@ -8,11 +8,18 @@ loss is the masked mean over the whole batch; with ``microbatches > 1`` gradient
 the summed loss are accumulated over micro-batches and divided once by the total
 mask, so accumulation equals one big batch. A step whose loss or gradient is not
 finite leaves the state unchanged and is counted.
+
+``token_selection`` in (0, 1] (Rho-1's selective language modelling, Lin et al. 2024):
+``train_step(state, batch, lr, ref_params)`` scores every token by how much its loss
+exceeds a frozen reference model's and trains on the top fraction only (``slm_sums``;
+with micro-batches, each micro-batch keeps its own top fraction). 0 compiles the plain
+step, the same program as before the switch existed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fractions
 from typing import Any
 
 import flax
@@ -23,7 +30,7 @@ import optax
 from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from phijax import losses, sharding
+from phijax import head_loss, losses, sharding
 from phijax.model import Transformer
 
 BATCH_DTYPES = {"inputs": jnp.int32, "targets": jnp.int32, "positions": jnp.int32,
@@ -32,6 +39,42 @@ BATCH_KEYS = tuple(BATCH_DTYPES)
 # DPO batches (phijax.data.preferences) also mark their real pairs: [2B, 1].
 PAIR_KEYS = BATCH_KEYS + ("pair_mask",)
 OBJECTIVES = ("lm", "dpo")
+
+
+def select_top(scores_BxT, valid_BxT, ratio: float):
+  """1.0 on the ``ceil(ratio * n)`` of the ``n`` valid tokens with the highest scores
+  (at least one), 0.0 elsewhere; invalid tokens are never selected.
+
+  Over the whole ``[B, T]`` array, whatever its sharding (GSPMD gathers it for the
+  sort). Ties go to the earlier token in row-major order, so the choice is
+  deterministic.
+  """
+  valid = valid_BxT.reshape(-1)
+  # Invalid tokens sort last: their key is +inf (a valid token's is -score, finite).
+  key = jnp.where(valid, -scores_BxT.reshape(-1).astype(jnp.float32), jnp.inf)
+  order = jnp.argsort(key, stable=True)  # stable: ties keep the row-major order
+  rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
+  k = selected_count(jnp.sum(valid.astype(jnp.int32)), ratio)
+  return ((rank < k) & valid).astype(jnp.float32).reshape(scores_BxT.shape)
+
+
+def selected_count(n, ratio: float):
+  """``max(ceil(ratio * n), 1)`` for an int32 token count ``n``, exactly: ``ratio`` is
+  read as the nearest fraction p/q with q <= 10,000 and the count computed in int32
+  without overflow (in floats ``0.7 * 10`` is 7.000000000000001, and ceil gives 8)."""
+  frac = fractions.Fraction(ratio).limit_denominator(10_000)
+  p, q = frac.numerator, frac.denominator
+  return jnp.maximum((n // q) * p + ((n % q) * p + q - 1) // q, 1)
+
+
+def metric_mean(value, denom):
+  """An objective's metric from its summed value: divided by the step's ``count``
+  (``denom``), or a ``(sum, denominator)`` pair for one with a denominator of its own
+  (Rho-1's loss over all tokens, while ``count`` is the selected tokens)."""
+  if isinstance(value, tuple):
+    total, own = value
+    return total / jnp.maximum(own, 1.0)
+  return value / denom
 
 
 @flax.struct.dataclass
@@ -75,20 +118,31 @@ class StepFns:
   compile_train_step: Any  # (rows, cols) -> AOT-compiled train_step for that shape
   train_step: Any  # (state, batch, lr) -> (state, metrics)
   eval_step: Any  # (params, batch) -> sums
+  lower_train_step: Any  # (rows, cols) -> the train step lowered for that shape (HLO)
   mesh: Any
   rules: Any
 
 
 def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 0.0,
-          seed: int = 0, objective: str = "lm", dpo_beta: float = 0.1) -> StepFns:
+          seed: int = 0, objective: str = "lm", dpo_beta: float = 0.1,
+          token_selection: float = 0.0) -> StepFns:
   """The step functions. ``objective="dpo"``: batches of preference pairs
   (``phijax.data.preferences``), and ``train_step(state, batch, lr, ref_params)``
-  takes the frozen reference model's parameters (sharded like ``params``)."""
+  takes the frozen reference model's parameters (sharded like ``params``).
+  ``token_selection`` > 0 (``lm`` only): the step takes the reference's parameters
+  the same way and trains on that fraction of the tokens (``slm_sums``)."""
   if objective not in OBJECTIVES:
     raise ValueError(f"train.objective={objective!r}; choose one of {OBJECTIVES}")
   if objective == "dpo" and microbatches > 1:
     raise ValueError("train.objective='dpo' does not take train.microbatches > 1 yet "
                      "(a micro-batch would split chosen rows from their rejected ones)")
+  if not 0.0 <= token_selection <= 1.0:
+    raise ValueError(f"train.token_selection={token_selection} is the fraction of tokens "
+                     "kept: 0 (off) or a value in (0, 1]")
+  if token_selection and objective != "lm":
+    raise ValueError(f"train.token_selection selects tokens of the language-modelling "
+                     f"loss; it does not take train.objective={objective!r}")
+  takes_reference = objective == "dpo" or token_selection > 0
   model = Transformer(model_cfg)
   rules = list(rules)
   dummy = jnp.zeros((1, 8), jnp.int32)
@@ -115,12 +169,14 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
 
   def lm_sums(params, batch, rng, ref_params):
     del ref_params
-    logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
-                         batch["segment_ids"], deterministic=False, rngs={"dropout": rng})
-    nll, objective = losses.token_losses(logits, batch["targets"], z_loss)
+    # The head and its cross entropy a chunk of positions at a time, gradients made
+    # in the same pass (phijax.head_loss): no [B, T, V] logits in memory.
+    x, w, b = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                          batch["segment_ids"], deterministic=False, rngs={"dropout": rng},
+                          head_inputs=True)
     mask = batch["loss_mask"]
-    return losses.masked_sum(objective, mask), {
-        "nll_sum": losses.masked_sum(nll, mask), "count": jnp.sum(mask.astype(jnp.float32))}
+    objective, nll_sum = head_loss.head_loss_sums(x, w, b, batch["targets"], mask, z_loss)
+    return objective, {"nll_sum": nll_sum, "count": jnp.sum(mask.astype(jnp.float32))}
 
   def dpo_sums(params, batch, rng, ref_params, deterministic=False):
     """Summed DPO loss over the real pairs, and its metrics' sums ("nll_sum" is the
@@ -140,7 +196,32 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
                    "reward_margin": jnp.sum(m["reward_margin"] * w),
                    "reward_accuracy": jnp.sum(m["reward_accuracy"] * w)}
 
-  loss_sums = dpo_sums if objective == "dpo" else lm_sums
+  def slm_sums(params, batch, rng, ref_params):
+    """Rho-1: the summed loss over the selected tokens, those whose loss most exceeds
+    the reference model's (``select_top``), and its metrics' sums. The excess reads the
+    same (dropout) forward the loss does; the reference runs without dropout."""
+    logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                         batch["segment_ids"], deterministic=False, rngs={"dropout": rng})
+    nll, objective = losses.token_losses(logits, batch["targets"], z_loss)
+    ref_logits = model.apply({"params": ref_params}, batch["inputs"], batch["positions"],
+                             batch["segment_ids"], deterministic=True)
+    ref_nll = jax.lax.stop_gradient(losses.token_losses(ref_logits, batch["targets"])[0])
+    excess = jax.lax.stop_gradient(nll) - ref_nll
+    mask = batch["loss_mask"].astype(jnp.float32)
+    valid = mask > 0
+    selected = select_top(excess, valid, token_selection)
+    weight = mask * selected  # the loss mask's weights, on the selected tokens only
+    return losses.masked_sum(objective, weight), {
+        "nll_sum": losses.masked_sum(nll, weight), "count": jnp.sum(weight),
+        "excess_loss": losses.masked_sum(excess, weight),
+        # Own denominators (metric_mean): comparable with a plain LM run's loss.
+        "lm_loss": (losses.masked_sum(nll, mask), jnp.sum(mask)),
+        "selected_fraction": (jnp.sum(selected), jnp.sum(valid.astype(jnp.float32)))}
+
+  if objective == "dpo":
+    loss_sums = dpo_sums
+  else:
+    loss_sums = slm_sums if token_selection else lm_sums
 
   grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
 
@@ -148,22 +229,31 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
     rng = jax.random.fold_in(state.rng, state.step)
     if microbatches == 1:
       (_, aux), grads = grad_fn(state.params, batch, rng, ref_params)
-      nll_sum, count = aux["nll_sum"], aux["count"]
+      aux = dict(aux)
+      nll_sum, count = aux.pop("nll_sum"), aux.pop("count")
     else:
-      aux = {}
       micro = jax.tree_util.tree_map(
           lambda x: x.reshape(microbatches, x.shape[0] // microbatches, *x.shape[1:]), batch)
 
       def body(carry, xs):
-        g_acc, nll_acc, n_acc = carry
+        g_acc, nll_acc, n_acc, aux_acc = carry
         mb, i = xs
         (_, a), g = grad_fn(state.params, mb, jax.random.fold_in(rng, i), ref_params)
-        nll, n = a["nll_sum"], a["count"]
-        return (jax.tree_util.tree_map(jnp.add, g_acc, g), nll_acc + nll, n_acc + n), None
+        a = dict(a)
+        nll, n = a.pop("nll_sum"), a.pop("count")
+        return (jax.tree_util.tree_map(jnp.add, g_acc, g), nll_acc + nll, n_acc + n,
+                jax.tree_util.tree_map(jnp.add, aux_acc, a)), None
 
+      # The objective's other sums add up over micro-batches too (the plain LM
+      # objective has none: its carry, and program, stay as they were).
+      first = jax.tree_util.tree_map(lambda x: x[0], micro)
+      extra = dict(jax.eval_shape(loss_sums, state.params, first, rng, ref_params)[1])
+      del extra["nll_sum"], extra["count"]
       zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
-      (grads, nll_sum, count), _ = jax.lax.scan(
-          body, (zeros, jnp.zeros(()), jnp.zeros(())), (micro, jnp.arange(microbatches)))
+      (grads, nll_sum, count, aux), _ = jax.lax.scan(
+          body, (zeros, jnp.zeros(()), jnp.zeros(()),
+                 jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), extra)),
+          (micro, jnp.arange(microbatches)))
     denom = jnp.maximum(count, 1.0)
     grads = jax.tree_util.tree_map(lambda g: g / denom, grads)
     loss = nll_sum / denom
@@ -182,8 +272,8 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
     metrics = {"loss": loss, "grad_norm": grad_norm, "loss_tokens": count,
                "nonfinite": (~finite).astype(jnp.int32),
                "nonfinite_streak": new_state.nonfinite_streak,
-               # the objective's own metrics (DPO's rewards), as means
-               **{k: v / denom for k, v in aux.items() if k not in ("nll_sum", "count")}}
+               # the objective's own metrics (DPO's rewards, Rho-1's), as means
+               **{k: metric_mean(v, denom) for k, v in aux.items()}}
     return new_state, metrics
 
   def eval_step(params, batch):
@@ -199,7 +289,7 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
     _, sums = dpo_sums(params, batch, None, ref_params, deterministic=True)
     return sums
 
-  ref_shardings = (param_shardings,) if objective == "dpo" else ()
+  ref_shardings = (param_shardings,) if takes_reference else ()
   jit_init = jax.jit(init, out_shardings=state_shardings)
   jit_train = jax.jit(train_step,
                       in_shardings=(state_shardings, batch_sharding, None, *ref_shardings),
@@ -219,27 +309,31 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
     wrapped.jitted = f
     return wrapped
 
-  def compile_train_step(rows: int, cols: int):
-    """Ahead-of-time compile for one batch shape (one sequence-length bucket)."""
+  def lower_train_step(rows: int, cols: int):
+    """The train step lowered for one batch shape, ready to compile."""
     state_abs = jax.tree_util.tree_map(
         lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
         jax.eval_shape(init, jax.random.key(0)), state_shardings)
     batch_abs = {k: jax.ShapeDtypeStruct((rows, cols), dt, sharding=batch_sharding)
                  for k, dt in BATCH_DTYPES.items()}
-    extra = ()
-    if objective == "dpo":  # the pair mask, and the reference model's parameters
+    if objective == "dpo":  # the pair mask
       batch_abs["pair_mask"] = jax.ShapeDtypeStruct((rows, 1), jnp.float32,
                                                     sharding=batch_sharding)
-      extra = (state_abs.params,)
+    extra = (state_abs.params,) if takes_reference else ()  # the reference's parameters
     with sharding.mesh_context(mesh), nn.logical_axis_rules(rules):
       return jit_train.lower(state_abs, batch_abs, jax.ShapeDtypeStruct((), jnp.float32),
-                             *extra).compile()
+                             *extra)
+
+  def compile_train_step(rows: int, cols: int):
+    """Ahead-of-time compile for one batch shape (one sequence-length bucket)."""
+    with sharding.mesh_context(mesh), nn.logical_axis_rules(rules):
+      return lower_train_step(rows, cols).compile()
 
   return StepFns(model=model, tx=tx, state_shardings=state_shardings,
                  batch_sharding=batch_sharding, init=in_context(jit_init),
                  compile_train_step=compile_train_step,
                  train_step=in_context(jit_train), eval_step=in_context(jit_eval),
-                 mesh=mesh, rules=rules)
+                 lower_train_step=lower_train_step, mesh=mesh, rules=rules)
 
 
 def device_batch(batch: dict, batch_sharding, keys=BATCH_KEYS):

@@ -16,8 +16,9 @@ LONGEST_FIRST = [
     "test_notebooks.py", "test_resume.py", "test_launch.py", "test_evaluate.py",
     "test_export.py", "test_dpo.py", "test_wandb.py", "test_train_cli.py",
     "test_code_eval.py", "test_model_hf.py", "test_own_corpus.py", "test_logs.py",
-    "test_curriculum_train.py", "test_execute.py", "test_sharpness.py", "test_plan.py",
-    "test_galore.py", "test_freeze.py",
+    "test_curriculum_train.py", "test_token_selection.py", "test_execute.py",
+    "test_sharpness.py", "test_plan.py", "test_mup.py", "test_galore.py",
+    "test_freeze.py",
 ]
 _RANK = {name: i for i, name in enumerate(LONGEST_FIRST)}
 

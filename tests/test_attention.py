@@ -13,6 +13,7 @@ import pytest
 
 from phijax import attention
 from phijax.attention import UnsupportedAttention
+from phijax.kernels import xla_blocked
 
 
 def _numpy_attention(q, k, v, *, causal, q_seg, kv_seg, window, scale):
@@ -86,7 +87,7 @@ def test_auto_on_cpu_is_the_xla_reference_without_warning():
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     got = attention.dot_product_attention(q, k, v, window=5, impl="auto")
-  np.testing.assert_array_equal(got, attention.xla_attention(q, k, v, window=5))
+  np.testing.assert_allclose(got, attention.xla_attention(q, k, v, window=5), atol=2e-6)
 
 
 @pytest.mark.parametrize("T,window,segmented,H,K,rows", [
@@ -99,8 +100,9 @@ def test_blocked_causal_attention_equals_numpy_and_dense_grads(
     monkeypatch, T, window, segmented, H, K, rows):
   import jax
   if rows is not None:
-    monkeypatch.setattr(attention, "BLOCK_MIN_ROWS", rows)
-  assert len(attention.causal_blocks(T, window)) > 1
+    monkeypatch.setattr(xla_blocked, "BLOCK_MIN_ROWS", rows)
+    monkeypatch.setattr(xla_blocked, "SCORE_BYTES", 1)  # one sequence per lax.map step
+  assert len(xla_blocked.causal_blocks(T, window)) > 1
   rng = np.random.default_rng(3)
   B, D = 2, 8
   q = jnp.asarray(rng.standard_normal((B, T, H, D)), jnp.float32)
@@ -114,20 +116,27 @@ def test_blocked_causal_attention_equals_numpy_and_dense_grads(
     want, _ = _numpy_attention(q, k, v, causal=True, q_seg=seg, kv_seg=seg, window=window,
                                scale=0.4)
     np.testing.assert_allclose(got, want, atol=2e-6)
-  # Gradients through the blocked path equal the dense reference's.
+  # Gradients through the blocked path (its own VJP) equal autodiff of the dense
+  # reference's.
   w = jnp.asarray(rng.standard_normal((B, T, H, D)), jnp.float32)
   grads = [jax.grad(lambda q, k, v: jnp.sum(w * f(q, k, v)), argnums=(0, 1, 2))(q, k, v)
-           for f in (lambda q, k, v: attention.blocked_causal_attention(
-                         q, k, v, segment_ids=seg_j, window=window, scale=0.4),
+           for f in (lambda q, k, v: attention.dot_product_attention(
+                         q, k, v, segment_ids=seg_j, window=window, scale=0.4, impl="xla"),
                      lambda q, k, v: attention.xla_attention(
                          q, k, v, segment_ids=seg_j, window=window, scale=0.4))]
   for g_blocked, g_dense in zip(*grads):
     np.testing.assert_allclose(g_blocked, g_dense, atol=2e-5)
 
 
-def test_blocked_path_is_not_taken_where_it_saves_nothing():
-  assert len(attention.causal_blocks(64)) == 1  # one block: the dense reference runs
-  assert attention.causal_blocks(300, window=100)[-1] == (256, 300, 157)
+def test_blocks_and_sequence_groups():
+  assert len(xla_blocked.causal_blocks(64)) == 1
+  assert xla_blocked.causal_blocks(300, window=100)[-1] == (256, 300, 157)
+  # Groups of sequences whose scores fit SCORE_BYTES, dividing the batch; the whole
+  # batch under a mesh that splits it.
+  assert xla_blocked.group_size(16, 6, 256) == 1
+  assert xla_blocked.group_size(10, 2, 256) == 2  # 4 fit (512 KiB each), 2 divides 10
+  assert xla_blocked.group_size(16, 6, 256, mesh_batch_ways=2) == 16
+  assert xla_blocked.group_size(16, 6, 256, platform="gpu") == 16
 
 
 def test_auto_falls_back_to_xla_with_one_warning(monkeypatch):
@@ -140,7 +149,7 @@ def test_auto_falls_back_to_xla_with_one_warning(monkeypatch):
     attention.dot_product_attention(q, k, v, impl="auto", interpret=True)
   messages = [str(w.message) for w in caught]
   assert len(messages) == 1 and "pallas_tpu" in messages[0] and "float16" in messages[0]
-  np.testing.assert_array_equal(first, attention.xla_attention(q, k, v))
+  np.testing.assert_allclose(first, attention.xla_attention(q, k, v), atol=2e-3)  # float16 rounding
   with pytest.raises(UnsupportedAttention, match="dtype float16"):  # explicit: an error
     attention.dot_product_attention(q, k, v, impl="pallas_tpu", interpret=True)
 

@@ -602,3 +602,29 @@ def test_eval_batches_cover_heldout_bytes(tok, texts, corpus_dir):
   assert all((a[k] == b[k]).all() for a, b in zip(evals, again) for k in a)
   with pytest.raises(data.DataError, match="no held-out documents"):
     data.make_eval_batches(_cfg(corpus_dir, heldout=0.0), tok, **kw)
+
+
+def test_fixed_batch_repeats_the_first_batch_and_resumes(tok, corpus_dir, tmp_path):
+  """data.fixed_batch (full-batch gradient descent): every batch is the first batch of
+  the ordinary stream, and the iterator's state restores."""
+  import grain
+  from etils import epath
+  kw = dict(batch_size=2, seed=3, process_index=0, process_count=1)
+  plain = _take(data.make_train_iterator(_cfg(corpus_dir, shuffle_rows=4), tok, **kw), 2)
+  cfg = _cfg(corpus_dir, shuffle_rows=4)
+  cfg.fixed_batch = True
+  it = data.make_train_iterator(cfg, tok, **kw)
+  got = _take(it, 3)
+  assert not np.array_equal(plain[0]["inputs"], plain[1]["inputs"])
+  for b in got:
+    assert set(b) == set(plain[0])
+    for key in b:
+      np.testing.assert_array_equal(b[key], plain[0][key], err_msg=key)
+  got[0]["inputs"][:] = -1  # a batch is its own copy
+  assert (next(it)["inputs"] == plain[0]["inputs"]).all()
+  ckpt = epath.Path(tmp_path / "fixed")
+  ckpt.mkdir()
+  grain.checkpoint.CheckpointHandler().save(ckpt, item=it)
+  fresh = data.make_train_iterator(cfg, tok, **kw)
+  grain.checkpoint.CheckpointHandler().restore(ckpt, item=fresh)
+  np.testing.assert_array_equal(next(fresh)["inputs"], plain[0]["inputs"])

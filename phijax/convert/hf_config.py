@@ -92,6 +92,11 @@ def model_config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     raise ValueError(f"model config: position_encoding={cfg.position_encoding!r} has no "
                      "Hugging Face Phi equivalent (HF Phi always applies rotary); only "
                      "'rope' models can be exported")
+  if cfg.mup:
+    raise ValueError("model config: mup=True scales the embedding, the residual branches "
+                     "and the logits, which Hugging Face Phi has no settings for; only "
+                     "mup=False models can be exported to Hugging Face (phijax "
+                     "parameters, convert without --to_hf, still work)")
   hf = dict(
       vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
       intermediate_size=cfg.mlp_dim, num_hidden_layers=cfg.num_layers,

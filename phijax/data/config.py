@@ -88,6 +88,10 @@ def defaults() -> ConfigDict:
       read_threads=2,  # threads reading + tokenizing documents per process
       shuffle_rows=1024,  # shuffle packed rows in windows of this many (<= 1: off)
       heldout_fraction=0.05,  # documents held out by a stable hash of their key
+      # True: every training step gets the same batch, the first one the pipeline
+      # makes (full-batch gradient descent on train.batch_size x seq_len fixed tokens,
+      # as in experiments/edge_of_stability.py); workers are then not used.
+      fixed_batch=False,
       tokenizer=ConfigDict(dict(
           path="",  # a sentencepiece .model; "" trains one on the sources' train split
           vocab_size=8192,

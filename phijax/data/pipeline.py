@@ -3,7 +3,8 @@
 Train: per source, this process's share of the train-split documents, shuffled with
 a per-epoch seed and repeated forever, tokenized, packed into rows; the sources'
 rows mixed by weight (``phijax.data.mixture``), batched, optionally produced by
-grain worker processes. ``get_state()`` / ``set_state()`` on the iterator resume
+grain worker processes (``data.fixed_batch``: the first batch, repeated every
+step). ``get_state()`` / ``set_state()`` on the iterator resume
 exactly (grain's checkpointing; orbax saves it with
 ``grain.checkpoint.CheckpointSave``).
 
@@ -132,6 +133,11 @@ def make_train_dataset(cfg_data, tok, *, batch_size: int, seed: int,
         rows, window_size=cfg_data.shuffle_rows,
         seed=stage_seed(seed, stage, "rows") % (1 << 31))
   ds = rows.batch(batch_size, drop_remainder=True)
+  if cfg_data.fixed_batch:
+    # Full-batch training on a fixed set: the first batch, every step (copied out, so
+    # no step can change another's). Its state is the step count: resume is exact.
+    first = next(iter(ds))
+    return grain.MapDataset.source([first]).repeat().to_iter_dataset().map(_own_arrays)
   if cfg_data.workers > 0:
     _ensure_absl_flags_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg_data.workers))

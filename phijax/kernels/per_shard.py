@@ -63,6 +63,12 @@ def layout():
   return mesh, q_spec, kv_spec
 
 
+def batch_ways(mesh, q_spec, kv_spec) -> int:
+  """How many ways the rules in force split the batch (a ``layout()``'s pieces)."""
+  del kv_spec
+  return _ways(q_spec[0], mesh)
+
+
 def unsupported_reason(q, k) -> str | None:
   """Why the kernel cannot run per shard under the ambient mesh (one line), or None."""
   found = layout()
