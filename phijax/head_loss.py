@@ -79,6 +79,9 @@ def _sums_and_grads(x, w, b, targets, weights, z_loss):
     db = db if db_c is None else db + db_c
     return (loss + l, nll + n_, dw + dw_c, db), dx
 
+  if n == 1:  # one chunk (small vocabularies and batches): no loop to compile
+    loss, nll, dx, dw, db = _chunk(x, w, b, targets, weights.astype(jnp.float32), z_loss)
+    return loss, nll, (dx.reshape(B, T, D), dw, db)
   zero = jnp.zeros((), jnp.float32)
   db0 = jnp.zeros((0,), jnp.float32) if b is None else jnp.zeros(b.shape, jnp.float32)
   (loss, nll, dw, db), dx = jax.lax.scan(
