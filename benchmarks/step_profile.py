@@ -4,8 +4,13 @@ model, per-op times grouped by model part (from each op's name scope) and pass.
     python benchmarks/step_profile.py                       # configs/tiny.py
     python benchmarks/step_profile.py --config=configs/tiny.py --steps=3
 
-Per-op times come from XLA:CPU's thunk trace events (ops run one after another,
-each using all cores), so the parts add up to about the step time. Not a test.
+    python benchmarks/step_profile.py --config=configs/phi1_5.py --batch=8 --impl=cudnn --top=25
+
+On CPU, per-op times come from XLA:CPU's thunk trace events (ops run one after another,
+each using all cores), so the parts add up to about the step time. On an accelerator
+they come from the device's kernel events (each names its HLO op in ``hlo_op``), and
+every kernel is also put in a kind (matmul, attention, other) by its kernel name.
+Not a test.
 """
 
 from __future__ import annotations
@@ -28,8 +33,22 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import train_throughput as tt  # noqa: E402  (same config loading and random batch)
 
-PARTS = ("attn", "mlp", "btd,dv", "norm", "embed")  # name scopes, in match order
-LABELS = {"btd,dv": "lm_head", "attn": "attention (incl. q/k/v/o, rope)"}
+# name scopes, in match order; the head's einsums are phijax.head_loss's per-chunk ones
+PARTS = ("attn", "mlp", "bcd,dv", "bcv,dv", "bcd,bcv", "norm", "embed")
+HEAD = "lm_head + loss"
+LABELS = {"bcd,dv": HEAD, "bcv,dv": HEAD, "bcd,bcv": HEAD,
+          "attn": "attention (incl. q/k/v/o, rope)"}
+
+
+def kernel_kind(kernel: str, op_name: str) -> str:
+  """A device kernel's kind, from its kernel name (cuBLAS/CUTLASS gemms, cuDNN or
+  Pallas attention) or else its op's name scope."""
+  k = kernel.lower()
+  if any(t in k for t in ("gemm", "cublas", "cutlass", "nvjet", "xmma", "wgmma", "matmul")):
+    return "matmul"
+  if any(t in k for t in ("cudnn", "fmha", "flash", "attention", "mha")) or "pallas" in op_name:
+    return "attention kernels"
+  return "other (elementwise, reductions, copies)"
 
 
 def main():
@@ -38,8 +57,14 @@ def main():
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--top", type=int, default=0,
                  help="also list the N slowest HLO instructions with their name scope")
+  p.add_argument("--batch", type=int, default=0, help="rows per step (default: the config's)")
+  p.add_argument("--impl", default="", help="attention impl (default: the config's)")
   args = p.parse_args()
   config = tt.load_config(args.config)
+  if args.batch:
+    config.train.batch_size = args.batch
+  if args.impl:
+    config.model.attention_impl = args.impl
   fns, state, batch = tt.phijax_step_inputs(config)
   lr = jnp.float32(1e-3)
   for _ in range(3):
@@ -60,18 +85,31 @@ def main():
     wall = (time.perf_counter() - t) / args.steps
     trace = json.load(gzip.open(glob.glob(f"{d}/**/*.trace.json.gz", recursive=True)[0]))
   events = trace["traceEvents"] if isinstance(trace, dict) else trace
-  total, per_op = collections.Counter(), collections.Counter()
+  on_device = jax.devices()[0].platform != "cpu"
+  device_pids = {e["pid"] for e in events if e.get("ph") == "M"
+                 and "/device:" in str(e.get("args", {}).get("name", ""))}
+  total, per_op, kinds = collections.Counter(), collections.Counter(), collections.Counter()
   for e in events:
-    name = op_names.get(e.get("name"))
+    if on_device and e.get("pid") not in device_pids:
+      continue  # host threads: launches, not the kernels' time
+    inst = e.get("name")
+    if on_device:  # kernels are named after their fusion ("fusion_12" for fusion.12)
+      inst = next((c for c in (e.get("args", {}).get("hlo_op"), inst,
+                               re.sub(r"_(\d+)$", r".\1", str(inst))) if c in op_names), inst)
+    name = op_names.get(inst)
     if e.get("ph") != "X" or name is None:
       continue  # runtime frames, Python frames, thread-pool waits
-    per_op[(e["name"], name)] += e["dur"] / 1e3 / args.steps
+    per_op[(inst, name)] += e["dur"] / 1e3 / args.steps
+    if on_device:
+      kinds[kernel_kind(e["name"], name)] += e["dur"] / 1e3 / args.steps
     part = next((LABELS.get(x, x) for x in PARTS if x in name), "other (loss, optimizer, ...)")
     total[(part, "bwd" if "transpose(" in name else "fwd")] += e["dur"] / 1e3 / args.steps
   ops = sum(total.values())
   print(f"{args.config}: {wall * 1e3:.0f} ms/step wall (profiled), {ops:.0f} ms in ops")
   for (part, pas), ms in total.most_common():
     print(f"  {part:34s} {pas}  {ms:7.1f} ms  {100 * ms / ops:5.1f}%")
+  for kind, ms in kinds.most_common():
+    print(f"  kernels: {kind:26s} {ms:7.1f} ms  {100 * ms / ops:5.1f}%")
   if args.top:
     print(f"slowest {args.top} HLO instructions (ms/step, name scope):")
     for (inst, name), ms in per_op.most_common(args.top):

@@ -628,3 +628,36 @@ def test_fixed_batch_repeats_the_first_batch_and_resumes(tok, corpus_dir, tmp_pa
   fresh = data.make_train_iterator(cfg, tok, **kw)
   grain.checkpoint.CheckpointHandler().restore(ckpt, item=fresh)
   np.testing.assert_array_equal(next(fresh)["inputs"], plain[0]["inputs"])
+
+
+def test_stdlib_glob_and_exclude_select_packages_and_keep_the_split():
+  """``glob``/``exclude`` pick whole stdlib packages; the two sides partition the
+  corpus, and each file keeps the held-out side it has in the full corpus."""
+  from phijax.data import config as data_config, sources
+  full = sources.build_source("s", data_config.source("stdlib"), 0.05)
+  held = lambda src: {src.keys[i] for i in src.heldout_indices()}  # noqa: E731
+  pkgs = "email/*,json/*"
+  rest = sources.build_source("s", data_config.source("stdlib", exclude=pkgs), 0.05)
+  only = sources.build_source("s", data_config.source("stdlib", glob=pkgs), 0.05)
+  assert only.keys and all(k.startswith(("email/", "json/")) for k in only.keys)
+  assert not any(k.startswith(("email/", "json/")) for k in rest.keys)
+  assert sorted(rest.keys + only.keys) == sorted(full.keys)
+  assert held(rest) | held(only) == held(full)
+
+
+@pytest.mark.parametrize("field", ["glob", "exclude"])
+def test_stdlib_pattern_that_matches_nothing_is_named(field):
+  from phijax.data import config as data_config, sources
+  from phijax.data.errors import DataError
+  with pytest.raises(DataError, match=rf"sources\.s\.{field} pattern 'emial/\*' matches no"):
+    sources.build_source("s", data_config.source("stdlib", **{field: "emial/*"}), 0.05)
+
+
+def test_text_source_exclude(tmp_path):
+  from phijax.data import config as data_config, sources
+  for name in ("a.txt", "b.txt", "skip/c.txt"):
+    (tmp_path / name).parent.mkdir(exist_ok=True)
+    (tmp_path / name).write_text(f"document {name}\n")
+  src = sources.build_source("t", data_config.source("text", str(tmp_path), exclude="skip/*"),
+                             0.0)
+  assert sorted(src.keys) == ["a.txt", "b.txt"]

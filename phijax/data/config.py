@@ -17,8 +17,8 @@ SOURCE_KINDS = ("stdlib", "auto", "text", "jsonl", "sft", "preferences", "array_
 
 
 def source(kind: str = "text", path: str = "", *, text_field: str = "text",
-           weight: float = 1.0, glob: str = "", max_tokens: int = 0,
-           template: str = "plain") -> ConfigDict:
+           weight: float = 1.0, glob: str = "", exclude: str = "",
+           max_tokens: int = 0, template: str = "plain") -> ConfigDict:
   """One data source.
 
   Args:
@@ -37,7 +37,12 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
     weight: share of training *tokens* (rows) drawn from this source.
     glob: which files of a directory are documents ("": all files for ``text`` and
       ``auto``, ``*.jsonl`` for ``jsonl``/``sft``, ``*.array_record*`` for
-      ``array_record``).
+      ``array_record``). For ``stdlib``: comma-separated ``fnmatch`` patterns over
+      paths relative to the stdlib root, the files kept (``"email/*,json/*"``).
+    exclude: comma-separated ``fnmatch`` patterns over paths relative to the
+      source's root (``*`` crosses ``/``): files left out, e.g. ``"email/*,json/*"``
+      to hold whole packages back for a fine-tuning run. A pattern (here or in a
+      ``stdlib`` glob) that matches no file is an error.
     max_tokens: ``sft`` only: truncate a rendered conversation to this many tokens
       (0: ``seq_len + 1``, one full row).
     template: ``sft`` only: the chat template, ``plain`` (turns and end-of-turn
@@ -47,7 +52,8 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
   if kind not in SOURCE_KINDS:
     raise ValueError(f"unknown data source kind {kind!r}; choose one of {SOURCE_KINDS}")
   return ConfigDict(dict(kind=kind, path=path, text_field=text_field,
-                         weight=float(weight), glob=glob, max_tokens=int(max_tokens),
+                         weight=float(weight), glob=glob, exclude=exclude,
+                         max_tokens=int(max_tokens),
                          template=template))
 
 

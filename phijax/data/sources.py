@@ -14,6 +14,7 @@ held-out documents come from a seed stream of their own.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import pathlib
@@ -47,7 +48,34 @@ def split_glob(path: str) -> tuple[str, str]:
   return path, ""
 
 
-def _resolve_files(name: str, kind: str, path: str, glob: str):
+def _patterns(text: str) -> list[str]:
+  return [t.strip() for t in str(text or "").split(",") if t.strip()]
+
+
+def select_files(name: str, root, files, include: str = "", exclude: str = ""):
+  """``files`` (under ``root``) whose root-relative POSIX paths match one of the
+  comma-separated ``fnmatch`` patterns ``include`` ("" keeps all) and none of
+  ``exclude`` (``*`` crosses ``/``: ``email/*`` is the whole ``email`` package). A
+  pattern that matches no file is a ``DataError``: a misspelt package would otherwise
+  change the corpus silently."""
+  rel = [pathlib.Path(f).relative_to(root).as_posix() for f in files]
+  for field, text in (("glob", include), ("exclude", exclude)):
+    for pat in _patterns(text):
+      if not any(fnmatch.fnmatchcase(r, pat) for r in rel):
+        raise DataError(f"data source {name!r}: config.data.sources.{name}.{field} "
+                        f"pattern {pat!r} matches no file under {str(root)!r}; patterns "
+                        "are fnmatch over paths relative to it, e.g. 'email/*'")
+  keep = lambda r: ((not _patterns(include) or any(fnmatch.fnmatchcase(r, p) for p in  # noqa: E731
+                                                   _patterns(include)))
+                    and not any(fnmatch.fnmatchcase(r, p) for p in _patterns(exclude)))
+  out = [f for f, r in zip(files, rel) if keep(r)]
+  if not out:
+    raise DataError(f"data source {name!r}: glob {include!r} and exclude {exclude!r} "
+                    f"leave no file under {str(root)!r}")
+  return out
+
+
+def _resolve_files(name: str, kind: str, path: str, glob: str, exclude: str = ""):
   """``(root, files)``: the file ``path``, the files under directory ``path``, or the
   files a glob ``path`` matches."""
   field = f"config.data.sources.{name}.path"
@@ -79,7 +107,7 @@ def _resolve_files(name: str, kind: str, path: str, glob: str):
     raise DataError(f"data source {name!r} ({kind}): directory {str(p)!r} has no files "
                     f"matching {glob!r}; point {field} at a directory with data or "
                     "change the pattern")
-  return p, files
+  return p, select_files(name, p, files, exclude=exclude) if exclude else files
 
 
 def detect_kind(files) -> str:
@@ -93,12 +121,14 @@ def source_files(name: str, scfg):
   lines, for generated-file markers): what a tokenizer cache key fingerprints."""
   if scfg.kind == "stdlib":
     root = _stdlib_root(name, scfg.path)
-    return root, [root / f for f in corpus.stdlib_files(root)]
+    return root, select_files(name, root, [root / f for f in corpus.stdlib_files(root)],
+                              scfg.get("glob", ""), scfg.get("exclude", ""))
   if scfg.kind == "arithmetic":  # generated: no files
     from phijax.data import arithmetic
     return arithmetic.source_files()
   _check_kind(name, scfg.kind)
-  return _resolve_files(name, scfg.kind, scfg.path, scfg.get("glob", ""))
+  return _resolve_files(name, scfg.kind, scfg.path, scfg.get("glob", ""),
+                        scfg.get("exclude", ""))
 
 
 def _split(keys, heldout_fraction: float) -> np.ndarray:
@@ -203,12 +233,17 @@ def _stdlib_root(name: str, path: str) -> pathlib.Path:
   return root
 
 
-def stdlib_source(name: str, path: str, heldout_fraction: float) -> TextFiles:
+def stdlib_source(name: str, path: str, heldout_fraction: float, include: str = "",
+                  exclude: str = "") -> TextFiles:
+  """The stdlib's ``.py`` files under ``path`` ("": the running interpreter's), less
+  tests and generated files; ``include``/``exclude`` as ``select_files``. Held-out
+  documents are chosen by relative path, so a subset keeps the full corpus's split."""
   root = _stdlib_root(name, path)
   files = corpus.stdlib_files(root)
   if not files:
     raise DataError(f"data source {name!r} (stdlib): no .py files under {str(root)!r}")
-  src = TextFiles(name, root, [root / f for f in files], heldout_fraction)
+  files = select_files(name, root, [root / f for f in files], include, exclude)
+  src = TextFiles(name, root, files, heldout_fraction)
   src.kind = "stdlib"
   return src
 
@@ -415,12 +450,14 @@ def build_source(name: str, scfg, heldout_fraction: float,
   feeds) lets a generated source refuse documents longer than a row."""
   kind = scfg.kind
   if kind == "stdlib":
-    return stdlib_source(name, scfg.path, heldout_fraction)
+    return stdlib_source(name, scfg.path, heldout_fraction, scfg.get("glob", ""),
+                         scfg.get("exclude", ""))
   if kind == "arithmetic":
     from phijax.data import arithmetic  # local: arithmetic imports this module
     return arithmetic.ArithmeticSource(name, scfg, seq_len)
   _check_kind(name, kind)
-  root, files = _resolve_files(name, kind, scfg.path, scfg.get("glob", ""))
+  root, files = _resolve_files(name, kind, scfg.path, scfg.get("glob", ""),
+                               scfg.get("exclude", ""))
   if kind == "auto":
     kind = detect_kind(files)
   if kind == "text":
