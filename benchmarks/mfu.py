@@ -39,11 +39,10 @@ def one_case(args) -> dict:
   start = time.perf_counter()
   import jax
   import jax.numpy as jnp
-  import numpy as np
 
   from phijax import config_files, metrics, optim, sharding
   from phijax.model_config import ModelConfig
-  from phijax.train_step import build, device_batch
+  from phijax.train_step import build, device_batch, random_batch
 
   impl, remat = args.one.split(",")
   config = config_files.load(args.config)
@@ -67,12 +66,7 @@ def one_case(args) -> dict:
   if mem is not None:
     row["compiled_temp_gb"] = getattr(mem, "temp_size_in_bytes", 0) / 1e9
   state = fns.init(jax.random.key(0))
-  rng = np.random.default_rng(0)
-  batch = device_batch({
-      "inputs": rng.integers(0, model_cfg.vocab_size, (B, L)),
-      "targets": rng.integers(0, model_cfg.vocab_size, (B, L)),
-      "positions": np.tile(np.arange(L), (B, 1)),
-      "segment_ids": np.ones((B, L)), "loss_mask": np.ones((B, L))}, fns.batch_sharding)
+  batch = device_batch(random_batch(B, L, model_cfg.vocab_size), fns.batch_sharding)
   lr = jnp.float32(1e-5)
   jax.block_until_ready((state, batch))
   _progress("initialised the state and the batch", start)

@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from phijax import metrics, optim, sharding  # noqa: E402
 from phijax.model_config import ModelConfig  # noqa: E402
-from phijax.train_step import build, device_batch  # noqa: E402
+from phijax.train_step import build, device_batch, random_batch  # noqa: E402
 
 
 def load_config(spec):
@@ -46,12 +46,7 @@ def phijax_step_inputs(config):
   fns = build(model_cfg, optim.make_direction(ml_collections.ConfigDict(adamw)), mesh,
               sharding.DEFAULT_RULES)
   B, L = config.train.batch_size, config.data.seq_len
-  rng = np.random.default_rng(0)
-  batch = {"inputs": rng.integers(0, model_cfg.vocab_size, (B, L)).astype(np.int32),
-           "targets": rng.integers(0, model_cfg.vocab_size, (B, L)).astype(np.int32),
-           "positions": np.tile(np.arange(L, dtype=np.int32), (B, 1)),
-           "segment_ids": np.ones((B, L), np.int32),
-           "loss_mask": np.ones((B, L), np.float32)}
+  batch = random_batch(B, L, model_cfg.vocab_size)
   return fns, fns.init(jax.random.key(0)), device_batch(batch, fns.batch_sharding)
 
 

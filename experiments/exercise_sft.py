@@ -306,18 +306,13 @@ def plot(table, sweep_dir):
   for j, recipe in enumerate(RECIPES):
     for k, fmt in enumerate(FORMATS):
       x = k + (j - 1) * width
-      vals = [_get(scores, recipe, s, fmt, "response_loss") for s in seeds]
-      vals = [v for v in vals if math.isfinite(v)]
-      if vals:
-        ax_loss.bar(x, np.mean(vals), width * 0.9, color=COLORS[recipe],
-                    label=LABELS[recipe] if k == 0 else None)
-        ax_loss.plot([x] * len(vals), vals, "k.", markersize=6)
-      ended = [_get(scores, recipe, s, fmt, "ended") for s in seeds]
-      ended = [v for v in ended if math.isfinite(v)]
-      if ended:
-        ax_em.bar(x, np.mean(ended), width * 0.9, color=COLORS[recipe],
-                  label=LABELS[recipe] if k == 0 else None)
-        ax_em.plot([x] * len(ended), ended, "k.", markersize=6)
+      for ax, metric in ((ax_loss, "response_loss"), (ax_em, "ended")):
+        vals = [_get(scores, recipe, s, fmt, metric) for s in seeds]
+        vals = [v for v in vals if math.isfinite(v)]
+        if vals:
+          ax.bar(x, np.mean(vals), width * 0.9, color=COLORS[recipe],
+                 label=LABELS[recipe] if k == 0 else None)
+          ax.plot([x] * len(vals), vals, "k.", markersize=6)
   for ax in (ax_loss, ax_em):
     ax.set_xticks(range(len(FORMATS)), [f"{f} presentation" for f in FORMATS])
     ax.grid(alpha=0.3, axis="y")

@@ -190,8 +190,7 @@ def _xla_impl(q, k, v, *, causal, segment_ids, window, scale):
   (``phijax/kernels/xla_blocked.py``), anything else by the dense reference."""
   if causal and q.shape[1] == k.shape[1] and not isinstance(segment_ids, (tuple, list)):
     from phijax.kernels import per_shard, xla_blocked
-    found = per_shard.layout()
-    ways = 1 if found is None else per_shard.batch_ways(*found)
+    ways = per_shard.batch_ways(per_shard.layout())
     return xla_blocked.causal_attention(q, k, v, segment_ids=segment_ids, window=window,
                                         scale=scale, mesh_batch_ways=ways)
   return xla_attention(q, k, v, causal=causal, segment_ids=segment_ids, window=window,

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import statistics
+import sys
 from typing import Any, Iterable
 
 SMOOTHING = 0.1  # EMA weight of the newest step's loss (spikes and curves)
@@ -519,6 +520,12 @@ def _experiment_fn(meta: dict, sweep_dir: str, name: str):
   from phijax import config_files
   where = os.path.join(sweep_dir, meta["experiment"].split(":")[0])
   if not os.path.exists(where):
+    # sweep.json names the experiment relative to the sweep directory: a copied or
+    # moved directory loses it, and with it the experiment's own rows and figures.
+    print(f"phijax.results: the experiment file {os.path.normpath(where)} (sweep.json's "
+          f"{meta['experiment']!r}, relative to {sweep_dir}) does not exist, so its "
+          f"{name}() is skipped; run this on the sweep directory where the runner wrote "
+          "it, or restore the file there", file=sys.stderr)
     return None
   module = config_files._load_module(where)  # pylint: disable=protected-access
   return getattr(module, name, None)

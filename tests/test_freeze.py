@@ -11,7 +11,7 @@ from ml_collections import ConfigDict
 from phijax import checkpoint, optim, sharding
 from phijax import config as base
 from phijax.model_config import ModelConfig
-from phijax.train_step import build, device_batch
+from phijax.train_step import build, device_batch, random_batch
 
 CFG = ModelConfig(arch="phi", vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
                   intermediate_size=64)
@@ -25,11 +25,7 @@ def _fns(freeze):
 
 
 def _batch():
-  rng = np.random.default_rng(0)
-  B, L = 4, 16
-  return {"inputs": rng.integers(0, 64, (B, L)), "targets": rng.integers(0, 64, (B, L)),
-          "positions": np.tile(np.arange(L), (B, 1)), "segment_ids": np.ones((B, L)),
-          "loss_mask": np.ones((B, L))}
+  return random_batch(4, 16, 64)
 
 
 def _flat(tree):

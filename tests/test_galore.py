@@ -13,7 +13,7 @@ from ml_collections import ConfigDict
 
 from phijax import checkpoint, optim, sharding
 from phijax import config as base
-from phijax.train_step import build, device_batch
+from phijax.train_step import build, device_batch, random_batch
 
 RANK, EVERY, SCALE, B1, B2, EPS = 2, 3, 0.5, 0.9, 0.99, 1e-8
 
@@ -93,12 +93,7 @@ def test_state_shrinks_and_resumes_exactly(tmp_path):
   adamw_state = jax.eval_shape(adamw.tx.init, state.params)
   assert (optim.state_bytes_per_parameter(state.opt_state, state.params)
           < 0.5 * optim.state_bytes_per_parameter(adamw_state, state.params))
-  rng = np.random.default_rng(0)
-  batch = device_batch({"inputs": rng.integers(0, 64, (4, 16)),
-                        "targets": rng.integers(0, 64, (4, 16)),
-                        "positions": np.tile(np.arange(16), (4, 1)),
-                        "segment_ids": np.ones((4, 16)), "loss_mask": np.ones((4, 16))},
-                       fns.batch_sharding)
+  batch = device_batch(random_batch(4, 16, 64), fns.batch_sharding)
   losses = []
   for _ in range(EVERY + 1):  # past one projector refresh
     state, m = fns.train_step(state, batch, jnp.float32(1e-2))

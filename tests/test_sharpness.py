@@ -18,7 +18,7 @@ from ml_collections import ConfigDict
 from phijax import config as base
 from phijax import optim, probes, sharding
 from phijax.model_config import ModelConfig
-from phijax.train_step import build, device_batch
+from phijax.train_step import build, device_batch, random_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,12 +70,7 @@ def test_phi_probe_and_adam_preconditioning():
   opt.update(name="adamw", b1=0.9, b2=0.95, eps=1e-3)
   mesh = sharding.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
   fns = build(cfg, optim.make_direction(opt), mesh, sharding.DEFAULT_RULES)
-  rng = np.random.default_rng(0)
-  batch = device_batch({"inputs": rng.integers(0, 8, (2, 8)),
-                        "targets": rng.integers(0, 8, (2, 8)),
-                        "positions": np.tile(np.arange(8), (2, 1)),
-                        "segment_ids": np.ones((2, 8)), "loss_mask": np.ones((2, 8))},
-                       fns.batch_sharding)
+  batch = device_batch(random_batch(2, 8, 8), fns.batch_sharding)
   state = fns.init(jax.random.key(0))
   for _ in range(3):
     state, _ = fns.train_step(state, batch, jnp.float32(1e-2))

@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,6 +169,21 @@ def test_results_csv_matches_each_arms_metrics(clean_sweep):
   own = dict(l.split() for l in open(workdir / "own.txt"))
   assert {r["arm"]: float(r["eval_loss"]) for r in rows} == {
       k: float(v) for k, v in own.items()}
+
+
+def test_results_of_a_moved_sweep_say_the_experiment_is_missing(clean_sweep, tmp_path,
+                                                                 capsys):
+  """sweep.json names the experiment relative to the sweep directory: a copy elsewhere
+  still gets its tables, and says that the experiment's summarize/plot were skipped."""
+  from phijax import results
+  workdir, _ = clean_sweep
+  moved = tmp_path / "deeper" / "copy"
+  shutil.copytree(workdir, moved, ignore=shutil.ignore_patterns("own.txt"))
+  results.write_results(str(moved))
+  err = capsys.readouterr().err
+  assert "does not exist, so its summarize() is skipped" in err
+  assert "does not exist, so its plot() is skipped" in err
+  assert (moved / "results.csv").exists() and not (moved / "own.txt").exists()
 
 
 def test_mean_std_against_numpy():

@@ -23,7 +23,7 @@ from phijax import data, objectives, optim, params_io, sharding, train
 from phijax.config_files import ConfigError
 from phijax.model import Transformer, abstract_params
 from phijax.model_config import ModelConfig
-from phijax.train_step import TrainState, build, device_batch, select_top
+from phijax.train_step import TrainState, build, device_batch, random_batch, select_top
 
 CFG = ModelConfig(arch="phi", vocab_size=300, hidden_size=32, num_layers=1, num_heads=4,
                   intermediate_size=64, max_position_embeddings=64)
@@ -53,12 +53,9 @@ def models():
 
 
 def _batch(loss_mask=None):
-  rng = np.random.default_rng(0)
-  mask = (rng.random((B, L)) < 0.7).astype(np.float32)
+  mask = (np.random.default_rng(1).random((B, L)) < 0.7).astype(np.float32)
   mask[3] = 0.0  # a row with nothing to learn: its tokens are never selected
-  return {"inputs": rng.integers(0, 300, (B, L)), "targets": rng.integers(0, 300, (B, L)),
-          "positions": np.tile(np.arange(L), (B, 1)), "segment_ids": np.ones((B, L)),
-          "loss_mask": mask if loss_mask is None else loss_mask}
+  return {**random_batch(B, L, 300), "loss_mask": mask if loss_mask is None else loss_mask}
 
 
 @jax.jit

@@ -63,9 +63,11 @@ def layout():
   return mesh, q_spec, kv_spec
 
 
-def batch_ways(mesh, q_spec, kv_spec) -> int:
-  """How many ways the rules in force split the batch (a ``layout()``'s pieces)."""
-  del kv_spec
+def batch_ways(found) -> int:
+  """How many ways the rules in force split the batch, from a ``layout()`` (1 for None)."""
+  if found is None:
+    return 1
+  mesh, q_spec, _ = found
   return _ways(q_spec[0], mesh)
 
 
