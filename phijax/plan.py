@@ -103,8 +103,10 @@ def plan(config, mesh_sizes: dict, activations: bool = True) -> dict:
   def step_fns(impl):
     model_cfg = dataclasses.replace(ModelConfig.from_dict(config.model), attention_impl=impl)
     tx = optim.make_direction(config.optim, width_mult=model_cfg.width_mult)
-    return build(model_cfg, tx, mesh, rules,
-                 microbatches=config.train.microbatches)
+    t = config.train
+    return build(model_cfg, tx, mesh, rules, microbatches=t.microbatches,
+                 objective=t.objective, dpo_beta=t.dpo_beta,
+                 token_selection=t.token_selection)
 
   fns = step_fns("xla")
   model_cfg = fns.model.cfg
@@ -117,6 +119,11 @@ def plan(config, mesh_sizes: dict, activations: bool = True) -> dict:
          "params_bytes": shard_bytes(state.params, shardings.params),
          "opt_bytes": shard_bytes(state.opt_state, shardings.opt_state)}
   out["grad_bytes"] = out["params_bytes"]  # gradients: the parameters' dtype and sharding
+  # DPO and Rho-1 hold a frozen reference model beside the trained one, placed as the
+  # parameters are (train_step.build takes it with the parameters' shardings).
+  takes_reference = (config.train.objective == "dpo"
+                     or bool(config.train.token_selection))
+  out["ref_bytes"] = out["params_bytes"] if takes_reference else 0
   B, L = config.train.batch_size, config.data.seq_len
   out.update(batch=B, seq_len=L, microbatches=config.train.microbatches)
   if B % sharding.batch_divisor(mesh, rules):
@@ -135,12 +142,12 @@ def plan(config, mesh_sizes: dict, activations: bool = True) -> dict:
     mem = compiled.memory_analysis()
     out["temp_bytes"] = int(mem.temp_size_in_bytes)
     out["batch_bytes"] = int(mem.argument_size_in_bytes) - (
-        out["params_bytes"] + out["opt_bytes"] + shard_bytes(
+        out["params_bytes"] + out["ref_bytes"] + out["opt_bytes"] + shard_bytes(
             (state.step, state.rng, state.nonfinite_streak, state.skipped),
             (shardings.step, shardings.rng, shardings.nonfinite_streak, shardings.skipped)))
   # The state is donated, so the step's outputs reuse its buffers; gradients live
   # inside the temporaries when compiled, and separately when estimated without.
-  out["total_bytes"] = out["params_bytes"] + out["opt_bytes"] + (
+  out["total_bytes"] = out["params_bytes"] + out["ref_bytes"] + out["opt_bytes"] + (
       out["temp_bytes"] + out["batch_bytes"] if activations else out["grad_bytes"])
   out["fits"] = {name: out["total_bytes"] <= cap for name, cap in DEVICES.items()}
   return out
@@ -158,6 +165,9 @@ def report(p: dict) -> str:
            "per device:",
            f"  parameters        {_size(p['params_bytes'])}",
            f"  optimizer state   {_size(p['opt_bytes'])}"]
+  if p["ref_bytes"]:
+    lines.append(f"  reference model   {_size(p['ref_bytes'])}  (frozen: DPO / Rho-1 token "
+                 "selection)")
   if "temp_bytes" in p:
     lines += [f"  step temporaries  {_size(p['temp_bytes'])}  (activations, gradients, "
               "workspace: XLA's CPU estimate, an upper bound)",

@@ -36,6 +36,10 @@ for mesh in ({"data": 1, "fsdp": 2, "tensor": 2}, {"data": 2, "fsdp": 1, "tensor
   p["true_opt"] = max(held(state.opt_state, d) for d in m.devices.flat)
   p["report"] = plan.report(p)
   out[str(mesh["data"])] = p
+config.train.token_selection = 0.6  # Rho-1: a frozen reference model beside it
+out["reference"] = plan.plan(config, {"data": 1, "fsdp": 2, "tensor": 2})
+out["reference"]["report"] = plan.report(out["reference"])
+config.train.token_selection = 0.0
 config.train.batch_size *= 2
 out["double"] = plan.plan(config, {"data": 1, "fsdp": 2, "tensor": 2})
 print("RESULT" + json.dumps(out))
@@ -68,6 +72,17 @@ def test_sharding_splits_the_state_and_batch_grows_temporaries(plans):
                                     + sharded["temp_bytes"] + sharded["batch_bytes"])
   assert all(sharded["fits"].values())  # a 5M-parameter model fits everything
   assert "fits: TPU v5e (16 GB)" in sharded["report"]
+
+
+def test_a_reference_model_is_counted_once_beside_the_parameters(plans):
+  """Rho-1 (and DPO) steps take the frozen reference's parameters, sharded as the
+  parameters: counted on their own line, not mistaken for batch bytes."""
+  lm, ref = plans["1"], plans["reference"]
+  assert lm["ref_bytes"] == 0 and ref["ref_bytes"] == ref["params_bytes"] == lm["params_bytes"]
+  assert ref["batch_bytes"] == lm["batch_bytes"]
+  assert ref["total_bytes"] == (ref["params_bytes"] + ref["ref_bytes"] + ref["opt_bytes"]
+                                + ref["temp_bytes"] + ref["batch_bytes"])
+  assert "reference model" in ref["report"] and "reference model" not in lm["report"]
 
 
 def test_bad_mesh_is_one_line():
