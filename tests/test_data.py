@@ -661,3 +661,17 @@ def test_text_source_exclude(tmp_path):
   src = sources.build_source("t", data_config.source("text", str(tmp_path), exclude="skip/*"),
                              0.0)
   assert sorted(src.keys) == ["a.txt", "b.txt"]
+
+
+def test_codec_tables_are_left_out_of_the_stdlib_corpus_with_or_without_a_header():
+  """gencodec's tables say they were generated; cp858.py ("modified from cp850") and a
+  few others do not, and are known by their decoding table. Code stays in."""
+  from phijax.data import corpus
+  root = corpus.stdlib_root()
+  files = {f.as_posix() for f in corpus.stdlib_files(root)}
+  for name in ("cp437", "cp858", "cp1125", "cp720", "koi8_t", "palmos"):
+    assert (root / "encodings" / f"{name}.py").exists()
+    assert f"encodings/{name}.py" not in files
+  for kept in ("encodings/charmap.py", "encodings/rot_13.py", "encodings/utf_8.py",
+               "json/decoder.py"):
+    assert kept in files
