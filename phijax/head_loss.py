@@ -14,9 +14,11 @@ makes five (the matmul's output, the bias add, the log-sum-exp, the softmax, the
 bias gradient's reduction) through memory, and no ``[B, T, V]`` float32 buffer, which
 for phi-1.5 at 8 x 2048 is 3.4 GB.
 
-``nll_sum`` is a metric: it carries no gradient. Objectives whose loss is not a
-weighted sum of token losses (DPO's, Rho-1's selection from the current losses) use
-the model's logits and ``phijax.losses`` instead.
+``nll_sum`` is a metric: it carries no gradient. ``token_nll(x, w, b, targets)`` is
+the forward alone, per token and without gradient, by the same chunks: evaluation
+and Rho-1's token scores (the model's and the reference's) use it, and Rho-1 then
+trains through ``head_loss_sums`` with its selection as the weights. DPO's sequence
+log-probabilities still use the model's logits and ``phijax.losses``.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ def chunk_positions(B, T, V, platform=None) -> int:
   return max(c for c in range(1, min(T, fit) + 1) if T % c == 0)
 
 
-def _chunk(x_BxCxD, w_DxV, b_V, targets_BxC, weights_BxC, z_loss):
-  """One chunk: ``(loss_sum, nll_sum, dx [B, C, D] f32, dw [D, V] f32, db [V] f32)``."""
+def _logits_nll(x_BxCxD, w_DxV, b_V, targets_BxC):
+  """One chunk's float32 ``(logits, lse, nll, onehot)``."""
   logits = jnp.einsum("bcd,dv->bcv", x_BxCxD, w_DxV.astype(x_BxCxD.dtype),
                       preferred_element_type=jnp.float32)
   if b_V is not None:
@@ -53,6 +55,12 @@ def _chunk(x_BxCxD, w_DxV, b_V, targets_BxC, weights_BxC, z_loss):
   lse = jax.nn.logsumexp(logits, axis=-1)
   onehot = jnp.arange(logits.shape[-1], dtype=targets_BxC.dtype) == targets_BxC[..., None]
   nll = lse - jnp.sum(jnp.where(onehot, logits, 0.0), axis=-1)
+  return logits, lse, nll, onehot
+
+
+def _chunk(x_BxCxD, w_DxV, b_V, targets_BxC, weights_BxC, z_loss):
+  """One chunk: ``(loss_sum, nll_sum, dx [B, C, D] f32, dw [D, V] f32, db [V] f32)``."""
+  logits, lse, nll, onehot = _logits_nll(x_BxCxD, w_DxV, b_V, targets_BxC)
   loss = nll + z_loss * jnp.square(lse) if z_loss else nll
   p = jnp.exp(logits - lse[..., None])
   if z_loss:
@@ -64,6 +72,32 @@ def _chunk(x_BxCxD, w_DxV, b_V, targets_BxC, weights_BxC, z_loss):
   dw = jnp.einsum("bcd,bcv->dv", x_BxCxD, dc, preferred_element_type=jnp.float32)
   db = None if b_V is None else jnp.sum(d, axis=(0, 1))
   return jnp.sum(loss * weights_BxC), jnp.sum(nll * weights_BxC), dx, dw, db
+
+
+def _per_chunk(fn, x, w, b, targets):
+  """``fn(x_chunk, w, b, targets_chunk) -> [B, C, ...]`` over the length in chunks (one
+  call when one chunk holds it all; ``lax.map`` keeps one chunk's logits live at a
+  time), re-joined to ``[B, T, ...]``."""
+  B, T, _ = x.shape
+  c = chunk_positions(B, T, w.shape[1])
+  if c == T:
+    return fn(x, w, b, targets)
+  to_chunks = lambda a: jnp.moveaxis(a.reshape(B, T // c, c, *a.shape[2:]), 1, 0)  # noqa: E731
+  out = jax.lax.map(lambda xs: fn(xs[0], w, b, xs[1]), (to_chunks(x), to_chunks(targets)))
+  return jnp.moveaxis(out, 0, 1).reshape(B, T, *out.shape[3:])
+
+
+def _nll_and_loss(x_c, w, b, t_c, z_loss):
+  """One chunk's float32 ``[B, C, 2]``: nll and nll + z_loss * lse^2, forward only."""
+  _, lse, nll, _ = _logits_nll(x_c, w, b, t_c)
+  return jnp.stack([nll, nll + z_loss * jnp.square(lse) if z_loss else nll], axis=-1)
+
+
+def token_nll(x_BxTxD, w_DxV, b_V, targets_BxT):
+  """Per-token ``nll [B, T]`` (float32) of the logits ``x @ w (+ b)``, by the same
+  chunks as ``head_loss_sums`` and without gradient: evaluation, and token scores."""
+  x, w, b = jax.lax.stop_gradient((x_BxTxD, w_DxV, b_V))
+  return _per_chunk(lambda *a: _logits_nll(*a)[2], x, w, b, targets_BxT)
 
 
 def _sums_and_grads(x, w, b, targets, weights, z_loss):
@@ -93,9 +127,11 @@ def _sums_and_grads(x, w, b, targets, weights, z_loss):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def _head_loss(x, w, b, targets, weights, z_loss, dtypes):
+  # Outside differentiation (a value alone): the forward, no gradients made.
   del dtypes
-  loss, nll, _ = _sums_and_grads(x, w, b, targets, weights, z_loss)
-  return loss, nll
+  both = _per_chunk(functools.partial(_nll_and_loss, z_loss=z_loss), x, w, b, targets)
+  weights = weights.astype(jnp.float32)
+  return jnp.sum(both[..., 1] * weights), jnp.sum(both[..., 0] * weights)
 
 
 def _head_loss_fwd(x, w, b, targets, weights, z_loss, dtypes):

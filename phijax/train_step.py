@@ -199,20 +199,26 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
   def slm_sums(params, batch, rng, ref_params):
     """Rho-1: the summed loss over the selected tokens, those whose loss most exceeds
     the reference model's (``select_top``), and its metrics' sums. The excess reads the
-    same (dropout) forward the loss does; the reference runs without dropout."""
-    logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
-                         batch["segment_ids"], deterministic=False, rngs={"dropout": rng})
-    nll, objective = losses.token_losses(logits, batch["targets"], z_loss)
-    ref_logits = model.apply({"params": ref_params}, batch["inputs"], batch["positions"],
-                             batch["segment_ids"], deterministic=True)
-    ref_nll = jax.lax.stop_gradient(losses.token_losses(ref_logits, batch["targets"])[0])
-    excess = jax.lax.stop_gradient(nll) - ref_nll
+    same (dropout) forward the loss does; the reference runs without dropout. Token
+    scores come from the head's forward by chunks (``head_loss.token_nll``), and the
+    loss from ``head_loss_sums`` with the selection as its weights: no ``[B, T, V]``
+    logits, for either model."""
+    x, w, b = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                          batch["segment_ids"], deterministic=False, rngs={"dropout": rng},
+                          head_inputs=True)
+    nll = head_loss.token_nll(x, w, b, batch["targets"])
+    ref_nll = head_loss.token_nll(
+        *model.apply({"params": ref_params}, batch["inputs"], batch["positions"],
+                     batch["segment_ids"], deterministic=True, head_inputs=True),
+        batch["targets"])
+    excess = nll - ref_nll
     mask = batch["loss_mask"].astype(jnp.float32)
     valid = mask > 0
     selected = select_top(excess, valid, token_selection)
     weight = mask * selected  # the loss mask's weights, on the selected tokens only
-    return losses.masked_sum(objective, weight), {
-        "nll_sum": losses.masked_sum(nll, weight), "count": jnp.sum(weight),
+    objective, nll_sum = head_loss.head_loss_sums(x, w, b, batch["targets"], weight, z_loss)
+    return objective, {
+        "nll_sum": nll_sum, "count": jnp.sum(weight),
         "excess_loss": losses.masked_sum(excess, weight),
         # Own denominators (metric_mean): comparable with a plain LM run's loss.
         "lm_loss": (losses.masked_sum(nll, mask), jnp.sum(mask)),
@@ -277,9 +283,9 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
     return new_state, metrics
 
   def eval_step(params, batch):
-    logits = model.apply({"params": params}, batch["inputs"], batch["positions"],
-                         batch["segment_ids"])
-    nll, _ = losses.token_losses(logits, batch["targets"])
+    x, w, b = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                          batch["segment_ids"], head_inputs=True)
+    nll = head_loss.token_nll(x, w, b, batch["targets"])  # no [B, T, V] logits
     mask = batch["loss_mask"]
     return {"nll_sum": losses.masked_sum(nll, mask),
             "tokens": jnp.sum(mask.astype(jnp.float32)),

@@ -81,6 +81,17 @@ def test_head_loss_sums_match_autodiff_of_the_plain_head(monkeypatch, bias, z_lo
   g3 = jax.grad(lambda x: 3.0 * fused(x, w, b)[0])(x)
   np.testing.assert_allclose(np.asarray(g3, np.float32),
                              3.0 * np.asarray(got_g[0], np.float32), rtol=tol / 3, atol=1e-6)
+  # The value alone (no differentiation: the forward only, no gradients made).
+  value, value_nll = jax.jit(fused)(x, w, b)
+  np.testing.assert_allclose(value, want, rtol=1e-5)
+  np.testing.assert_allclose(value_nll, want_nll, rtol=1e-5)
+  # Per-token losses by the same chunks, without gradient (evaluation, Rho-1's scores).
+  logits = jnp.einsum("btd,dv->btv", x, w.astype(dtype), preferred_element_type=jnp.float32)
+  want_tok = _plain(logits if b is None else logits + b, targets, 0.0)[0]
+  np.testing.assert_allclose(head_loss.token_nll(x, w, b, targets), want_tok, rtol=1e-5,
+                             atol=1e-5)
+  assert float(jnp.abs(jax.grad(lambda x: head_loss.token_nll(x, w, b, targets).sum())(
+      x).astype(jnp.float32)).max()) == 0.0
 
 
 def test_head_chunks_divide_the_length():
