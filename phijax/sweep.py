@@ -614,6 +614,22 @@ def write_sweep_file(workdir: str, spec: str, arms: list[Arm], common: Sequence[
   os.replace(tmp, os.path.join(workdir, SWEEP_FILE))
 
 
+def _warn_stale_sweep_file(workdir: str, arms: list[Arm]) -> None:
+  """Says which of ``arms`` the existing sweep.json does not list: the results table
+  reads its arms from there, so theirs would be missing from it."""
+  try:
+    with open(os.path.join(workdir, SWEEP_FILE)) as f:
+      listed = {a["name"] for a in json.load(f).get("arms", [])}
+  except (OSError, ValueError):
+    return
+  new = [a.name for a in arms if a.name not in listed]
+  if new:
+    print(f"warning: {os.path.join(workdir, SWEEP_FILE)} (kept under --only) does not list "
+          f"{len(new)} arm(s) of the experiment as it is now: {', '.join(new)}; the "
+          "results table leaves them out until a run without --only rewrites it",
+          file=sys.stderr, flush=True)
+
+
 def _parser():
   from phijax import cli
   parser = cli.ArgumentParser(prog=cli.prog("phijax.sweep", "phijax-sweep"),
@@ -691,6 +707,8 @@ def main(args, overrides: Sequence[str], launcher_args: Sequence[str] = ()) -> i
   elif not os.path.exists(os.path.join(workdir, SWEEP_FILE)):
     all_arms = make_arms(spec, module, workdir, overrides)
     write_sweep_file(workdir, spec, all_arms, overrides, names)
+  else:  # kept (a smoke --only run must not rewrite a full sweep's record), but said
+    _warn_stale_sweep_file(workdir, arms)
   how = (f"{parallel} at a time" if args.launcher == "local" else
          f"one {args.launcher} job each")
   print(f"{_stamp()} sweep {os.path.basename(where)}: {len(arms)} arm(s), {how}, in "

@@ -419,3 +419,16 @@ def test_run_summary_of_a_dpo_run(tmp_path):
   summary = results.run_summary(str(tmp_path))
   assert summary["eval_loss"] == 0.5 and math.isnan(summary["eval_bpb"])
   assert summary["status"] == "done" and summary["steps"] == 1
+
+
+def test_a_kept_sweep_file_that_misses_arms_is_named(tmp_path, capsys):
+  """--only keeps an existing sweep.json (a smoke run must not rewrite a full sweep's
+  record) but says which arms it does not list: the results table would leave them out."""
+  from phijax import sweep
+  (tmp_path / sweep.SWEEP_FILE).write_text(json.dumps({"arms": [{"name": "lr=0.1"}]}))
+  arms = [sweep.Arm(n, {}, [], str(tmp_path)) for n in ("lr=0.1", "lr=0.3")]
+  sweep._warn_stale_sweep_file(str(tmp_path), arms)
+  err = capsys.readouterr().err
+  assert "does not list 1 arm(s)" in err and "lr=0.3" in err and "lr=0.1," not in err
+  sweep._warn_stale_sweep_file(str(tmp_path), arms[:1])
+  assert capsys.readouterr().err == ""
