@@ -35,11 +35,11 @@ codec modules that are not generated: 65 files, 1.2 MB of 256-entry decoding tab
 this ran; 70 since ``corpus.is_generated`` also knows the unmarked tables),
 and ``topics``, ``pydoc_data/topics.py`` (0.76 MB of English help text in a dict; one
 document, so all of it is training data), each at NOISE_WEIGHT of the rows: the noise is
-40% of every mix arm's training tokens. Training evaluations read the first
-FINAL_EVAL_BATCHES x 8 held-out rows source by source in key order (ConfigDict sorts the
-keys), so with ``stdlib`` sorting before ``tables`` and ``topics`` (which is why they
-have these names) and enough stdlib held-out rows, every evaluation the runs log is of
-clean stdlib only. ``plot`` checks this by evaluating every arm on the ``stdlib`` source
+40% of every mix arm's training tokens. ``data.eval_sources = "stdlib"``: every
+evaluation the runs log reads FINAL_EVAL_BATCHES x 8 held-out rows of clean stdlib
+only. (The committed run predates that field; then evaluations read sources in key
+order, and ``stdlib`` sorting first, which is why the noise sources have these names,
+gave the same rows.) ``plot`` checks this by evaluating every arm on the ``stdlib`` source
 alone (it matches to the last digit), and on the ``tables`` held-out files (a few codec
 tables) for how much of the noise each arm learned.
 
@@ -131,6 +131,7 @@ def get_config(arg=None):
   # Every recipe has the same sources (the same config keys); the reference gives the
   # noise weight 0, so it neither trains on it nor trains its tokenizer on it.
   c.data.sources.stdlib.update(weight=CLEAN_WEIGHT, exclude=CLEAN_EXCLUDE)
+  c.data.eval_sources = "stdlib"  # held-out: the target alone, not the noisy mix
   for name, src in noise_sources().items():
     if recipe == "reference":
       src.weight = 0.0

@@ -202,9 +202,11 @@ def test_stdlib_corpus_files_and_split(stdlib_cfg):
   generated = every - names
   assert {"pydoc_data/topics.py", "encodings/cp437.py", "token.py"} <= generated
   assert {"encodings/utf_8.py", "encodings/idna.py", "_compat_pickle.py"} <= names
-  for name in generated:
-    head = "".join((root / name).read_text("utf-8").splitlines(True)[:5]).lower()
-    assert "generated" in head or "do not edit" in head, name
+  for name in generated:  # their headers say so, or they are codec tables
+    text = (root / name).read_text("utf-8")
+    head = "".join(text.splitlines(True)[:5]).lower()
+    assert ("generated" in head or "do not edit" in head
+            or name.startswith("encodings/") and "decoding_table = (" in text), name
   src = data.build_sources(stdlib_cfg)["stdlib"]
   # Oracle for the split: sha256 of the relative path, independently computed.
   frac = stdlib_cfg.heldout_fraction
@@ -675,3 +677,43 @@ def test_codec_tables_are_left_out_of_the_stdlib_corpus_with_or_without_a_header
   for kept in ("encodings/charmap.py", "encodings/rot_13.py", "encodings/utf_8.py",
                "json/decoder.py"):
     assert kept in files
+
+
+def test_eval_rows_are_shared_among_sources_by_weight(tmp_path):
+  """A limited evaluation reads each source's held-out rows in proportion to its
+  weight (not the first source's rows alone); a source short of its share leaves the
+  rest to the others; the quotas split by largest remainder."""
+  from phijax.data.pipeline import _row_quotas
+  assert _row_quotas(8, {"a": 1.0, "b": 3.0}) == {"a": 2, "b": 6}
+  assert _row_quotas(5, {"a": 1.0, "b": 1.0, "c": 1.0}) == {"a": 2, "b": 2, "c": 1}
+  assert _row_quotas(3, {"a": 0.0, "b": 0.0}) == {"a": 2, "b": 1}
+  assert _row_quotas(None, {"a": 1.0}) == {"a": None}
+  for name, docs, repeat in (("alpha", 40, 200), ("beta", 40, 200), ("gamma", 4, 5)):
+    (tmp_path / name).mkdir()
+    for i in range(docs):
+      (tmp_path / name / f"{i}.txt").write_text(f"{name} {i} " * repeat)
+  tok = data.train_tokenizer(["alpha beta gamma 0 1 2 3 4 5 6 7 8 9 " * 50], vocab_size=300)
+  cfg = data.config.defaults()
+  cfg.seq_len, cfg.heldout_fraction = 64, 0.5
+  cfg.sources = {n: data.config.source("text", str(tmp_path / n), weight=w)
+                 for n, w in (("alpha", 0.25), ("beta", 0.75), ("gamma", 0.0))}
+
+  def source_of_rows(cfg, num_batches):
+    batches = data.make_eval_batches(cfg, tok, batch_size=4, num_batches=num_batches,
+                                     process_index=0, process_count=1)
+    words = [next(w for w in ("alpha", "beta", "gamma") if w in tok.decode(r.tolist()))
+             for b in batches for r in b["inputs"]]
+    return {w: words.count(w) for w in set(words)}
+
+  assert source_of_rows(cfg, 2) == {"alpha": 2, "beta": 6}  # gamma has weight 0
+  cfg.sources.alpha.weight, cfg.sources.gamma.weight = 0.0, 0.75
+  got = source_of_rows(cfg, 2)  # gamma's short held-out documents fill fewer than its 4
+  assert 1 <= got["gamma"] < 4 and got["beta"] == 8 - got["gamma"] and "alpha" not in got
+  # data.eval_sources: the target alone while training on a mix, weight 0 included.
+  cfg.eval_sources = "alpha"
+  assert source_of_rows(cfg, 2) == {"alpha": 8}
+  assert [data.build_sources(cfg)["alpha"].text(i) for i in
+          data.build_sources(cfg)["alpha"].heldout_indices()] == data.heldout_documents(cfg)
+  cfg.eval_sources = "alpha,delta"
+  with pytest.raises(data.DataError, match=r"eval_sources names \['delta'\]"):
+    source_of_rows(cfg, 2)

@@ -94,6 +94,10 @@ def defaults() -> ConfigDict:
       read_threads=2,  # threads reading + tokenizing documents per process
       shuffle_rows=1024,  # shuffle packed rows in windows of this many (<= 1: off)
       heldout_fraction=0.05,  # documents held out by a stable hash of their key
+      # Sources the held-out evaluations (and the gzip baseline) read, comma-separated;
+      # "" = every source with weight > 0, their rows shared by weight. Name one to
+      # measure the target alone while training on a mix (experiments/rho1.py).
+      eval_sources="",
       # True: every training step gets the same batch, the first one the pipeline
       # makes (full-batch gradient descent on train.batch_size x seq_len fixed tokens,
       # as in experiments/edge_of_stability.py); workers are then not used.

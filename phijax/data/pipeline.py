@@ -17,6 +17,7 @@ process.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from typing import Mapping, Sequence
 
@@ -189,10 +190,23 @@ def _ensure_absl_flags_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
+def eval_source_names(cfg_data) -> list[str]:
+  """The sources held-out evaluation reads: ``data.eval_sources`` (comma-separated
+  names), or every source with weight > 0 when it is empty."""
+  chosen = [n.strip() for n in str(cfg_data.get("eval_sources", "") or "").split(",")
+            if n.strip()]
+  if not chosen:
+    return list(source_weights(cfg_data))
+  unknown = [n for n in chosen if n not in cfg_data.sources]
+  if unknown:
+    raise DataError(f"config.data.eval_sources names {unknown}, which config.data.sources "
+                    f"does not have ({sorted(cfg_data.sources)}); name some of those, or "
+                    "'' for every source with weight > 0")
+  return chosen
+
+
 def _eval_sources(cfg_data, names):
-  if names is None:
-    names = list(source_weights(cfg_data))
-  return build_sources(cfg_data, names)
+  return build_sources(cfg_data, eval_source_names(cfg_data) if names is None else names)
 
 
 def make_eval_batches(cfg_data, tok, *, batch_size: int, num_batches: int | None,
@@ -204,33 +218,39 @@ def make_eval_batches(cfg_data, tok, *, batch_size: int, num_batches: int | None
   Same dicts as training plus ``bytes`` (int32 ``[B, L]``: UTF-8 bytes of each
   target token, 0 where ``loss_mask`` is 0), so bits per byte is
   ``sum(loss * loss_mask) / ln(2) / sum(bytes)``. Covers the held-out documents of
-  ``sources`` (default: those with config weight > 0) from the start, at full
-  ``seq_len``. Every process gets exactly ``num_batches`` (a multi-host eval step
-  must run the same number of times everywhere): when the held-out data runs out,
-  the rest is padding rows (``loss_mask`` 0), with a warning. ``num_batches=None``
-  takes every held-out row of this process (the last batch padded); multi-host
-  callers then agree on the largest count and pass it.
+  ``sources`` (default: ``eval_source_names``, i.e. ``data.eval_sources`` or else
+  those with weight > 0) from the start, at full ``seq_len``. With several sources
+  and a ``num_batches``, the rows are shared among them by their config weights
+  (largest remainder; equal shares if no weight is positive; a source with too few
+  held-out rows leaves its share to the others), so the number measures the mixture,
+  not whichever source comes first. Every process gets exactly ``num_batches`` (a
+  multi-host eval step must run the same number of times everywhere): when the
+  held-out data runs out, the rest is padding rows (``loss_mask`` 0), with a warning.
+  ``num_batches=None`` takes every held-out row of this process (the last batch
+  padded); multi-host callers then agree on the largest count and pass it.
   """
   _check_cfg(cfg_data)
   process_index, process_count = _process(process_index, process_count)
   seq_len = cfg_data.seq_len
   wanted = batch_size * num_batches if num_batches is not None else None
-  rows = []
   srcs = _eval_sources(cfg_data, sources)
-  for src in srcs.values():
+  its = {}
+  for name, src in srcs.items():
     indices = src.heldout_indices()
-    if len(indices) == 0:
-      continue
-    share = _shard(indices, src, process_index, process_count, "held-out")
-    it = iter(packing.source_rows(src, share, tok, seq_len, shuffle_seed=None,
-                                  read_threads=cfg_data.read_threads,
-                                  token_bytes=tok.token_bytes))
-    for row in it:
-      rows.append(row)
-      if len(rows) == wanted:
+    if len(indices):
+      share = _shard(indices, src, process_index, process_count, "held-out")
+      its[name] = iter(packing.source_rows(src, share, tok, seq_len, shuffle_seed=None,
+                                           read_threads=cfg_data.read_threads,
+                                           token_bytes=tok.token_bytes))
+  quotas = _row_quotas(wanted, {n: cfg_data.sources[n].weight for n in its})
+  per_source = {n: list(itertools.islice(it, quotas[n])) for n, it in its.items()}
+  if wanted is not None:  # sources short of their share leave it to the others
+    for name, it in its.items():
+      short = wanted - sum(map(len, per_source.values()))
+      if short <= 0:
         break
-    if len(rows) == wanted:
-      break
+      per_source[name].extend(itertools.islice(it, short))
+  rows = [r for n in its for r in per_source[n]]
   if not rows:
     raise DataError(_no_heldout_message(cfg_data, srcs))
   if num_batches is None:
@@ -246,6 +266,22 @@ def make_eval_batches(cfg_data, tok, *, batch_size: int, num_batches: int | None
     rows.extend([pad] * (wanted - len(rows)))
   return [{k: np.stack([r[k] for r in rows[b * batch_size:(b + 1) * batch_size]])
            for k in rows[0]} for b in range(num_batches)]
+
+
+def _row_quotas(wanted: int | None, weights: dict) -> dict:
+  """Rows per source: ``wanted`` split by weight (largest remainder; equal shares when
+  no weight is positive), or None (every row) for each when ``wanted`` is None."""
+  if wanted is None:
+    return {n: None for n in weights}
+  w = {n: max(0.0, float(x)) for n, x in weights.items()}
+  total = sum(w.values())
+  w = w if total > 0 else {n: 1.0 for n in w}
+  total = sum(w.values()) or 1.0
+  exact = {n: wanted * x / total for n, x in w.items()}
+  quotas = {n: int(e) for n, e in exact.items()}
+  for n in sorted(exact, key=lambda n: quotas[n] - exact[n])[:wanted - sum(quotas.values())]:
+    quotas[n] += 1
+  return quotas
 
 
 def check_heldout(cfg_data, sources: Sequence[str] | None = None) -> None:
