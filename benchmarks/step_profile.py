@@ -59,8 +59,10 @@ def main():
                  help="also list the N slowest HLO instructions with their name scope")
   p.add_argument("--batch", type=int, default=0, help="rows per step (default: the config's)")
   p.add_argument("--impl", default="", help="attention impl (default: the config's)")
+  p.add_argument("--shape", default="tiny", choices=("tiny", "wide"),
+                 help="train_throughput.py's shapes: the config as it is, or its wide model")
   args = p.parse_args()
-  config = tt.load_config(args.config)
+  config = tt.shaped(tt.load_config(args.config), args.shape)
   if args.batch:
     config.train.batch_size = args.batch
   if args.impl:
