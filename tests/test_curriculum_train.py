@@ -10,7 +10,7 @@ import time
 
 from tests.test_resume import ROOT, _losses
 
-WARMUP = ["--config=configs/tiny.py:runlocal", "--config.data.seq_len=256",
+WARMUP = ["--config=configs/tiny.py:runlocal", "--config.data.seq_len=128",
           "--config.train.steps=16", "--config.curriculum.seq_warmup.enabled=true",
           "--config.curriculum.seq_warmup.start=32",
           "--config.curriculum.seq_warmup.duration=0.75", "--config.train.log_every=1",
@@ -40,10 +40,10 @@ def test_one_compile_per_bucket_and_exact_resume_mid_warmup(tmp_path):
                         timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   compiles = proc.stderr.count("Finished XLA compilation of jit(train_step)")
-  assert compiles == 4  # buckets 32, 64, 128, 256 = log2(256/32) + 1
+  assert compiles == 3  # buckets 32, 64, 128 = log2(128/32) + 1
   rows = _rows(full)
   lengths = [rows[s]["seq_len"] for s in sorted(rows)]
-  assert lengths[0] == 32 and lengths[-1] == 256 and set(lengths) == {32, 64, 128, 256}
+  assert lengths[0] == 32 and lengths[-1] == 128 and set(lengths) == {32, 64, 128}
   assert lengths == sorted(lengths)
 
   cut = tmp_path / "cut"
@@ -61,7 +61,7 @@ def test_one_compile_per_bucket_and_exact_resume_mid_warmup(tmp_path):
   text = log_path.read_text()
   assert p.returncode == 0, text[-3000:]
   stopped = int(text.split("checkpoint written at step ")[1].split()[0])
-  assert rows[stopped + 1]["seq_len"] < 256  # the cut fell inside the warmup
+  assert rows[stopped + 1]["seq_len"] < 128  # the cut fell inside the warmup
   again = subprocess.run(_cmd(cut, tmp_path / "xla"), capture_output=True, text=True, cwd=ROOT, env=_env(),
                          timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
