@@ -25,7 +25,6 @@ import math
 import os
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +33,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from phijax import attention  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402  (benchmarks/timing.py)
 from phijax.kernels import gpu_triton  # noqa: E402
 
 IMPLS = ("xla", "pallas_gpu", "cudnn", "jax_mha")
@@ -58,14 +60,7 @@ def attention_fn(impl, *, causal, scale, blocks, interpret):
 
 def median_seconds(fn, args, iters, warmup):
   compiled = jax.jit(fn).lower(*args).compile()
-  for _ in range(warmup):
-    jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(iters):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return statistics.median(timing.call_seconds(compiled, args, iters, warmup))
 
 
 def fa2_forward_flops(B, T, H, D, causal):

@@ -74,6 +74,18 @@ def _chunk(x_BxCxD, w_DxV, b_V, targets_BxC, weights_BxC, z_loss):
   return jnp.sum(loss * weights_BxC), jnp.sum(nll * weights_BxC), dx, dw, db
 
 
+def _to_chunks(a, c):
+  """``[B, T, ...]`` -> ``[T // c, B, c, ...]``: chunks of ``c`` positions, leading."""
+  B, T = a.shape[:2]
+  return jnp.moveaxis(a.reshape(B, T // c, c, *a.shape[2:]), 1, 0)
+
+
+def _from_chunks(a):
+  """The inverse of ``_to_chunks``."""
+  n, B, c = a.shape[:3]
+  return jnp.moveaxis(a, 0, 1).reshape(B, n * c, *a.shape[3:])
+
+
 def _per_chunk(fn, x, w, b, targets):
   """``fn(x_chunk, w, b, targets_chunk) -> [B, C, ...]`` over the length in chunks (one
   call when one chunk holds it all; ``lax.map`` keeps one chunk's logits live at a
@@ -82,9 +94,8 @@ def _per_chunk(fn, x, w, b, targets):
   c = chunk_positions(B, T, w.shape[1])
   if c == T:
     return fn(x, w, b, targets)
-  to_chunks = lambda a: jnp.moveaxis(a.reshape(B, T // c, c, *a.shape[2:]), 1, 0)  # noqa: E731
-  out = jax.lax.map(lambda xs: fn(xs[0], w, b, xs[1]), (to_chunks(x), to_chunks(targets)))
-  return jnp.moveaxis(out, 0, 1).reshape(B, T, *out.shape[3:])
+  return _from_chunks(jax.lax.map(lambda xs: fn(xs[0], w, b, xs[1]),
+                                  (_to_chunks(x, c), _to_chunks(targets, c))))
 
 
 def _nll_and_loss(x_c, w, b, t_c, z_loss):
@@ -103,8 +114,6 @@ def token_nll(x_BxTxD, w_DxV, b_V, targets_BxT):
 def _sums_and_grads(x, w, b, targets, weights, z_loss):
   B, T, D = x.shape
   c = chunk_positions(B, T, w.shape[1])
-  n = T // c
-  to_chunks = lambda a: jnp.moveaxis(a.reshape(B, n, c, *a.shape[2:]), 1, 0)  # noqa: E731
 
   def body(carry, xs):
     loss, nll, dw, db = carry
@@ -113,16 +122,15 @@ def _sums_and_grads(x, w, b, targets, weights, z_loss):
     db = db if db_c is None else db + db_c
     return (loss + l, nll + n_, dw + dw_c, db), dx
 
-  if n == 1:  # one chunk (small vocabularies and batches): no loop to compile
+  if c == T:  # one chunk (small vocabularies and batches): no loop to compile
     loss, nll, dx, dw, db = _chunk(x, w, b, targets, weights.astype(jnp.float32), z_loss)
     return loss, nll, (dx.reshape(B, T, D), dw, db)
   zero = jnp.zeros((), jnp.float32)
   db0 = jnp.zeros((0,), jnp.float32) if b is None else jnp.zeros(b.shape, jnp.float32)
   (loss, nll, dw, db), dx = jax.lax.scan(
       body, (zero, zero, jnp.zeros(w.shape, jnp.float32), db0),
-      (to_chunks(x), to_chunks(targets), to_chunks(weights.astype(jnp.float32))))
-  dx = jnp.moveaxis(dx, 0, 1).reshape(B, T, D)
-  return loss, nll, (dx, dw, None if b is None else db)
+      (_to_chunks(x, c), _to_chunks(targets, c), _to_chunks(weights.astype(jnp.float32), c)))
+  return loss, nll, (_from_chunks(dx), dw, None if b is None else db)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))

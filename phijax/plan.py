@@ -120,10 +120,8 @@ def plan(config, mesh_sizes: dict, activations: bool = True) -> dict:
          "opt_bytes": shard_bytes(state.opt_state, shardings.opt_state)}
   out["grad_bytes"] = out["params_bytes"]  # gradients: the parameters' dtype and sharding
   # DPO and Rho-1 hold a frozen reference model beside the trained one, placed as the
-  # parameters are (train_step.build takes it with the parameters' shardings).
-  takes_reference = (config.train.objective == "dpo"
-                     or bool(config.train.token_selection))
-  out["ref_bytes"] = out["params_bytes"] if takes_reference else 0
+  # parameters are.
+  out["ref_bytes"] = out["params_bytes"] if fns.takes_reference else 0
   B, L = config.train.batch_size, config.data.seq_len
   out.update(batch=B, seq_len=L, microbatches=config.train.microbatches)
   if B % sharding.batch_divisor(mesh, rules):

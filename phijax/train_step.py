@@ -121,6 +121,8 @@ class StepFns:
   lower_train_step: Any  # (rows, cols) -> the train step lowered for that shape (HLO)
   mesh: Any
   rules: Any
+  # DPO and Rho-1: train_step takes the frozen reference's parameters, sharded as params
+  takes_reference: bool = False
 
 
 def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 0.0,
@@ -211,6 +213,9 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
         *model.apply({"params": ref_params}, batch["inputs"], batch["positions"],
                      batch["segment_ids"], deterministic=True, head_inputs=True),
         batch["targets"])
+    # The model's head forward runs twice (scores here, the loss with its gradients
+    # below): selection needs every token's score before any loss, and the recompute
+    # costs one head matmul where keeping the logits would cost [B, T, V] floats.
     excess = nll - ref_nll
     mask = batch["loss_mask"].astype(jnp.float32)
     valid = mask > 0
@@ -339,7 +344,8 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
                  batch_sharding=batch_sharding, init=in_context(jit_init),
                  compile_train_step=compile_train_step,
                  train_step=in_context(jit_train), eval_step=in_context(jit_eval),
-                 lower_train_step=lower_train_step, mesh=mesh, rules=rules)
+                 lower_train_step=lower_train_step, mesh=mesh, rules=rules,
+                 takes_reference=takes_reference)
 
 
 def random_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict:

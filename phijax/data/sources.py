@@ -59,16 +59,16 @@ def select_files(name: str, root, files, include: str = "", exclude: str = ""):
   pattern that matches no file is a ``DataError``: a misspelt package would otherwise
   change the corpus silently."""
   rel = [pathlib.Path(f).relative_to(root).as_posix() for f in files]
-  for field, text in (("glob", include), ("exclude", exclude)):
-    for pat in _patterns(text):
+  keep_pats, drop_pats = _patterns(include), _patterns(exclude)
+  for field, pats in (("glob", keep_pats), ("exclude", drop_pats)):
+    for pat in pats:
       if not any(fnmatch.fnmatchcase(r, pat) for r in rel):
         raise DataError(f"data source {name!r}: config.data.sources.{name}.{field} "
                         f"pattern {pat!r} matches no file under {str(root)!r}; patterns "
                         "are fnmatch over paths relative to it, e.g. 'email/*'")
-  keep = lambda r: ((not _patterns(include) or any(fnmatch.fnmatchcase(r, p) for p in  # noqa: E731
-                                                   _patterns(include)))
-                    and not any(fnmatch.fnmatchcase(r, p) for p in _patterns(exclude)))
-  out = [f for f, r in zip(files, rel) if keep(r)]
+  hits = lambda r, pats: any(fnmatch.fnmatchcase(r, p) for p in pats)  # noqa: E731
+  out = [f for f, r in zip(files, rel)
+         if (not keep_pats or hits(r, keep_pats)) and not hits(r, drop_pats)]
   if not out:
     raise DataError(f"data source {name!r}: glob {include!r} and exclude {exclude!r} "
                     f"leave no file under {str(root)!r}")
