@@ -36,7 +36,8 @@ GENERATED_HEADER_LINES = 5
 
 # Codec tables whose header does not say they were generated (cp858.py "modified from
 # cp850", cp1125, cp720, koi8_t, palmos: 13-35 KB of hex literals each; cp858.py alone
-# was 17% of the text of a 32-batch held-out evaluation): known by their table.
+# was 14% of the bytes of the first 32 x 8 x 256 held-out tokens with the default 8k
+# tokenizer, 19% with a 2k one): known by their table.
 CODEC_TABLE_MARKERS = (b"decoding_table = (", b"decoding_map = codecs.make_identity_dict")
 
 
