@@ -47,22 +47,24 @@ def chunk_positions(B, T, V, platform=None) -> int:
 
 
 def _logits_nll(x_BxCxD, w_DxV, b_V, targets_BxC):
-  """One chunk's float32 ``(logits, lse, nll, onehot)``."""
+  """One chunk's float32 ``(probs, lse, nll)``."""
   logits = jnp.einsum("bcd,dv->bcv", x_BxCxD, w_DxV.astype(x_BxCxD.dtype),
                       preferred_element_type=jnp.float32)
   if b_V is not None:
     logits = logits + b_V
-  lse = jax.nn.logsumexp(logits, axis=-1)
-  onehot = jnp.arange(logits.shape[-1], dtype=targets_BxC.dtype) == targets_BxC[..., None]
-  nll = lse - jnp.sum(jnp.where(onehot, logits, 0.0), axis=-1)
-  return logits, lse, nll, onehot
+  m = jnp.max(logits, axis=-1, keepdims=True)
+  e = jnp.exp(logits - m)
+  total = jnp.sum(e, axis=-1, keepdims=True)
+  lse = (m + jnp.log(total))[..., 0]
+  nll = lse - jnp.take_along_axis(logits, targets_BxC[..., None], axis=-1)[..., 0]
+  return e / total, lse, nll
 
 
 def _chunk(x_BxCxD, w_DxV, b_V, targets_BxC, weights_BxC, z_loss):
   """One chunk: ``(loss_sum, nll_sum, dx [B, C, D] f32, dw [D, V] f32, db [V] f32)``."""
-  logits, lse, nll, onehot = _logits_nll(x_BxCxD, w_DxV, b_V, targets_BxC)
+  p, lse, nll = _logits_nll(x_BxCxD, w_DxV, b_V, targets_BxC)
   loss = nll + z_loss * jnp.square(lse) if z_loss else nll
-  p = jnp.exp(logits - lse[..., None])
+  onehot = jnp.arange(p.shape[-1], dtype=targets_BxC.dtype) == targets_BxC[..., None]
   if z_loss:
     p = p * (1.0 + 2.0 * z_loss * lse)[..., None]
   d = (p - onehot) * weights_BxC[..., None]  # d loss_sum / d logits
@@ -100,7 +102,7 @@ def _per_chunk(fn, x, w, b, targets):
 
 def _nll_and_loss(x_c, w, b, t_c, z_loss):
   """One chunk's float32 ``[B, C, 2]``: nll and nll + z_loss * lse^2, forward only."""
-  _, lse, nll, _ = _logits_nll(x_c, w, b, t_c)
+  _, lse, nll = _logits_nll(x_c, w, b, t_c)
   return jnp.stack([nll, nll + z_loss * jnp.square(lse) if z_loss else nll], axis=-1)
 
 
