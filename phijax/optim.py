@@ -35,7 +35,8 @@ scalings and is refused.
 ``optim.freeze`` (comma-separated regexes searched in each parameter's path, e.g.
 ``embed`` or ``layers_0/.*``): matching parameters take ``optax.set_to_zero`` through
 ``optax.multi_transform``, so they get no update and hold no optimizer state; the
-saved optimizer state shrinks accordingly.
+saved optimizer state shrinks accordingly. The logged ``grad_norm`` covers the trained
+parameters only (``trainable``), as the clip does.
 """
 
 from __future__ import annotations
@@ -109,6 +110,18 @@ def freeze_labels(patterns: str):
         lambda path, _: "frozen" if any(rx.search(path_string(path)) for _, rx in regexes)
         else "train", params)
   return labels
+
+
+def trainable(cfg_optim):
+  """``params -> tree of bools`` (True where the parameter is trained), or None when
+  ``optim.freeze`` is off: the step's ``grad_norm`` covers the trained leaves only, as
+  the clip inside the "train" branch of ``make_direction`` does."""
+  freeze = cfg_optim.get("freeze", "")
+  if not freeze:
+    return None
+  labels = freeze_labels(freeze)
+  return lambda params: jax.tree_util.tree_map(lambda label: label == "train",
+                                               labels(params))
 
 
 def _is_dims(x) -> bool:

@@ -276,7 +276,7 @@ def train(config, workdir: str) -> dict:
   fns = build(model_cfg, tx, mesh, rules,
               microbatches=t.microbatches, z_loss=t.z_loss, seed=t.seed,
               objective=t.objective, dpo_beta=t.dpo_beta,
-              token_selection=t.token_selection)
+              token_selection=t.token_selection, trainable=optim.trainable(config.optim))
   objective = objectives.make(config, tok, fns)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_last)
   best = (checkpoint.Checkpointer(os.path.join(workdir, "best"), keep=t.keep_best,

@@ -127,8 +127,10 @@ class StepFns:
 
 def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 0.0,
           seed: int = 0, objective: str = "lm", dpo_beta: float = 0.1,
-          token_selection: float = 0.0) -> StepFns:
-  """The step functions. ``objective="dpo"``: batches of preference pairs
+          token_selection: float = 0.0, trainable=None) -> StepFns:
+  """The step functions. ``trainable`` (``optim.trainable``): ``params -> tree of
+  bools``; the logged ``grad_norm`` (and the non-finite check) then covers the trained
+  parameters only. ``objective="dpo"``: batches of preference pairs
   (``phijax.data.preferences``), and ``train_step(state, batch, lr, ref_params)``
   takes the frozen reference model's parameters (sharded like ``params``).
   ``token_selection`` > 0 (``lm`` only): the step takes the reference's parameters
@@ -268,7 +270,11 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
     denom = jnp.maximum(count, 1.0)
     grads = jax.tree_util.tree_map(lambda g: g / denom, grads)
     loss = nll_sum / denom
-    grad_norm = optax.tree.norm(grads)
+    # Frozen parameters' gradients move nothing: neither the logged norm nor the
+    # non-finite check counts them (the direction's own clip does not see them either).
+    grad_norm = optax.tree.norm(grads if trainable is None else [
+        g for g, t in zip(jax.tree_util.tree_leaves(grads),
+                          jax.tree_util.tree_leaves(trainable(grads))) if t])
     direction, opt_state = tx.update(grads, state.opt_state, state.params)
     params = jax.tree_util.tree_map(lambda p, d: p + lr * d.astype(p.dtype),
                                     state.params, direction)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from phijax import checkpoint, optim, sharding
+from phijax import checkpoint, losses, optim, sharding
 from phijax import config as base
+from phijax.model import Transformer
 from phijax.model_config import ModelConfig
 from phijax.train_step import build, device_batch, random_batch
 
@@ -79,3 +80,33 @@ def test_regex_matching_nothing_is_named():
 def test_bad_regex_is_named():
   with pytest.raises(ValueError, match=r"optim.freeze: '\(' is not a regular expression"):
     _fns("(")
+
+
+def test_grad_norm_covers_the_trained_parameters_only():
+  """The logged ``grad_norm`` is the norm of what trains (the clip's view), not of the
+  frozen parameters' gradients too."""
+  opt = ConfigDict(base.default().optim.to_dict())
+  opt.update(name="adamw", freeze="^embed")
+  mesh = sharding.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
+  fns = build(CFG, optim.make_direction(opt), mesh, sharding.DEFAULT_RULES,
+              trainable=optim.trainable(opt))
+  untold = _fns("^embed")  # no ``trainable``: the norm of every gradient
+  batch = device_batch(_batch(), fns.batch_sharding)
+  params = jax.device_get(fns.init(jax.random.key(0)).params)  # the step donates its state
+  _, m = fns.train_step(fns.init(jax.random.key(0)), batch, jnp.float32(0.0))
+  _, m_all = untold.train_step(untold.init(jax.random.key(0)), batch, jnp.float32(0.0))
+
+  def mean_loss(p):  # the reference: autodiff of the mean token loss over the logits
+    logits = Transformer(CFG).apply({"params": p}, batch["inputs"], batch["positions"],
+                                    batch["segment_ids"])
+    nll, _ = losses.token_losses(logits, batch["targets"])
+    return losses.masked_sum(nll, batch["loss_mask"]) / jnp.sum(batch["loss_mask"])
+
+  flat = _flat(jax.grad(mean_loss)(params))
+  trained = np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for k, v in flat.items()
+                        if k != "embed"))
+  everything = np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for v in flat.values()))
+  assert everything > trained * 1.01  # the embedding's gradient is not negligible
+  np.testing.assert_allclose(float(m["grad_norm"]), trained, rtol=1e-4)
+  np.testing.assert_allclose(float(m_all["grad_norm"]), everything, rtol=1e-4)
+  assert optim.trainable(ConfigDict(dict(freeze=""))) is None
