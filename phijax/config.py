@@ -72,6 +72,9 @@ def default() -> ConfigDict:
       eval_every=250,
       eval_batches=16,  # periodic evaluation; 0 = the whole held-out split
       final_eval_batches=0,  # the final evaluation; 0 = the whole held-out split
+      # Also evaluate before the first step (logged at step 0): None = only on a warm
+      # start (init_from), where the starting loss is what a fine-tune is compared to.
+      eval_at_start=config_dict.placeholder(bool),
       save_every=250,
       save_every_minutes=0.0,
       keep_last=2,

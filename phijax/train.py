@@ -369,6 +369,19 @@ def train(config, workdir: str) -> dict:
       fn = step_variants[shape] = fns.compile_train_step(*shape)
     return fn(state, batch, lr, *objective.step_args)
 
+  def periodic_eval():
+    with progress.phase() as phase:
+      ev = objective.evaluate(state.params, get_eval_batches())
+      phase.done(f"step {pos.step}: eval loss {ev['eval_loss']:.4f}, "
+                 f"{objective.describe(ev)}")
+    writer.write(pos.step, {"tokens": pos.tokens, **ev})
+    if best is not None:
+      best.save(pos.step, state, meta(), force=True, metrics=ev)
+
+  at_start = t.eval_at_start if t.eval_at_start is not None else bool(t.init_from)
+  if at_start and pos.step == 0:  # not on resume: the run logged it the first time
+    periodic_eval()
+
   probe_list = probes.make(config, fns)  # measurements logged beside the step's
   window_start, window_tokens = time.perf_counter(), 0
   progress.start(pos.step)
@@ -417,13 +430,7 @@ def train(config, workdir: str) -> dict:
         break
       plan = cur.at(pos.step, pos.tokens)
       if t.eval_every and pos.step % t.eval_every == 0 and not plan.done:
-        with progress.phase() as phase:
-          ev = objective.evaluate(state.params, get_eval_batches())
-          phase.done(f"step {pos.step}: eval loss {ev['eval_loss']:.4f}, "
-                     f"{objective.describe(ev)}")
-        writer.write(pos.step, {"tokens": pos.tokens, **ev})
-        if best is not None:
-          best.save(pos.step, state, meta(), force=True, metrics=ev)
+        periodic_eval()
         window_start = time.perf_counter()
       minutes = t.save_every_minutes and time.time() - last_save_time > 60 * t.save_every_minutes
       if (t.save_every and pos.step % t.save_every == 0) or minutes:

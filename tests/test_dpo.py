@@ -164,6 +164,10 @@ def test_dpo_run_from_a_pretrained_run(tmp_path):
   # Step 1: the policy is its reference (the warm start, dropout off): loss ln 2.
   assert train_rows[0]["loss"] == pytest.approx(np.log(2.0), abs=1e-5)
   assert train_rows[0]["reward_margin"] == pytest.approx(0.0, abs=1e-5)
+  # A warm start evaluates before its first step too (train.eval_at_start): there the
+  # policy is still its reference, so the held-out DPO loss is ln 2 exactly.
+  start = [r for r in rows if r["step"] == 0]
+  assert len(start) == 1 and start[0]["eval_loss"] == pytest.approx(np.log(2.0), abs=1e-5)
   final = [r for r in rows if r.get("final")][-1]
   assert final["eval_pairs"] > 0 and 0.0 <= final["eval_reward_accuracy"] <= 1.0
   assert "held-out DPO loss" in proc.stdout
