@@ -6,8 +6,10 @@ model, per-op times grouped by model part (from each op's name scope) and pass.
 
     python benchmarks/step_profile.py --config=configs/phi1_5.py --batch=8 --impl=cudnn --top=25
 
-On CPU, per-op times come from XLA:CPU's thunk trace events (ops run one after another,
-each using all cores), so the parts add up to about the step time. On an accelerator
+On CPU, per-op times come from XLA:CPU's thunk trace events. Independent ops run at
+the same time there (the head's ``dx`` and ``dw`` products of one chunk each take a
+core), so the parts can add up to more than the step: the first line gives both the
+sum of the ops' times and the time during which at least one op ran. On an accelerator
 they come from the device's kernel events (each names its HLO op in ``hlo_op``), and
 every kernel is also put in a kind (matmul, attention, other) by its kernel name.
 Not a test.
@@ -51,6 +53,17 @@ def kernel_kind(kernel: str, op_name: str) -> str:
   return "other (elementwise, reductions, copies)"
 
 
+def _covered_ms(events) -> float:
+  """Milliseconds covered by the union of the events' ``[ts, ts + dur)`` intervals."""
+  covered, end = 0.0, None
+  for start, stop in sorted((e["ts"], e["ts"] + e["dur"]) for e in events):
+    if end is None or start > end:
+      covered, end = covered + (stop - start), stop
+    elif stop > end:
+      covered, end = covered + (stop - end), stop
+  return covered / 1e3
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--config", default="configs/tiny.py")
@@ -91,6 +104,7 @@ def main():
   device_pids = {e["pid"] for e in events if e.get("ph") == "M"
                  and "/device:" in str(e.get("args", {}).get("name", ""))}
   total, per_op, kinds = collections.Counter(), collections.Counter(), collections.Counter()
+  counted = []  # the events per_op adds up
   for e in events:
     if on_device and e.get("pid") not in device_pids:
       continue  # host threads: launches, not the kernels' time
@@ -102,12 +116,15 @@ def main():
     if e.get("ph") != "X" or name is None:
       continue  # runtime frames, Python frames, thread-pool waits
     per_op[(inst, name)] += e["dur"] / 1e3 / args.steps
+    counted.append(e)
     if on_device:
       kinds[kernel_kind(e["name"], name)] += e["dur"] / 1e3 / args.steps
     part = next((LABELS.get(x, x) for x in PARTS if x in name), "other (loss, optimizer, ...)")
     total[(part, "bwd" if "transpose(" in name else "fwd")] += e["dur"] / 1e3 / args.steps
   ops = sum(total.values())
-  print(f"{args.config}: {wall * 1e3:.0f} ms/step wall (profiled), {ops:.0f} ms in ops")
+  busy = _covered_ms(counted) / args.steps
+  print(f"{args.config}: {wall * 1e3:.0f} ms/step wall (profiled), {ops:.0f} ms in ops, "
+        f"{busy:.0f} ms with at least one op running")
   for (part, pas), ms in total.most_common():
     print(f"  {part:34s} {pas}  {ms:7.1f} ms  {100 * ms / ops:5.1f}%")
   for kind, ms in kinds.most_common():

@@ -717,3 +717,22 @@ def test_eval_rows_are_shared_among_sources_by_weight(tmp_path):
   cfg.eval_sources = "alpha,delta"
   with pytest.raises(data.DataError, match=r"eval_sources names \['delta'\]"):
     source_of_rows(cfg, 2)
+
+
+def test_a_source_with_nothing_held_out_is_named(tmp_path, caplog):
+  """A one-document source is trained on and never evaluated: the evaluation says so
+  instead of measuring the other sources without a word."""
+  (tmp_path / "many").mkdir()
+  for i in range(20):
+    (tmp_path / "many" / f"{i}.txt").write_text(f"many {i} " * 100)
+  (tmp_path / "one.txt").write_text("one " * 500)
+  tok = data.train_tokenizer(["many one 0 1 2 3 4 5 6 7 8 9 " * 50], vocab_size=300)
+  cfg = data.config.defaults()
+  cfg.seq_len, cfg.heldout_fraction = 64, 0.3
+  cfg.sources = {"many": data.config.source("text", str(tmp_path / "many"), weight=0.5),
+                 "one": data.config.source("text", str(tmp_path / "one.txt"), weight=0.5)}
+  with caplog.at_level("WARNING"):
+    data.make_eval_batches(cfg, tok, batch_size=2, num_batches=1, process_index=0,
+                           process_count=1)
+  assert "['one'] hold no held-out document" in caplog.text
+  assert "measures ['many'] only" in caplog.text
