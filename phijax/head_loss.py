@@ -166,7 +166,8 @@ def head_loss_sums(x_BxTxD, w_DxV, b_V, targets_BxT, weights_BxT, z_loss: float 
   """``(sum_t weights_t * (nll_t + z_loss * lse_t^2), sum_t weights_t * nll_t)`` over
   the logits ``x @ w (+ b)`` in float32, computed chunk by chunk (module docstring).
   ``x`` is in the compute dtype, ``w`` ``[D, V]`` and ``b`` ``[V]`` (or None) are the
-  float32 parameters. Differentiable in x, w and b through the first sum only."""
+  float32 parameters; ``targets`` lie in ``[0, V)`` (as for ``losses.nll_and_lse``:
+  masked positions too). Differentiable in x, w and b through the first sum only."""
   dtypes = (jnp.dtype(x_BxTxD.dtype).name, jnp.dtype(w_DxV.dtype).name,
             None if b_V is None else jnp.dtype(b_V.dtype).name)
   loss, nll = _head_loss(x_BxTxD, w_DxV, b_V, targets_BxT, weights_BxT, float(z_loss),

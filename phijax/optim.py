@@ -36,7 +36,8 @@ scalings and is refused.
 ``embed`` or ``layers_0/.*``): matching parameters take ``optax.set_to_zero`` through
 ``optax.multi_transform``, so they get no update and hold no optimizer state; the
 saved optimizer state shrinks accordingly. The logged ``grad_norm`` covers the trained
-parameters only (``trainable``), as the clip does.
+parameters only, as the clip does (``trainable``, which ``phijax.train`` hands to the
+step).
 """
 
 from __future__ import annotations

@@ -118,7 +118,9 @@ def run_summary(run_dir: str) -> dict:
   grads = [_num(r.get("grad_norm")) for r in train]
   grads = [g for g in grads if math.isfinite(g)]
   tps = [r["tokens_per_sec"] for r in train if _finite(r.get("tokens_per_sec"))]
-  eval_losses = [_num(r["eval_loss"]) for r in evals + ([final] if final else [])]
+  # Step 0 (train.eval_at_start) is the starting model, not a result of training.
+  eval_losses = [_num(r["eval_loss"]) for r in [e for e in evals if e["step"] > 0] +
+                 ([final] if final else [])]
   eval_losses = [v for v in eval_losses if math.isfinite(v)]
   last = final or (train[-1] if train else {})
   spikes, max_ratio = loss_rises(losses)

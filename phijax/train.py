@@ -369,18 +369,21 @@ def train(config, workdir: str) -> dict:
       fn = step_variants[shape] = fns.compile_train_step(*shape)
     return fn(state, batch, lr, *objective.step_args)
 
-  def periodic_eval():
+  def periodic_eval(keep_best=True):
     with progress.phase() as phase:
       ev = objective.evaluate(state.params, get_eval_batches())
       phase.done(f"step {pos.step}: eval loss {ev['eval_loss']:.4f}, "
                  f"{objective.describe(ev)}")
     writer.write(pos.step, {"tokens": pos.tokens, **ev})
-    if best is not None:
+    if best is not None and keep_best:
       best.save(pos.step, state, meta(), force=True, metrics=ev)
 
+  # The starting model's evaluation (step 0) measures what the run was given, not
+  # what it trained: it starts the eval curve but is no best checkpoint. A run that
+  # restarts before its first checkpoint is at step 0 again and logs it again.
   at_start = t.eval_at_start if t.eval_at_start is not None else bool(t.init_from)
-  if at_start and pos.step == 0:  # not on resume: the run logged it the first time
-    periodic_eval()
+  if at_start and pos.step == 0:
+    periodic_eval(keep_best=False)
 
   probe_list = probes.make(config, fns)  # measurements logged beside the step's
   window_start, window_tokens = time.perf_counter(), 0

@@ -18,11 +18,14 @@ CFG = ModelConfig(arch="phi", vocab_size=64, hidden_size=32, num_layers=2, num_h
                   intermediate_size=64)
 
 
-def _fns(freeze):
+def _fns(freeze, trainable=False):
+  """The step with ``freeze``; ``trainable``: also told which parameters train (as
+  ``phijax.train`` tells it)."""
   opt = ConfigDict(base.default().optim.to_dict())
   opt.update(name="adamw", freeze=freeze)
   mesh = sharding.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
-  return build(CFG, optim.make_direction(opt), mesh, sharding.DEFAULT_RULES)
+  return build(CFG, optim.make_direction(opt), mesh, sharding.DEFAULT_RULES,
+               trainable=optim.trainable(opt) if trainable else None)
 
 
 def _batch():
@@ -85,11 +88,7 @@ def test_bad_regex_is_named():
 def test_grad_norm_covers_the_trained_parameters_only():
   """The logged ``grad_norm`` is the norm of what trains (the clip's view), not of the
   frozen parameters' gradients too."""
-  opt = ConfigDict(base.default().optim.to_dict())
-  opt.update(name="adamw", freeze="^embed")
-  mesh = sharding.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
-  fns = build(CFG, optim.make_direction(opt), mesh, sharding.DEFAULT_RULES,
-              trainable=optim.trainable(opt))
+  fns = _fns("^embed", trainable=True)
   untold = _fns("^embed")  # no ``trainable``: the norm of every gradient
   batch = device_batch(_batch(), fns.batch_sharding)
   params = jax.device_get(fns.init(jax.random.key(0)).params)  # the step donates its state

@@ -97,7 +97,10 @@ def test_kill9_and_rerun_is_bit_identical(tmp_path, uninterrupted):
 
 
 def test_sigterm_checkpoints_and_rerun_continues(tmp_path, uninterrupted):
-  proc = _start_and_wait(tmp_path, 2)
+  # Also: an evaluation before the first step (train.eval_at_start) changes no step's
+  # loss, is logged once (not again on resume) and is kept as no best checkpoint.
+  start = ["--config.train.eval_at_start=true", "--config.train.keep_best=1"]
+  proc = _start_and_wait(tmp_path, 2, *start)
   proc.send_signal(signal.SIGTERM)
   proc.wait(timeout=300)
   text = open(proc.log.name).read()
@@ -105,11 +108,14 @@ def test_sigterm_checkpoints_and_rerun_continues(tmp_path, uninterrupted):
   assert "SIGTERM: checkpoint written at step" in text
   stopped = int(text.split("checkpoint written at step ")[1].split()[0])
   assert (tmp_path / "checkpoints" / str(stopped)).exists()
-  rerun = _run(tmp_path)
+  rerun = _run(tmp_path, *start)
   assert f"resumed from step {stopped}" in rerun.stderr
   got = _losses(tmp_path)
   for step in uninterrupted:
     assert got[step] == uninterrupted[step]
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows if "eval_loss" in r and not r.get("final")] == [0]
+  assert not (tmp_path / "best" / "0").exists()
 
 
 def test_corrupt_newest_checkpoint_is_reported_and_skipped(tmp_path, full_run):

@@ -421,6 +421,19 @@ def test_run_summary_of_a_dpo_run(tmp_path):
   assert summary["status"] == "done" and summary["steps"] == 1
 
 
+def test_best_eval_loss_leaves_out_the_starting_model(tmp_path):
+  """A warm start's step-0 evaluation (train.eval_at_start) starts the eval curve but
+  is not a result of training: it is no candidate for the best eval loss."""
+  rows = [{"step": 0, "tokens": 0, "eval_loss": 1.0},
+          {"step": 2, "tokens": 16, "loss": 2.0, "grad_norm": 1.0, "tokens_per_sec": 5.0},
+          {"step": 2, "tokens": 16, "eval_loss": 1.5},
+          {"step": 4, "tokens": 32, "final": True, "eval_loss": 1.7}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  summary = results.run_summary(str(tmp_path))
+  assert summary["best_eval_loss"] == 1.5 and summary["eval_loss"] == 1.7
+  assert summary["eval_curve"] == ([0, 16], [1.0, 1.5])
+
+
 def test_a_kept_sweep_file_that_misses_arms_is_named(tmp_path, capsys):
   """--only keeps an existing sweep.json (a smoke run must not rewrite a full sweep's
   record) but says which arms it does not list: the results table would leave them out."""

@@ -166,8 +166,9 @@ def quickstart():
           with the KV-cache generator (`phijax.generate.Generator`) and scores bits per
           byte on the held-out files beside gzip. Expected: yes. The 400-step tiny run
           of the README measured 1.458 bits/byte against gzip's 2.092; the shorter
-          CPU run here (150 steps, 614k tokens) measured 1.738, its training in 3.5
-          minutes on 2 CPU cores (4.6k tokens/s); on a GPU or TPU the notebook runs
+          CPU run here (150 steps, 614k tokens) measured 1.738, the whole notebook in
+          4 minutes on 2 CPU cores (tokenizer, compilation and evaluations included;
+          4.6k tokens/s while training); on a GPU or TPU the notebook runs
           the full 400 steps. The smoke size
           (20 steps of a 1M-parameter model) stays above gzip: it only checks that
           every cell runs.

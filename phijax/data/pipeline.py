@@ -253,7 +253,7 @@ def make_eval_batches(cfg_data, tok, *, batch_size: int, num_batches: int | None
   rows = [r for n in its for r in per_source[n]]
   if not rows:
     raise DataError(_no_heldout_message(cfg_data, srcs))
-  if len(its) < len(srcs):  # one-document sources: trained on, never evaluated
+  if len(its) < len(srcs) and process_index == 0:  # one-document sources: never evaluated
     log.warning("data source(s) %s hold no held-out document (one document each), so the "
                 "evaluation measures %s only; give such a source several documents to "
                 "evaluate on it", sorted(set(srcs) - set(its)), sorted(its))

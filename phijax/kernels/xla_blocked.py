@@ -130,7 +130,10 @@ def _row_dot(d_out, out):
   that reduction over the 32-wide head dim to a library fusion that took 3.0 ms at the
   tiny config's shape against 0.16 ms for the contraction
   (``benchmarks/xla_attention_cpu.py`` times the whole attention)."""
-  return jnp.einsum("...d,...d->...", d_out, out)[..., None]
+  # HIGHEST: exact float32 on GPU/TPU too (their default dot passes are TF32 / bf16);
+  # dS = P * (dP - delta) subtracts nearly equal numbers.
+  delta = jnp.einsum("...d,...d->...", d_out, out, precision=jax.lax.Precision.HIGHEST)
+  return delta[..., None]
 
 
 def _grouped(fn, group, *arrays):
