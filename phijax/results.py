@@ -12,8 +12,9 @@ Reads every arm's ``config.json`` and ``metrics.jsonl`` (``DIR/*/``) and writes:
 - ``results.md``: the same table, then arms that differ only in ``train.seed``
   collapsed to mean ± std (sample std, ddof 1) with n, then the experiment's
   ``summarize(table)`` rows, if it has one;
-- ``curves.png``: training loss (EMA) and held-out loss against tokens, one colour per
-  arm group, seeds as thin lines around their mean;
+- ``curves.png``: training loss over all tokens (EMA; a token-selection arm's
+  ``lm_loss``) and held-out loss against tokens, one colour per arm group, seeds as
+  thin lines around their mean;
 - ``final.png``: final held-out loss against each swept numeric field (log x for
   learning rates and fields spanning decades);
 - ``tb_hparams/``: TensorBoard HParams, one run per arm (``tensorboard --logdir DIR``);
@@ -139,7 +140,11 @@ def run_summary(run_dir: str) -> dict:
       "max_grad_norm": max(grads) if grads else math.nan,
       "gzip_bpb": _num(final.get("gzip_bpb")) if final else math.nan,
       "error": status_record.get("error") or "",
-      "curve": ([r["tokens"] for r in train], losses),
+      # Token-selection (Rho-1) arms' ``loss`` covers the tokens they train on; their
+      # ``lm_loss`` covers every token, as a plain arm's ``loss`` does: the curves
+      # compare like with like.
+      "curve": ([r["tokens"] for r in train],
+                [_num(r["lm_loss"]) if "lm_loss" in r else v for r, v in zip(train, losses)]),
       "eval_curve": ([r["tokens"] for r in evals], [_num(r["eval_loss"]) for r in evals]),
   }
 

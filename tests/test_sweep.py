@@ -434,6 +434,16 @@ def test_best_eval_loss_leaves_out_the_starting_model(tmp_path):
   assert summary["eval_curve"] == ([0, 16], [1.0, 1.5])
 
 
+def test_curves_of_a_token_selection_arm_are_over_all_tokens(tmp_path):
+  """A Rho-1 arm's ``loss`` covers its selected tokens only; its curve is ``lm_loss``
+  (every token), which is what a plain arm's ``loss`` is."""
+  rows = [{"step": s, "tokens": 8 * s, "loss": 5.0 - s, "lm_loss": 6.0 - s,
+           "grad_norm": 1.0, "tokens_per_sec": 5.0} for s in (1, 2)]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  summary = results.run_summary(str(tmp_path))
+  assert summary["curve"] == ([8, 16], [5.0, 4.0])
+
+
 def test_a_kept_sweep_file_that_misses_arms_is_named(tmp_path, capsys):
   """--only keeps an existing sweep.json (a smoke run must not rewrite a full sweep's
   record) but says which arms it does not list: the results table would leave them out."""
