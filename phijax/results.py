@@ -11,7 +11,7 @@ Reads every arm's ``config.json`` and ``metrics.jsonl`` (``DIR/*/``) and writes:
   ``max_grad_norm``, ``gzip_bpb``;
 - ``results.md``: the same table, then arms that differ only in ``train.seed``
   collapsed to mean ± std (sample std, ddof 1) with n, then the experiment's
-  ``summarize(table)`` rows, if it has one;
+  ``summarize(table)`` (or ``summarize(table, sweep_dir)``) rows, if it has one;
 - ``curves.png``: training loss over all tokens (EMA; a token-selection arm's
   ``lm_loss``) and held-out loss against tokens, one colour per arm group, seeds as
   thin lines around their mean;
@@ -28,6 +28,7 @@ values differ between the arms' ``config.json``.
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 import os
@@ -501,7 +502,10 @@ def write_results(sweep_dir: str) -> list[str]:
     parts += ["Seeds collapsed (mean ± sample std over finished seeds):", grouped]
   summarize = _experiment_fn(meta, sweep_dir, "summarize")
   if summarize is not None:
-    extra = summarize(table)
+    # summarize(table), or summarize(table, sweep_dir) for rows read from the arms'
+    # directories (an evaluation of each arm's final model, say).
+    takes_dir = len(inspect.signature(summarize).parameters) > 1
+    extra = summarize(table, sweep_dir) if takes_dir else summarize(table)
     if extra:
       parts.append(extra if isinstance(extra, str) else summary_table(list(extra)))
   parts.append("Plots: `curves.png` (loss against tokens), `final.png` (final held-out "

@@ -10,7 +10,8 @@
 An experiment file has ``get_config(arg=None)`` (the base config, as any config file)
 and ``get_sweep(h)``, which returns the arms: a list of override dicts built with the
 helpers of ``Helpers`` (``h.sweep``, ``h.product``, ``h.zip``, ``h.seeds``). Optional:
-``summarize(table)`` (extra rows for results.md, see ``phijax.results``),
+``summarize(table)`` or ``summarize(table, sweep_dir)`` (extra rows for results.md,
+see ``phijax.results``),
 ``plot(table, sweep_dir)`` (the experiment's own figures; returns their paths) and
 ``ALIASES`` (``{"curriculum.seq_warmup.enabled": "seq_warmup"}``: short names for
 arm names and table columns).

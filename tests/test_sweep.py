@@ -39,6 +39,11 @@ EXPERIMENT = textwrap.dedent('''
 
     EXTRA = []
 
+    def summarize(table, sweep_dir):  # rows read from the arms' directories
+      import os
+      return [{"arm": r["arm"], "has log": "yes" if os.path.exists(os.path.join(
+          sweep_dir, r["arm"], "log.txt")) else "no"} for r in table.rows]
+
     def plot(table, sweep_dir):  # an experiment's own figure: arms and final losses
       import os
       path = os.path.join(sweep_dir, "own.txt")
@@ -100,6 +105,9 @@ def test_sweep_runs_every_arm(clean_sweep):
     assert len(losses(str(workdir / name))[0]) == 6
   for f in ("results.md", "results.csv", "curves.png", "final.png"):
     assert (workdir / f).stat().st_size > 0, f
+  # summarize(table, sweep_dir) got the sweep directory: every arm's log is there.
+  md = (workdir / "results.md").read_text()
+  assert md.count(" | yes |") == N_ARMS and "| has log |" in md
   assert proc.stdout.count(": done in ") == N_ARMS
 
 
