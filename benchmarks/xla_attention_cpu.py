@@ -1,7 +1,10 @@
 """CPU: the dense XLA reference attention against the blocked causal path, forward +
-backward, at the tiny config's shape (or --B/--T/--H/--D). Ratio from one run.
+backward, at the tiny config's shape (or --B/--T/--H/--D), and torch's SDPA beside
+them when torch is installed (the ``hf`` extra; same shape, its own threads). Best
+of ``--iters`` calls each, ratios from one run.
 
-    python benchmarks/xla_attention_cpu.py
+    python benchmarks/xla_attention_cpu.py                  # tiny: 16 x 256, 6 heads
+    python benchmarks/xla_attention_cpu.py --B=8 --H=8      # train_throughput's wide
 """
 
 from __future__ import annotations
@@ -20,19 +23,36 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from phijax import attention  # noqa: E402
 from phijax.kernels import xla_blocked  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402  (benchmarks/timing.py)
 
-def seconds(fn, args, iters):
-  jax.block_until_ready(fn(*args))
-  t = time.perf_counter()
+
+def torch_seconds(q, k, v, iters):
+  """Best seconds of torch's causal SDPA forward + backward of ``sum(out ** 2)``, or
+  None without torch."""
+  try:
+    import torch
+  except ImportError:
+    return None
+  q, k, v = (torch.tensor(np.asarray(x)).transpose(1, 2).contiguous().requires_grad_()
+             for x in (q, k, v))  # [B, H, T, D]
+
+  def call():
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return torch.autograd.grad((out ** 2).sum(), (q, k, v))
+
+  call()
+  times = []
   for _ in range(iters):
-    out = fn(*args)
-  jax.block_until_ready(out)
-  return (time.perf_counter() - t) / iters
+    start = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - start)
+  return min(times)
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  for name, default in (("B", 16), ("T", 256), ("H", 6), ("D", 32), ("iters", 5)):
+  for name, default in (("B", 16), ("T", 256), ("H", 6), ("D", 32), ("iters", 20)):
     p.add_argument(f"--{name}", type=int, default=default)
   a = p.parse_args()
   rng = np.random.default_rng(0)
@@ -49,10 +69,15 @@ def main():
   times = {}
   for name, f in impls.items():
     g = jax.jit(jax.grad(lambda q, k, v: jnp.sum(f(q, k, v) ** 2), argnums=(0, 1, 2)))
-    times[name] = seconds(g, (q, k, v), a.iters)
+    times[name] = min(timing.call_seconds(g, (q, k, v), a.iters))
     print(f"{name:24s} {1e3 * times[name]:8.1f} ms")
   dense, blocked = times.values()
   print(f"blocked / dense speed: {dense / blocked:.2f}x")
+  theirs = torch_seconds(q, k, v, a.iters)
+  if theirs is not None:
+    import torch
+    print(f"{'torch SDPA':24s} {1e3 * theirs:8.1f} ms (torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads); blocked / torch speed: {theirs / blocked:.2f}x")
 
 
 if __name__ == "__main__":

@@ -121,8 +121,8 @@ def run_summary(run_dir: str) -> dict:
   grads = [g for g in grads if math.isfinite(g)]
   tps = [r["tokens_per_sec"] for r in train if _finite(r.get("tokens_per_sec"))]
   # Step 0 (train.eval_at_start) is the starting model, not a result of training.
-  eval_losses = [_num(r["eval_loss"]) for r in [e for e in evals if e["step"] > 0] +
-                 ([final] if final else [])]
+  scored = [r for r in evals if r["step"] > 0] + ([final] if final else [])
+  eval_losses = [_num(r["eval_loss"]) for r in scored]
   eval_losses = [v for v in eval_losses if math.isfinite(v)]
   last = final or (train[-1] if train else {})
   spikes, max_ratio = loss_rises(losses)

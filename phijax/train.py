@@ -369,7 +369,7 @@ def train(config, workdir: str) -> dict:
       fn = step_variants[shape] = fns.compile_train_step(*shape)
     return fn(state, batch, lr, *objective.step_args)
 
-  def periodic_eval(keep_best=True):
+  def evaluate_and_log(keep_best=True):
     with progress.phase() as phase:
       ev = objective.evaluate(state.params, get_eval_batches())
       phase.done(f"step {pos.step}: eval loss {ev['eval_loss']:.4f}, "
@@ -383,7 +383,7 @@ def train(config, workdir: str) -> dict:
   # restarts before its first checkpoint is at step 0 again and logs it again.
   at_start = t.eval_at_start if t.eval_at_start is not None else bool(t.init_from)
   if at_start and pos.step == 0:
-    periodic_eval(keep_best=False)
+    evaluate_and_log(keep_best=False)
 
   probe_list = probes.make(config, fns)  # measurements logged beside the step's
   window_start, window_tokens = time.perf_counter(), 0
@@ -433,7 +433,7 @@ def train(config, workdir: str) -> dict:
         break
       plan = cur.at(pos.step, pos.tokens)
       if t.eval_every and pos.step % t.eval_every == 0 and not plan.done:
-        periodic_eval()
+        evaluate_and_log()
         window_start = time.perf_counter()
       minutes = t.save_every_minutes and time.time() - last_save_time > 60 * t.save_every_minutes
       if (t.save_every and pos.step % t.save_every == 0) or minutes:
