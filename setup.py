@@ -46,13 +46,13 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "phijax-train=phijax.train:run",
+            "phijax-train=phijax.train.loop:run",
             "phijax-convert=phijax.convert.__main__:run",
             "phijax-plot-curriculum=phijax.curriculum_plot:run",
-            "phijax-sweep=phijax.sweep:run",
-            "phijax-results=phijax.results:run",
-            "phijax-generate=phijax.generate:run",
-            "phijax-evaluate=phijax.evaluate:run",
+            "phijax-sweep=phijax.sweeps.runner:run",
+            "phijax-results=phijax.sweeps.results:run",
+            "phijax-generate=phijax.evals.generate:run",
+            "phijax-evaluate=phijax.evals.evaluate:run",
         ]
     },
 )

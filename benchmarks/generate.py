@@ -2,9 +2,9 @@
 full-forward loop vs Hugging Face ``generate`` (when transformers + torch are installed),
 as tokens/s and ratios from one run.
 
-    python benchmarks/generate.py                                # tiny and phi1_5:runlocal
-    python benchmarks/generate.py --models=tiny --batch=1,8 --new_tokens=256
-    python benchmarks/generate.py --skip_full --repeats=5         # the slow baseline off
+    python benchmarks/decode.py                                # tiny and phi1_5:runlocal
+    python benchmarks/decode.py --models=tiny --batch=1,8 --new_tokens=256
+    python benchmarks/decode.py --skip_full --repeats=5         # the slow baseline off
 
 Per model and batch size: a random prompt of ``--prompt_len`` tokens per row, greedy,
 exactly ``--new_tokens`` new tokens (no EOS). Each implementation runs once to warm up
@@ -43,13 +43,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from phijax import config_files, generate  # noqa: E402
+from phijax import config_files  # noqa: E402
+from phijax.model import decode
 from phijax.model import Transformer, init_params  # noqa: E402
-from phijax.model_config import ModelConfig  # noqa: E402
+from phijax.model.config import ModelConfig  # noqa: E402
 
 
 # --- the old decoder: a full forward per token over a fixed power-of-two buffer ------
-# Copied from phijax/generate.py as of commit 15d4105 (``_next_token_fn`` and the
+# Copied from phijax/decode.py as of commit 15d4105 (``_next_token_fn`` and the
 # ``sample`` loop), widened to a batch of equal-length prompts: row b reads its logits
 # at the same position i, as the old single-row code did at row 0.
 
@@ -61,7 +62,7 @@ def _next_token_fn(model_cfg):
   def next_token(params, buf, i, key, temperature, top_k, top_p, allowed):
     logits = model.apply({"params": params}, buf)  # causal: pads after i are unseen
     logits = jnp.where(allowed, logits[:, i - 1], -jnp.inf)
-    return jax.vmap(generate.pick_token, in_axes=(0, None, None, None, None))(
+    return jax.vmap(decode.pick_token, in_axes=(0, None, None, None, None))(
         logits, jax.random.fold_in(key, i), temperature, top_k, top_p)
 
   return next_token
@@ -91,7 +92,7 @@ def full_forward_sample(model_cfg, params, prompts: np.ndarray, max_new_tokens: 
 # --- the three implementations, each: (warm-up, timed run) -> ids [B, N] --------------
 
 def cached_runner(cfg, params, prompts, new_tokens):
-  gen = generate.Generator(cfg, params)
+  gen = decode.Generator(cfg, params)
   rows = [p.tolist() for p in prompts]
 
   def run():

@@ -1,5 +1,5 @@
 """CPU: the LM head and its cross entropy, forward + backward, as autodiff of the whole
-logits (the plain path) against phijax.head_loss's chunked, fused version, at the tiny
+logits (the plain path) against phijax.model.head_loss's chunked, fused version, at the tiny
 config's shape (or --B/--T/--D/--V). Ratio from one run; also the gradients' largest
 relative difference.
 
@@ -19,7 +19,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from phijax import head_loss, losses  # noqa: E402
+from phijax.model import head_loss  # noqa: E402
+from phijax.train import losses
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import timing  # noqa: E402  (benchmarks/timing.py)

@@ -7,7 +7,7 @@
 
 Trains the config's model (its dtype, its optimizer, its mesh over every local device)
 on random tokens and prints, per attention implementation and remat policy: step
-time, tokens/s, MFU against the devices' bf16 data-sheet peak (phijax.metrics's FLOP
+time, tokens/s, MFU against the devices' bf16 data-sheet peak (phijax.train.metrics's FLOP
 counting: 6N plus causal attention), compile time and peak device memory. Each case
 runs in its own process, so one case's peak memory or out-of-memory error does not
 touch the next; a failing case prints its error and the table goes on. Not a test:
@@ -40,9 +40,11 @@ def one_case(args) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from phijax import config_files, metrics, optim, sharding
-  from phijax.model_config import ModelConfig
-  from phijax.train_step import build, device_batch, random_batch
+  from phijax import config_files
+  from phijax.train import metrics, optim
+  from phijax.model import sharding
+  from phijax.model.config import ModelConfig
+  from phijax.train.step import build, device_batch, random_batch
 
   impl, remat = args.one.split(",")
   config = config_files.load(args.config)

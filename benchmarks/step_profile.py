@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import train_throughput as tt  # noqa: E402  (same config loading and random batch)
 
-# name scopes, in match order; the head's einsums are phijax.head_loss's per-chunk ones
+# name scopes, in match order; the head's einsums are phijax.model.head_loss's per-chunk ones
 PARTS = ("attn", "mlp", "bcd,dv", "bcv,dv", "bcd,bcv", "norm", "embed")
 HEAD = "lm_head + loss"
 LABELS = {"bcd,dv": HEAD, "bcv,dv": HEAD, "bcd,bcv": HEAD,

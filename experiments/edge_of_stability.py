@@ -13,7 +13,7 @@ loss) rise during training until it reaches about 2/lr, and then hover at or jus
 Full-batch gradient descent: data.fixed_batch trains every step on the same 8 x 64
 tokens (the first batch of the seed's stream, so each seed has its own batch), plain
 SGD (optim.b1 = 0: no momentum; no weight decay; clip 0: off), a constant LR with no
-warmup. The sharpness probe (phijax.probes, train.sharpness_every) measures on the
+warmup. The sharpness probe (phijax.train.probes, train.sharpness_every) measures on the
 first batch it sees, here the same fixed batch, every SHARPNESS_EVERY steps after the
 step's update, with SHARPNESS_ITERS Hessian-vector products of power iteration. The
 model is a very small phi (hidden 32, 2 layers, 2 heads, MLP 128, 2048-token
@@ -65,7 +65,7 @@ def get_sweep(h):
 def _series(run_dir):
   """(steps, losses), (steps, sharpness) from an arm's metrics.jsonl; each step's last
   row counts (a resumed run re-logs the steps after its checkpoint)."""
-  from phijax import results
+  from phijax.sweeps import results
   loss, sharp = {}, {}
   for r in results.read_rows(run_dir):
     if "loss" in r:
@@ -118,7 +118,7 @@ def plot(table, sweep_dir):
   training loss on top, sharpness below with 2/lr dashed) and the per-arm table in
   results.md (see summarize) and eos_stats.csv."""
   from matplotlib.figure import Figure
-  from phijax import results
+  from phijax.sweeps import results
 
   lrs = table.values("lr")
   rows, curves = [], {}

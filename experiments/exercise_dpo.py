@@ -49,8 +49,7 @@ import os
 
 import numpy as np
 
-from phijax.data import config as data_config
-from phijax.data import exercises as data_exercises
+from phijax.data import config as data_config, exercises as data_exercises
 
 
 def _sft_experiment():
@@ -115,8 +114,8 @@ def preference_logps(arm_dir: str) -> dict:
   cached in ARM/evals-preferences.json."""
   import types
 
-  from phijax import generate, model_source
-  from phijax.evals import exercises as ev
+  from phijax.model import decode
+  from phijax.evals import model_source, exercises as ev
   cache = os.path.join(arm_dir, PREF_FILE)
   if os.path.exists(cache):
     with open(cache) as f:
@@ -124,7 +123,7 @@ def preference_logps(arm_dir: str) -> dict:
   with open(pairs_path("heldout")) as f:
     pairs = [json.loads(line) for line in f if line.strip()]
   m = model_source.load_run(arm_dir)
-  gen = generate.Generator(m.cfg, m.params)
+  gen = decode.Generator(m.cfg, m.params)
   out = {"pairs": pairs_path("heldout"), "names": [p["name"] for p in pairs],
          "template": "plain", "source": m.source}
   for side in ("chosen", "rejected"):
@@ -178,12 +177,12 @@ def _scores(table, sweep_dir):
 
 
 def _split(sweep_dir, arm):
-  from phijax import results
+  from phijax.sweeps import results
   return results.split_rows(results.read_rows(os.path.join(sweep_dir, arm)))
 
 
 def _pm(values, digits=3, signed=False):
-  from phijax import results
+  from phijax.sweeps import results
   vals = [v for v in values if math.isfinite(v)]
   if not vals:
     return "-"
@@ -194,7 +193,7 @@ def _pm(values, digits=3, signed=False):
 
 
 def _table(scores) -> str:
-  from phijax.results import summary_table
+  from phijax.sweeps.results import summary_table
   seeds = sorted(scores)
   get = lambda when, key: [scores[s].get(when, {}).get(key, math.nan) for s in seeds]
   rows = [
@@ -235,7 +234,7 @@ def plot(table, sweep_dir):
   """Scores the arms on the held-out pairs (cached), appends the table to results.md,
   draws preferences.png."""
   from matplotlib.figure import Figure
-  from phijax import results
+  from phijax.sweeps import results
 
   scores = _scores(table, sweep_dir)
   seeds = sorted(scores)

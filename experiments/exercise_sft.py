@@ -53,10 +53,9 @@ import sys
 import time
 
 from phijax import config as base
-from phijax import curriculum
+from phijax.train import curriculum
 from phijax.configs import tiny
-from phijax.data import config as data_config
-from phijax.data import exercises as data_exercises
+from phijax.data import config as data_config, exercises as data_exercises
 
 RECIPES = ("pretrain", "sft", "mixed")
 STEP_TOKENS = 8 * 256
@@ -137,7 +136,7 @@ def evaluate_arms(arm_dirs, formats=FORMATS, parallel=2) -> None:
   """``python -m phijax.evaluate --task=exercises`` for every (arm, format) whose
   scores are not cached yet, ``parallel`` at a time, the cores split as the sweep
   runner splits them. Its log: ARM/evals-FMT.log."""
-  from phijax import sweep
+  from phijax.sweeps import runner as sweep
   jobs = [(d, f) for d in arm_dirs for f in formats
           if not os.path.exists(exercise_scores(d, f))]
   slots = sweep.core_slices(parallel)
@@ -210,7 +209,7 @@ def _ended(arm_dir, fmt) -> float:
 
 
 def _pm(values, signed=False, digits=3):
-  from phijax import results
+  from phijax.sweeps import results
   vals = [v for v in values if math.isfinite(v)]
   if not vals:
     return "-"
@@ -241,7 +240,7 @@ def _tables(table, scores) -> str:
           "bodies it ended itself (of 124)": _pm(
               [_get(scores, recipe, s, fmt, "ended") for s in seeds], digits=1),
           "tokens (pretrain + this run)": _tokens(table, recipe)})
-    from phijax.results import summary_table
+    from phijax.sweeps.results import summary_table
     lines += [f"Held-out exercises, `{fmt}` presentation "
               + ("(prompt and body as plain code):" if fmt == "text" else
                  "(the sft template: prompt <eot> body <eot>; the loss includes the "
@@ -289,7 +288,7 @@ def plot(table, sweep_dir):
   results.md, and draws exercises.png."""
   import numpy as np
   from matplotlib.figure import Figure
-  from phijax import results
+  from phijax.sweeps import results
 
   scores = _all_scores(table, sweep_dir)
   seeds = table.values("seed")

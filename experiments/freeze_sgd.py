@@ -171,7 +171,8 @@ def state_bytes(name: str, freeze: str) -> dict:
   import jax
   import numpy as np
   from flax import linen as nn
-  from phijax import model, optim
+  from phijax import model
+  from phijax.train import optim
 
   cfg = get_config("finetune")
   cfg.optim.update(name=name, freeze=freeze)
@@ -201,7 +202,7 @@ def summarize(table):
   """The LR grid (seed means, each seed in brackets) and each method at its best LR,
   paired by seed against AdamW at its best LR. The run's own final evaluation: the NEW
   packages' held-out files."""
-  from phijax.results import summary_table
+  from phijax.sweeps.results import summary_table
   grid = _grid(table)
   best = _best(grid)
   rows = []
@@ -269,9 +270,12 @@ def gradient_norms(pretrain_dir: str, batches: int = 4) -> dict:
   import jax.numpy as jnp
   import numpy as np
   from flax import linen as nn
-  from phijax import data, model_source, optim, sharding
-  from phijax.evals import perplexity
-  from phijax.train_step import device_batch
+  from phijax import data
+  from phijax.evals import model_source
+  from phijax.train import optim
+  from phijax.model import sharding
+  from phijax.train import perplexity
+  from phijax.train.step import device_batch
 
   m = model_source.load_run(pretrain_dir)
   fns = perplexity.eval_fns(m.cfg, 8)
@@ -332,7 +336,7 @@ def _scores(table, sweep_dir) -> dict:
 
 
 def _logged_bytes(arm_dir) -> float:
-  from phijax import results
+  from phijax.sweeps import results
   _, _, final = results.split_rows(results.read_rows(arm_dir))
   return (final or {}).get("opt_state_bytes_per_param", math.nan)
 
@@ -364,7 +368,7 @@ def plot(table, sweep_dir):
   those tables and the gradient diagnostic to results.md, writes freeze_sgd.csv and
   draws freeze_sgd.png."""
   from matplotlib.figure import Figure
-  from phijax.results import summary_table
+  from phijax.sweeps.results import summary_table
 
   scores = _scores(table, sweep_dir)
   grid = _grid(table)

@@ -96,7 +96,7 @@ def _groups(table):
 
 
 def _final_row(run_dir) -> dict:
-  from phijax import results
+  from phijax.sweeps import results
   _, _, final = results.split_rows(results.read_rows(run_dir))
   return final or {}
 
@@ -109,7 +109,8 @@ def state_bytes(r) -> dict:
   import jax
   import numpy as np
   from flax import linen as nn
-  from phijax import model, optim
+  from phijax import model
+  from phijax.train import optim
 
   cfg = get_config()
   cfg.optim.name = r.get("optim") or cfg.optim.name
@@ -150,7 +151,7 @@ def plot(table, sweep_dir):
   """galore.png: final held-out loss vs optimizer-state bytes per parameter | each arm
   minus AdamW, paired by seed | held-out loss curves."""
   from matplotlib.figure import Figure
-  from phijax import results
+  from phijax.sweeps import results
 
   groups = _groups(table)
   colors = ["black", "tab:blue", "tab:orange", "tab:red", "tab:green", "tab:purple"]

@@ -82,8 +82,7 @@ import os
 
 from phijax import config as base
 from phijax.configs import tiny
-from phijax.data import config as data_config
-from phijax.data import corpus
+from phijax.data import config as data_config, corpus
 
 ALIASES = {"train.token_selection": "select"}
 RECIPES = ("mix", "reference")
@@ -180,7 +179,7 @@ def heldout_bpb(arm_dir: str) -> dict:
   (FINAL_EVAL_BATCHES batches, the training evaluations' rows) and on the ``tables``
   held-out files (NOISE_EVAL_BATCHES batches); cached in ARM/evals-rho1.json."""
   path = os.path.join(arm_dir, EVAL_FILE)
-  from phijax import model_source
+  from phijax.evals import model_source
   m = model_source.load_run(arm_dir)
   if os.path.exists(path):
     with open(path) as f:
@@ -188,7 +187,7 @@ def heldout_bpb(arm_dir: str) -> dict:
     if cached.get("step") == m.step:
       return cached["bpb"]
   import ml_collections
-  from phijax.evals import perplexity
+  from phijax.train import perplexity
   cfg_data = ml_collections.ConfigDict(m.run_config["data"])
   out = {}
   for name, batches in (("stdlib", FINAL_EVAL_BATCHES), ("tables", NOISE_EVAL_BATCHES)):
@@ -205,7 +204,7 @@ def _token_nll(m, rows):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from phijax import losses
+  from phijax.train import losses
   from phijax.model import Transformer
   apply = jax.jit(lambda p, x, pos, seg: Transformer(m.cfg).apply({"params": p}, x, pos, seg))
   out = []
@@ -227,7 +226,8 @@ def selection_by_source(arm_dir: str, ratio: float) -> dict:
   import math as _math
   import ml_collections
   import numpy as np
-  from phijax import data, model_source
+  from phijax import data
+  from phijax.evals import model_source
   from phijax.data import packing
   path = os.path.join(arm_dir, EVAL_FILE)
   with open(path) as f:
@@ -264,7 +264,7 @@ def selection_by_source(arm_dir: str, ratio: float) -> dict:
 
 
 def _train_rows(run_dir):
-  from phijax import results
+  from phijax.sweeps import results
   train, evals, final = results.split_rows(results.read_rows(run_dir))
   return train, evals, final
 
@@ -331,7 +331,7 @@ def _arm_numbers(table, sweep_dir) -> dict:
 
 
 def _selection_table(table, numbers) -> str:
-  from phijax import results
+  from phijax.sweeps import results
   rows = []
   for label, members in _groups(table):
     members = sorted(members, key=lambda r: r.get("seed") or 0)
@@ -367,7 +367,7 @@ def plot(table, sweep_dir):
   arm (seeds as points) | held-out stdlib bits/byte during training | excess loss and
   the codec tables' bits/byte."""
   from matplotlib.figure import Figure
-  from phijax import results
+  from phijax.sweeps import results
 
   groups = _groups(table)
   numbers = _arm_numbers(table, sweep_dir)

@@ -130,7 +130,7 @@ def _along_full(table, label, tokens, seed):
 
 
 def _stats(values):
-  from phijax import results
+  from phijax.sweeps import results
   return results.mean_std(values)
 
 
@@ -178,7 +178,7 @@ def summarize(table):
   differences to cosine. (2) The envelope: the full-budget WSD run before its decay at
   each shorter budget, the branches decayed there, and the cosine runs of that budget.
   (3) The check that the branches share the long run's stable prefix."""
-  from phijax.results import summary_table
+  from phijax.sweeps.results import summary_table
   seeds = _seeds(table)
   rows1, rows2 = [], []
   for tokens in BUDGETS:
@@ -259,7 +259,7 @@ def plot(table, sweep_dir):
   """envelope.png: the envelope, the paired differences, the LR schedules."""
   from matplotlib.figure import Figure
   from matplotlib.ticker import EngFormatter
-  from phijax import results
+  from phijax.sweeps import results
 
   seeds = _seeds(table)
   names = {"cosine": "cosine", "wsd-exp": "WSD, exp decay", "wsd-linear":
@@ -344,7 +344,7 @@ def _mean_ema(rows, minus=None):
   ``minus``: each seed's rows to subtract first (the same batches, so a paired
   difference with little noise)."""
   import numpy as np
-  from phijax import results
+  from phijax.sweeps import results
   curves = []
   for i, r in enumerate(rows):
     if r is None or (minus is not None and minus[i] is None):

@@ -7,7 +7,7 @@ For CPU testing (each process gets ``--devices_per_process`` simulated CPU devic
 and for one process per GPU on a multi-GPU box (``--platform=gpu``: process i sees
 GPUs ``i*K .. i*K+K-1``). Each process gets ``JAX_COORDINATOR_ADDRESS`` (127.0.0.1
 and a free port, or ``--port``), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``; the
-training joins them in ``phijax.sharding.maybe_initialize_distributed``.
+training joins them in ``phijax.train.distributed.maybe_initialize_distributed``.
 
 Logs: ``WORKDIR/logs/process_<i>.log`` (``--logdir`` to change); process 0's output
 is also shown here. Ctrl-C (or SIGTERM) is forwarded to every process: the run
@@ -114,8 +114,8 @@ def _last_lines(path, n=3):
 def launch(args, command) -> int:
   workdir = _common.check_command(command, PROG)
   if args.port:
-    from phijax import sharding
-    sharding.check_port_free(f"127.0.0.1:{args.port}")  # ValueError -> one line, exit 2
+    from phijax.train import distributed
+    distributed.check_port_free(f"127.0.0.1:{args.port}")  # ValueError -> one line, exit 2
   port = args.port or free_port()
   logdir = args.logdir or os.path.join(workdir, "logs")
   os.makedirs(logdir, exist_ok=True)

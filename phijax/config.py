@@ -2,18 +2,18 @@
 
 ``configs/*.py`` start from ``default()`` and change what they need. The tree:
 
-- ``model``: architecture (see ``phijax.model_config.ModelConfig`` for every field),
+- ``model``: architecture (see ``phijax.model.config.ModelConfig`` for every field),
   ``attention_impl``, ``dtype`` (compute), ``remat``.
 - ``data``: sources, tokenizer, max ``seq_len``, ``workers`` (``phijax.data.config``).
 - ``train``: ``steps`` (or ``tokens``), ``batch_size``, ``seed``, ``log_every``,
   ``eval_every``, ``save_every``, ...; ``train.wandb``: optional Weights & Biases
   logging (``project``, ``entity``, ``group``, ``name``, ``tags``, ``mode``; off while
-  ``project`` is empty, see ``phijax.wandb_log``).
+  ``project`` is empty, see ``phijax.train.wandb_log``).
 - ``optim``: ``name`` (adamw | adam | sgd | lion | muon | galore), ``lr``, ``b1``,
   ``b2``, ``eps``, ``weight_decay``, ``clip``; ``muon_beta``, ``muon_rms``;
   ``galore_rank``, ``galore_update_every``, ``galore_scale``; ``mu_dtype``, ``freeze``
-  (``phijax.optim``).
-- ``curriculum``: sequence-length warmup, LR schedule, stages (``phijax.curriculum``).
+  (``phijax.train.optim``).
+- ``curriculum``: sequence-length warmup, LR schedule, stages (``phijax.train.curriculum``).
 - ``mesh``: ``data``, ``fsdp``, ``tensor`` sizes (-1 takes the remaining devices).
 
 Fields are type-locked by ml-collections, so ``--config.train.steps=abc`` and
@@ -27,7 +27,7 @@ import dataclasses
 from ml_collections import ConfigDict, config_dict
 
 from phijax.config_files import ConfigError, check_arg  # noqa: F401  (re-exported)
-from phijax.model_config import ModelConfig
+from phijax.model.config import ModelConfig
 
 
 def model_defaults() -> ConfigDict:
@@ -54,7 +54,7 @@ _PLACEHOLDER_TYPES = {
 def default() -> ConfigDict:
   """The full default tree; ``configs/tiny.py`` is the run users start from."""
   from phijax.data import config as data_config  # local: keeps import order simple
-  from phijax import curriculum
+  from phijax.train import curriculum
 
   c = ConfigDict()
   c.model = model_defaults()
@@ -81,7 +81,7 @@ def default() -> ConfigDict:
       keep_best=0,  # > 0: also keep this many checkpoints with the best eval metric
       best_metric="eval_loss",
       # "lm" (next-token prediction) or "dpo" (preference pairs from one "preferences"
-      # source against a frozen reference model; phijax.objectives).
+      # source against a frozen reference model; phijax.train.objectives).
       objective="lm",
       dpo_beta=0.1,  # DPO's beta: the strength of the pull toward the reference
       # The frozen reference model (a run, params or HF dir) of dpo ("" = init_from) and
@@ -97,7 +97,7 @@ def default() -> ConfigDict:
       max_nonfinite=5,  # stop after this many non-finite steps in a row
       # > 0: every this many steps, log the top Hessian eigenvalue of the training loss
       # on a fixed batch (power iteration, sharpness_iters Hessian-vector products)
-      # beside 2/lr, and Adam's preconditioned one (phijax.probes).
+      # beside 2/lr, and Adam's preconditioned one (phijax.train.probes).
       sharpness_every=0,
       sharpness_iters=20,
       peak_flops=0.0,  # per-device peak FLOP/s for MFU; 0 = data sheet / measured
@@ -110,7 +110,7 @@ def default() -> ConfigDict:
       progress=True,  # a bar on a terminal; false (or no tty): a plain line per log_every
       aot_compile=True,  # compile every sequence-length bucket's step at start-up
       compile_cache_dir="~/.cache/phijax/xla",  # JAX persistent compilation cache; "" = off
-      # Weights & Biases (phijax.wandb_log; pip install 'phijax[wandb]'): off while
+      # Weights & Biases (phijax.train.wandb_log; pip install 'phijax[wandb]'): off while
       # project is empty. name defaults to the run directory's name; tags are
       # comma-separated; mode is W&B's (online | offline | disabled), empty = WANDB_MODE
       # or W&B's default. A sweep fills in group (the sweep) and name (the arm).

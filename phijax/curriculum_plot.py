@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from phijax import curriculum
+from phijax.train import curriculum
 
 MAX_POINTS = 4000  # plotted positions; longer runs are sampled evenly
 

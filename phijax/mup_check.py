@@ -3,7 +3,7 @@
 For hidden sizes 64 to 512 (head_dim fixed, so heads grow with the width; MLP 4x
 hidden), with ``model.mup`` off (standard parametrisation) and on (MiniCPM's muP, see
 ``ModelConfig``), it prints the RMS of the embedding output, of each block's output
-and of the logits: at init and after a few AdamW steps (``phijax.optim``, with the
+and of the logits: at init and after a few AdamW steps (``phijax.train.optim``, with the
 model's ``width_mult``) on one batch of random tokens. The steps are the real test:
 at one learning rate, the standard model's logits and activations grow with the
 width, muP's stay flat (the max/min column), which is what lets a learning rate
@@ -20,9 +20,9 @@ import numpy as np
 import optax
 from ml_collections import ConfigDict
 
-from phijax import optim
+from phijax.train import optim
 from phijax.model import Block, Transformer, init_params
-from phijax.model_config import ModelConfig
+from phijax.model.config import ModelConfig
 
 WIDTHS = (64, 128, 256, 512)
 

@@ -92,10 +92,12 @@ def plan(config, mesh_sizes: dict, activations: bool = True) -> dict:
   import jax
   import ml_collections
 
-  from phijax import attention, optim, sharding
+  from phijax.model import attention
+  from phijax.train import optim
+  from phijax.model import sharding
   from phijax.kernels.flash import UnsupportedAttention
-  from phijax.model_config import ModelConfig
-  from phijax.train_step import build
+  from phijax.model.config import ModelConfig
+  from phijax.train.step import build
 
   mesh = sharding.make_mesh(ml_collections.ConfigDict(mesh_sizes), jax.devices("cpu")[:n])
   rules = sharding.parse_rules(config.mesh.rules)

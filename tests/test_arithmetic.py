@@ -15,12 +15,11 @@ import pytest
 
 from phijax import cli, data, model
 from phijax.config import default as default_config
-from phijax.data import arithmetic as ar
-from phijax.data import config as data_config
+from phijax.data import arithmetic as ar, config as data_config
 from phijax.evals import arithmetic as arith_eval
 from phijax.model import Transformer
-from phijax.model_config import ModelConfig
-from phijax.model_source import Loaded
+from phijax.model.config import ModelConfig
+from phijax.evals.model_source import Loaded
 
 PY = {"+": lambda a, b: a + b, "*": lambda a, b: a * b}  # the reference: Python ints
 
@@ -398,7 +397,7 @@ class _Oracle:
     pass
 
   def generate(self, prompts, *, max_new_tokens, eos_id, tokenizer):
-    from phijax.generate import Output
+    from phijax.model.decode import Output
     outs = []
     for ids in prompts:
       a, b, op, _ = ar.decode(tokenizer.decode(ids) + "0", "plain")
@@ -412,7 +411,7 @@ class _Oracle:
 
 
 def test_eval_scores_count_exact_answers_by_length(arith_tok, monkeypatch):
-  from phijax import generate
+  from phijax.model import decode
   monkeypatch.setattr(generate, "Generator", _Oracle)
   _Oracle.log = []
   cfg = TINY.replace(vocab_size=arith_tok.vocab_size)

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from phijax import attention
-from phijax.attention import UnsupportedAttention
+from phijax.model import attention
+from phijax.model.attention import UnsupportedAttention
 from phijax.kernels import xla_blocked
 
 

@@ -21,9 +21,9 @@ SCRIPT = r"""
 import json, re, sys, warnings
 import jax, jax.numpy as jnp, numpy as np, optax
 from ml_collections import ConfigDict
-from phijax import attention, sharding
-from phijax.model_config import ModelConfig
-from phijax.train_step import build, device_batch
+from phijax.model import attention, sharding
+from phijax.model.config import ModelConfig
+from phijax.train.step import build, device_batch
 
 arch, T, D = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 # Tensor, data and mixed parallelism for phi3 (GQA, window); phi (MHA) on the mixed mesh.

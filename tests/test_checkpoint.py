@@ -15,9 +15,10 @@ SCRIPT = r"""
 import json, sys
 import jax, numpy as np
 from ml_collections import ConfigDict
-from phijax import checkpoint, optim, sharding
-from phijax.model_config import ModelConfig
-from phijax.train_step import build, device_batch
+from phijax.train import checkpoint, optim
+from phijax.model import sharding
+from phijax.model.config import ModelConfig
+from phijax.train.step import build, device_batch
 
 mode, directory, shape = sys.argv[1], sys.argv[2], tuple(json.loads(sys.argv[3]))
 cfg = ModelConfig(arch="phi3", vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,

@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from phijax import config_files, curriculum
-from phijax.model_config import ModelConfig
+from phijax import config_files
+from phijax.train import curriculum
+from phijax.model.config import ModelConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from phijax import config as base
-from phijax import curriculum
+from phijax.train import curriculum
 from phijax import curriculum_plot
 from phijax.data import config as data_config
 
@@ -362,7 +362,7 @@ def test_token_stages_switch_at_the_first_step_past_their_length():
 def test_stage_weights_override_from_the_command_line(tmp_path):
   cfg_file = tmp_path / "cfg.py"
   cfg_file.write_text(
-      "from phijax import config, curriculum\n"
+      "from phijax import config\nfrom phijax.train import curriculum\n"
       "from phijax.data import config as data_config\n"
       "def get_config(arg=None):\n"
       "  c = config.default()\n"

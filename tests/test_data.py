@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from phijax import data
-from phijax.attention import attention_mask
+from phijax.model.attention import attention_mask
 from phijax.data import corpus
 from phijax.data.mixture import choose_source
 

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from phijax import losses
+from phijax.train import losses
 
 
 def _np_log_softmax(x):
@@ -52,7 +52,7 @@ from flax import linen as nn  # noqa: E402
 from phijax import data  # noqa: E402
 from phijax.data import preferences, sft  # noqa: E402
 from phijax.model import Transformer, abstract_params  # noqa: E402
-from phijax.model_config import ModelConfig  # noqa: E402
+from phijax.model.config import ModelConfig  # noqa: E402
 from tests.test_data import _cfg, _corpus_texts  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,8 +95,9 @@ def test_bad_pairs_are_one_clear_error(tmp_path, tok):
 
 
 def test_dpo_step_loss_equals_numpy_from_independent_forwards(tok):
-  from phijax import optim, sharding
-  from phijax.train_step import build, device_batch, PAIR_KEYS
+  from phijax.train import optim
+  from phijax.model import sharding
+  from phijax.train.step import build, device_batch, PAIR_KEYS
   from ml_collections import ConfigDict
   cfg = ModelConfig(arch="phi", vocab_size=512, hidden_size=32, num_layers=2, num_heads=4,
                     intermediate_size=64, max_position_embeddings=64)

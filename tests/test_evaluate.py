@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from phijax import evaluate, generate
+from phijax.evals import evaluate, generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")

@@ -18,14 +18,13 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from phijax import model_source
+from phijax.evals import model_source
 from phijax import model as model_lib
-from phijax.data import corpus, sources
-from phijax.data import exercises as ex_lib
+from phijax.data import corpus, sources, exercises as ex_lib
 from phijax.data.errors import DataError
 from phijax.data.tokenizer import train_tokenizer
 from phijax.evals import exercises as task
-from phijax.model_config import ModelConfig
+from phijax.model.config import ModelConfig
 
 LONG_BODY = "".join(f"    x{i} = x + {i}\n" for i in range(15)) + "    return x14\n"
 

@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from phijax import checkpoint, params_io
+from phijax.convert import weights
+from phijax.model import params_io
 from phijax.data.tokenizer import Tokenizer
 from phijax.model import Transformer
 
@@ -57,16 +58,16 @@ def _phijax_logits(cfg, params, tokens):
 
 
 def test_load_run_params_steps(run_dir):
-  cfg, params, step = checkpoint.load_run_params(run_dir)
+  cfg, params, step = weights.load_run_params(run_dir)
   assert step == 4 and cfg.num_layers == 2
-  _, params2, step2 = checkpoint.load_run_params(run_dir, step=2)
+  _, params2, step2 = weights.load_run_params(run_dir, step=2)
   assert step2 == 2
   assert not np.allclose(params["embed"], params2["embed"])
   with pytest.raises(ValueError, match=r"no checkpoint at step 3; steps there: 2, 4"):
-    checkpoint.load_run_params(run_dir, step=3)
+    weights.load_run_params(run_dir, step=3)
   # init_from reads the same newest parameters
   abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-  init = checkpoint.load_init_params(str(run_dir), abstract)
+  init = weights.load_init_params(str(run_dir), abstract)
   jax.tree_util.tree_map(np.testing.assert_array_equal, init, params)
 
 
@@ -76,7 +77,7 @@ def test_export_step_to_phijax_params(run_dir, tmp_path):
   assert proc.returncode == 0, proc.stderr[-4000:]
   assert "step 2" in proc.stdout, proc.stdout
   cfg, params = params_io.load_params(str(out))
-  want_cfg, want, _ = checkpoint.load_run_params(run_dir, step=2)
+  want_cfg, want, _ = weights.load_run_params(run_dir, step=2)
   assert cfg == want_cfg
   jax.tree_util.tree_map(np.testing.assert_array_equal, params, want)
   assert (out / "tokenizer.model").read_bytes() == (run_dir / "tokenizer.model").read_bytes()
@@ -85,7 +86,7 @@ def test_export_step_to_phijax_params(run_dir, tmp_path):
 def test_hf_logits_equal_phijax(run_dir, hf_dir):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
-  cfg, params, _ = checkpoint.load_run_params(run_dir)
+  cfg, params, _ = weights.load_run_params(run_dir)
   tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 24)).astype(np.int32)
   model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).float().eval()
   with torch.no_grad():
@@ -125,7 +126,7 @@ def test_hf_tokenizer_ids_equal_phijax(run_dir, hf_dir):
   hf = transformers.AutoTokenizer.from_pretrained(hf_dir)
   # phijax's own source: real code, indentation and all
   sources = [open(os.path.join(ROOT, "phijax", name), encoding="utf-8").read()
-             for name in ("model.py", "train.py", "checkpoint.py")]
+             for name in ("model/transformer.py", "train/loop.py", "train/checkpoint.py")]
   for text in TEXTS + sources:
     ids = tok.encode(text)
     assert hf.encode(text) == ids, text[:80]
@@ -134,7 +135,7 @@ def test_hf_tokenizer_ids_equal_phijax(run_dir, hf_dir):
   assert (hf.eos_token_id, hf.pad_token_id) == (tok.eos_id, tok.pad_id)
   assert hf.convert_tokens_to_ids("<|endofturn|>") == tok.eot_id
   assert hf.decode(tok.encode("x\n") + [tok.eos_id, tok.eot_id], skip_special_tokens=True) == "x\n"
-  cfg, _, _ = checkpoint.load_run_params(run_dir)
+  cfg, _, _ = weights.load_run_params(run_dir)
   assert hf.model_max_length == cfg.max_position_embeddings
   assert (hf_dir / "tokenizer.model").exists()
 

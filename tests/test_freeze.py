@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from phijax import checkpoint, losses, optim, sharding
+from phijax.train import checkpoint, losses, optim
+from phijax.model import sharding
 from phijax import config as base
 from phijax.model import Transformer
-from phijax.model_config import ModelConfig
-from phijax.train_step import build, device_batch, random_batch
+from phijax.model.config import ModelConfig
+from phijax.train.step import build, device_batch, random_batch
 
 CFG = ModelConfig(arch="phi", vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
                   intermediate_size=64)

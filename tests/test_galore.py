@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from phijax import checkpoint, optim, sharding
+from phijax.train import checkpoint, optim
+from phijax.model import sharding
 from phijax import config as base
-from phijax.train_step import build, device_batch, random_batch
+from phijax.train.step import build, device_batch, random_batch
 
 RANK, EVERY, SCALE, B1, B2, EPS = 2, 3, 0.5, 0.9, 0.99, 1e-8
 
@@ -79,7 +80,7 @@ def test_update_equals_numpy_galore():
 
 
 def _fns(**kw):
-  from phijax.model_config import ModelConfig
+  from phijax.model.config import ModelConfig
   cfg = ModelConfig(arch="phi", vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
                     intermediate_size=64)
   mesh = sharding.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])

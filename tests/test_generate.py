@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from phijax import generate
-from phijax.model import Transformer, abstract_params
-from phijax.model_config import ModelConfig
+from phijax.model import decode, Transformer, abstract_params
+from phijax.model.config import ModelConfig
 from tests.test_model_hf import PHI3_CASES, PHI_CASES, _convert
 
 CASES = [("phi", "rotary0.4_qkln"), ("phi", "gqa4:2"), ("phi3", "gqa4:2"),
@@ -72,7 +71,7 @@ def test_greedy_equals_hf_generate_and_cached_logits_equal_full_forward(arch, na
     hf = model.generate(torch.tensor([prompt]), max_new_tokens=NEW, do_sample=False,
                         output_logits=True, return_dict_in_generate=True)
   hf_new = hf.sequences[0, len(prompt):].tolist()
-  out, = generate.Generator(cfg, params).generate([prompt], max_new_tokens=NEW,
+  out, = decode.Generator(cfg, params).generate([prompt], max_new_tokens=NEW,
                                                   return_logits=True)
   assert out.ids == hf_new and len(out.ids) == NEW and out.finish == "length"
   hf_logits = np.stack([l[0].float().numpy() for l in hf.logits])
@@ -103,7 +102,7 @@ def test_ragged_batch_rows_equal_rows_alone(arch, name):
   # Lengths 3..12: the LongRoPE rows cross 16 at different steps (one rebuild each);
   # at most 12 + 20 = 32 positions, so every row alone shares one cache bucket.
   prompts = [rng.integers(0, cfg.vocab_size, n).tolist() for n in (3, 12, 9)]
-  gen = generate.Generator(cfg, params)
+  gen = decode.Generator(cfg, params)
   together = gen.generate(prompts, max_new_tokens=20, return_logits=True)
   fulls = _prefix_logits_rows(cfg, params, [p + row.ids for p, row in zip(prompts, together)],
                               [len(p) for p in prompts])
@@ -124,7 +123,7 @@ def _random_params(cfg, seed=0):
 
 
 def test_sampling_is_seeded_and_top_k_1_is_greedy():
-  gen = generate.Generator(CFG, _random_params(CFG))
+  gen = decode.Generator(CFG, _random_params(CFG))
   prompts = [[3, 4, 5], [7, 8]]
 
   def run(**kw):
@@ -146,7 +145,7 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy():
 def test_top_p_keeps_the_smallest_set_reaching_p():
   logits = jnp.asarray(np.log([0.05, 0.5, 0.15, 0.3]), jnp.float32)
   keys = jax.random.split(jax.random.key(0), 400)
-  pick = jax.jit(jax.vmap(generate.pick_token, (None, 0, None, None, None)))
+  pick = jax.jit(jax.vmap(decode.pick_token, (None, 0, None, None, None)))
 
   def drawn(top_k, top_p):
     return set(np.asarray(pick(logits, keys, 1.0, top_k, top_p)).tolist())
@@ -173,7 +172,7 @@ class _CharTokenizer:
 def test_eos_and_stop_strings_end_rows():
   cfg = ModelConfig(arch="phi", vocab_size=32, hidden_size=32, num_layers=1, num_heads=4,
                     intermediate_size=64, max_position_embeddings=64)
-  gen = generate.Generator(cfg, _random_params(cfg, seed=3))
+  gen = decode.Generator(cfg, _random_params(cfg, seed=3))
   tok = _CharTokenizer()
   free, = gen.generate([[1, 2]], max_new_tokens=30)
   text = tok.decode(free.ids)
@@ -190,7 +189,7 @@ def test_eos_and_stop_strings_end_rows():
 
 
 def test_compiles_per_bucket_not_per_token():
-  gen = generate.Generator(CFG, _random_params(CFG))
+  gen = decode.Generator(CFG, _random_params(CFG))
 
   def compiles():
     return sum(p._cache_size() + d._cache_size() for p, d in gen._steps.values())
@@ -206,7 +205,7 @@ def test_compiles_per_bucket_not_per_token():
 
 
 def test_complete_does_not_depend_on_batch_size():
-  gen = generate.Generator(CFG, _random_params(CFG))
+  gen = decode.Generator(CFG, _random_params(CFG))
   tok = _CharTokenizer()
   kw = dict(n=3, max_new_tokens=6, temperature=1.0, seed=5)
   a = gen.complete(tok, ["abc", "de"], batch_size=2, **kw)
@@ -216,7 +215,7 @@ def test_complete_does_not_depend_on_batch_size():
 
 
 def test_bad_input_is_one_clear_error():
-  gen = generate.Generator(CFG, _random_params(CFG))
+  gen = decode.Generator(CFG, _random_params(CFG))
   with pytest.raises(ValueError, match="prompt of 64 tokens does not fit the cache"):
     gen.generate([[1] * 64], max_new_tokens=4)
   with pytest.raises(ValueError, match="prompt 0 is empty"):
@@ -230,9 +229,8 @@ def test_bad_input_is_one_clear_error():
 _MESH_SCRIPT = r"""
 import jax, numpy as np
 from flax import linen as nn
-from phijax import generate, sharding
-from phijax.model import abstract_params
-from phijax.model_config import ModelConfig
+from phijax.model import decode, sharding, abstract_params
+from phijax.model.config import ModelConfig
 from jax.sharding import Mesh
 cfg = ModelConfig(arch="phi3", vocab_size=96, hidden_size=64, num_layers=2, num_heads=4,
                   num_kv_heads=2, intermediate_size=96, max_position_embeddings=64,
@@ -241,10 +239,10 @@ rng = np.random.default_rng(0)
 params = jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(s.dtype),
                       nn.unbox(abstract_params(cfg)))
 prompts = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10], [11, 12]]
-one = generate.Generator(cfg, params, mesh=Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
+one = decode.Generator(cfg, params, mesh=Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1, 1),
                                                 sharding.MESH_AXES))
 mesh = Mesh(np.asarray(jax.devices()).reshape(2, 2, 2), sharding.MESH_AXES)
-many = generate.Generator(cfg, params, mesh=mesh)
+many = decode.Generator(cfg, params, mesh=mesh)
 q = many.params["layers_0"]["attn"]["q_proj"]["kernel"]
 assert "tensor" in str(q.sharding.spec), q.sharding.spec  # heads split as in training
 a = one.generate(prompts, max_new_tokens=20, return_logits=True)

@@ -1,6 +1,6 @@
 """Pallas flash-attention kernels (GPU Triton and TPU Mosaic) in interpret mode on CPU.
 
-Oracles: the XLA reference ``phijax.attention.xla_attention`` (itself checked
+Oracles: the XLA reference ``phijax.model.attention.xla_attention`` (itself checked
 against plain numpy in tests/test_attention.py) for outputs, log-sum-exp and
 gradients; a brute-force numpy enumeration of (query, key) pairs for the block
 ranges the kernels skip or mask; the model run with ``attention_impl="xla"``.
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from phijax import attention
+from phijax.model import attention
 from phijax.kernels import geometry, gpu_triton, tpu_mosaic
 from phijax.kernels.flash import UnsupportedAttention
 
@@ -268,7 +268,7 @@ def test_unsupported_inputs_are_refused_clearly(impl, kwargs, dtype, D, message)
 # ---------------------------------------------------------------------- whole model
 
 def _tiny_configs():
-  from phijax.model_config import ModelConfig
+  from phijax.model.config import ModelConfig
   return {
       "phi": ModelConfig(arch="phi", vocab_size=64, hidden_size=64, num_layers=1,
                          num_heads=4, intermediate_size=64, partial_rotary_factor=0.5),

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from phijax import metrics
+from phijax.train import metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP_LINE = re.compile(r"^step +(\d+)/8  loss \d+\.\d{3}  lr \d\.\de[-+]\d\d  len 64  "

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from phijax import losses
+from phijax.train import losses
 
 
 def _plain(logits, targets, z_loss):
@@ -46,7 +46,7 @@ def test_token_losses_value_and_grad_match_autodiff(z_loss, dtype, tol):
 ])
 def test_head_loss_sums_match_autodiff_of_the_plain_head(monkeypatch, bias, z_loss, dtype,
                                                          chunk_bytes, tol):
-  from phijax import head_loss
+  from phijax.model import head_loss
   monkeypatch.setattr(head_loss, "CHUNK_BYTES", {"cpu": chunk_bytes})
   rng = np.random.default_rng(1)
   B, T, D, V = 3, 6, 8, 41
@@ -95,7 +95,7 @@ def test_head_loss_sums_match_autodiff_of_the_plain_head(monkeypatch, bias, z_lo
 
 
 def test_head_chunks_divide_the_length():
-  from phijax import head_loss
+  from phijax.model import head_loss
   assert head_loss.chunk_positions(16, 256, 8192, "cpu") == 8  # 8 x 16 x 8192 x 4 B = 4 MiB
   assert head_loss.chunk_positions(16, 250, 8192, "cpu") == 5  # largest divisor of 250 <= 8
   assert head_loss.chunk_positions(64, 256, 51200, "cpu") == 1

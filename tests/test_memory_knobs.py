@@ -9,7 +9,7 @@ import pytest
 from ml_collections import ConfigDict
 
 from phijax import config as base
-from phijax import optim
+from phijax.train import optim
 
 
 def _params():

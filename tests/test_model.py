@@ -10,7 +10,7 @@ import pytest
 
 from phijax import model
 from phijax.model import Transformer
-from phijax.model_config import ModelConfig
+from phijax.model.config import ModelConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,8 +9,10 @@ import pytest
 from flax import linen as nn
 from ml_collections import ConfigDict
 
-from phijax import convert, model, mup_check, optim, rope
-from phijax.model_config import ModelConfig
+from phijax import convert, model, mup_check
+from phijax.train import optim
+from phijax.model import rope
+from phijax.model.config import ModelConfig
 
 SMALL = {
     "phi": ModelConfig(arch="phi", vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,

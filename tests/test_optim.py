@@ -7,9 +7,10 @@ import numpy as np
 import optax
 from ml_collections import ConfigDict
 
-from phijax import config as base, optim, sharding
-from phijax.model import init_params
-from phijax.model_config import ModelConfig
+from phijax import config as base
+from phijax.train import optim
+from phijax.model import sharding, init_params
+from phijax.model.config import ModelConfig
 
 
 def _tiny_params(arch):

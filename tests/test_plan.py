@@ -22,9 +22,10 @@ for mesh in ({"data": 1, "fsdp": 2, "tensor": 2}, {"data": 2, "fsdp": 1, "tensor
   p = plan.plan(config, mesh)
   # The truth: initialise the state for real and read each device's buffers.
   import jax, ml_collections
-  from phijax import optim, sharding
-  from phijax.model_config import ModelConfig
-  from phijax.train_step import build
+  from phijax.train import optim
+  from phijax.model import sharding
+  from phijax.model.config import ModelConfig
+  from phijax.train.step import build
   m = sharding.make_mesh(ml_collections.ConfigDict(mesh), jax.devices()[:p["devices"]])
   fns = build(ModelConfig.from_dict(config.model), optim.make_direction(config.optim), m,
               sharding.DEFAULT_RULES)

@@ -142,7 +142,8 @@ def test_different_model_in_run_dir_is_refused(tmp_path, full_run):
 
 
 def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
-  from phijax import config as base, curriculum, train
+  from phijax import config as base, train
+  from phijax.train import curriculum
   from phijax.configs import tiny
   config = tiny.get_config("runlocal")
   config.train.update(steps=12, log_every=1, eval_every=0, save_every=2, samples=0,

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from phijax import data, losses
+from phijax import data
+from phijax.train import losses
 from phijax.data import sft
 from phijax.model import Transformer, abstract_params
-from phijax.model_config import ModelConfig
+from phijax.model.config import ModelConfig
 from tests.test_data import _cfg, _corpus_texts
 
 TURNS = [("system", "be brief"), ("user", "add a and b"), ("assistant", "a + b"),

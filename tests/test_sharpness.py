@@ -16,9 +16,10 @@ from jax.flatten_util import ravel_pytree
 from ml_collections import ConfigDict
 
 from phijax import config as base
-from phijax import optim, probes, sharding
-from phijax.model_config import ModelConfig
-from phijax.train_step import build, device_batch, random_batch
+from phijax.train import optim, probes
+from phijax.model import sharding
+from phijax.model.config import ModelConfig
+from phijax.train.step import build, device_batch, random_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

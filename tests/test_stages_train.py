@@ -5,7 +5,8 @@ uninterrupted run does (same losses, bit for bit)."""
 import json
 import os
 
-from phijax import curriculum, train
+from phijax import train
+from phijax.train import curriculum
 from phijax.data import config as data_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from phijax import results, sweep
+from phijax.sweeps import results, runner as sweep
 
 EXPERIMENT = textwrap.dedent('''
     """A 2-arm x 2-seed test sweep of configs/tiny.py:runlocal (lr and optimizer
@@ -183,7 +183,7 @@ def test_results_of_a_moved_sweep_say_the_experiment_is_missing(clean_sweep, tmp
                                                                  capsys):
   """sweep.json names the experiment relative to the sweep directory: a copy elsewhere
   still gets its tables, and says that the experiment's summarize/plot were skipped."""
-  from phijax import results
+  from phijax.sweeps import results
   workdir, _ = clean_sweep
   moved = tmp_path / "deeper" / "copy"
   shutil.copytree(workdir, moved, ignore=shutil.ignore_patterns("own.txt"))
@@ -455,7 +455,7 @@ def test_curves_of_a_token_selection_arm_are_over_all_tokens(tmp_path):
 def test_a_kept_sweep_file_that_misses_arms_is_named(tmp_path, capsys):
   """--only keeps an existing sweep.json (a smoke run must not rewrite a full sweep's
   record) but says which arms it does not list: the results table would leave them out."""
-  from phijax import sweep
+  from phijax.sweeps import runner as sweep
   (tmp_path / sweep.SWEEP_FILE).write_text(json.dumps({"arms": [{"name": "lr=0.1"}]}))
   arms = [sweep.Arm(n, {}, [], str(tmp_path)) for n in ("lr=0.1", "lr=0.3")]
   sweep._warn_stale_sweep_file(str(tmp_path), arms)

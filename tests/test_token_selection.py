@@ -18,12 +18,13 @@ import pytest
 from flax import linen as nn
 from ml_collections import ConfigDict
 
-from phijax import config as base
-from phijax import data, objectives, optim, params_io, sharding, train
+from phijax import config as base, data, train
+from phijax.train import objectives, optim
+from phijax.model import params_io, sharding
 from phijax.config_files import ConfigError
 from phijax.model import Transformer, abstract_params
-from phijax.model_config import ModelConfig
-from phijax.train_step import TrainState, build, device_batch, random_batch, select_top
+from phijax.model.config import ModelConfig
+from phijax.train.step import TrainState, build, device_batch, random_batch, select_top
 
 CFG = ModelConfig(arch="phi", vocab_size=300, hidden_size=32, num_layers=1, num_heads=4,
                   intermediate_size=64, max_position_embeddings=64)

@@ -17,9 +17,10 @@ SCRIPT = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
 from ml_collections import ConfigDict
-from phijax import optim, sharding
-from phijax.model_config import ModelConfig
-from phijax.train_step import build, device_batch
+from phijax.train import optim
+from phijax.model import sharding
+from phijax.model.config import ModelConfig
+from phijax.train.step import build, device_batch
 
 arch = sys.argv[1]
 # Full rotary: with partial rotary the pass-through dims of the k bias get an exactly

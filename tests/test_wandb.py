@@ -15,7 +15,9 @@ import textwrap
 
 import pytest
 
-from phijax import config_files, sweep, wandb_log
+from phijax import config_files
+from phijax.sweeps import runner as sweep
+from phijax.train import wandb_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--config=configs/tiny.py:runlocal", "--config.train.log_every=1",

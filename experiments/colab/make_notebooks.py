@@ -163,7 +163,7 @@ def quickstart():
           (`configs/tiny.py`: 4.9M parameters, Muon, an 8k BPE tokenizer trained here)
           compress held-out Python code better than `gzip -9`? This notebook trains it,
           plots loss, learning rate and sequence length against tokens, samples from it
-          with the KV-cache generator (`phijax.generate.Generator`) and scores bits per
+          with the KV-cache generator (`phijax.model.decode.Generator`) and scores bits per
           byte on the held-out files beside gzip. Expected: yes. The 400-step tiny run
           of the README measured 1.458 bits/byte against gzip's 2.092; the shorter
           CPU run here (150 steps, 614k tokens) measured 1.738, the whole notebook in
@@ -216,7 +216,8 @@ def quickstart():
           prefills each prompt once and then decodes one token per step from the cache.
           '''),
       code('''
-          from phijax import checkpoint, generate
+          from phijax.convert import weights as checkpoint
+          from phijax.model import decode as generate
           from phijax.data.tokenizer import Tokenizer
 
           model_cfg, params, step = checkpoint.load_run_params(run_dir)
@@ -239,7 +240,7 @@ def quickstart():
       code('''
           import json
 
-          from phijax.evals import perplexity
+          from phijax.train import perplexity
 
           ev = perplexity.evaluate_heldout(model_cfg, params, tok, config.data,
                                            batch_size=config.train.batch_size,
@@ -344,7 +345,8 @@ def seq_warmup():
       code('''
           import re
 
-          from phijax import results, sweep
+          from phijax.sweeps import results
+          from phijax.sweeps import runner as sweep
 
           spec = os.path.join(ROOT, "experiments", "seq_warmup_stability.py")
           module = sweep.load_experiment(spec)
@@ -411,7 +413,7 @@ def seq_warmup():
           import matplotlib.pyplot as plt
           from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter, ScalarFormatter
 
-          from phijax.results import ema, read_rows, split_rows
+          from phijax.sweeps.results import ema, read_rows, split_rows
 
           varied = [f for f in ("lr", "lr_warmup", "seed") if len({r[f] for r in rows}) > 1]
           shared = [f for f in ("lr", "lr_warmup", "seed") if f not in varied]
@@ -519,7 +521,8 @@ def phi_checkpoint():
           import torch
           import transformers
 
-          from phijax import config_files, data, model_source
+          from phijax import config_files, data
+          from phijax.evals import model_source
 
           transformers.logging.disable_progress_bar()
           from phijax.data.tokenizer import Tokenizer
@@ -598,7 +601,7 @@ def phi_checkpoint():
           `generate(do_sample=False)`: the same new tokens, up to the end-of-text token.
           '''),
       code('''
-          from phijax import generate
+          from phijax.model import decode as generate
 
           new = 16 if SMOKE else 48
           with torch.no_grad():
@@ -726,7 +729,7 @@ def sharding_nb():
           device for the full phi-2, and does a sharded train step compute the same loss
           as one device? On a CPU the notebook simulates 8 devices
           (`--xla_force_host_platform_device_count=8`, set before JAX is imported), builds
-          the `(data, fsdp, tensor)` mesh from `phijax.sharding`, lists every parameter of
+          the `(data, fsdp, tensor)` mesh from `phijax.model.sharding`, lists every parameter of
           a `phi2:runlocal` model with its logical axes and its sharding, computes the
           per-device memory of the full 2.78B-parameter phi-2 (weights, gradients and
           Adam's two moments in float32) on a few 8-device meshes, and trains a few
@@ -779,7 +782,7 @@ def sharding_nb():
 
           from ml_collections import ConfigDict
 
-          from phijax import sharding
+          from phijax.model import sharding
 
 
           def mesh_sizes(n):
@@ -810,7 +813,7 @@ def sharding_nb():
           from flax import linen as nn
 
           from phijax import config_files, model as model_lib
-          from phijax.model_config import ModelConfig
+          from phijax.model.config import ModelConfig
 
           config = config_files.load("phi2:runlocal", ["--config.model.dtype=float32"])
           cfg = ModelConfig.from_dict(config.model)
@@ -840,7 +843,9 @@ def sharding_nb():
       code('''
           import jax.numpy as jnp
 
-          from phijax import data, optim, train, train_step
+          from phijax import data, train
+          from phijax.train import optim
+          from phijax.train import step as train_step
 
           train.enable_compilation_cache(config.train.compile_cache_dir)
           tok = data.load_tokenizer(config.data)
@@ -942,7 +947,7 @@ def curriculum_nb():
       title(name, "Designing a curriculum before training", '''
           A curriculum here is everything that changes over a run as a function of its
           position (steps and tokens): the training sequence length, the learning rate
-          and the data mixture (`phijax.curriculum`). Because it is a pure function of
+          and the data mixture (`phijax.train.curriculum`). Because it is a pure function of
           the config, every plan can be drawn before a single step runs. This notebook
           compares sequence-length warmup pacings (DeepSpeed's linear, root and discrete)
           at an equal token budget, WSD against cosine and linear decay, and designs a
@@ -983,7 +988,7 @@ def curriculum_nb():
       code(TABLE_HELPER, '''
 
           from phijax import config_files
-          from phijax.curriculum import Curriculum
+          from phijax.train.curriculum import Curriculum
 
           TOKENS = 400 * 16 * 256
           BASE = [f"--config.train.tokens={TOKENS}", "--config.curriculum.seq_warmup.start=32"]
@@ -1043,7 +1048,7 @@ def curriculum_nb():
       code('''
           import sysconfig
 
-          from phijax import curriculum
+          from phijax.train import curriculum
           from phijax.data import config as data_config
 
 
@@ -1078,7 +1083,7 @@ def curriculum_nb():
           import numpy as np
 
           from phijax import train
-          from phijax.results import read_rows, split_rows
+          from phijax.sweeps.results import read_rows, split_rows
 
           check = designed(CHECK_CONFIG, [f"--config.train.steps={TRAIN_STEPS}",
                                           "--config.train.log_every=1", "--config.train.eval_every=0",

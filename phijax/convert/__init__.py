@@ -22,7 +22,7 @@ import numpy as np
 from phijax.convert.hf_config import model_config_from_hf, model_config_to_hf, OLD_LAYOUTS
 from phijax.convert.state_dict import (CheckpointMismatch, hf_to_params, params_to_hf,
                                        rename_old_layout)
-from phijax.model_config import ModelConfig
+from phijax.model.config import ModelConfig
 
 __all__ = ["from_hf", "to_hf", "load_hf_state_dict", "CheckpointMismatch"]
 

@@ -47,8 +47,8 @@ def main(args):
       print(f"  note: {note}")
     return
 
-  from phijax import convert, params_io
-  from phijax.model import count_params
+  from phijax import convert
+  from phijax.model import params_io, count_params
   if args.phijax_dir:
     if not args.to_hf:
       raise cli.UsageError("--phijax_dir is already phijax parameters; add --to_hf to "

@@ -18,7 +18,8 @@ import shutil
 
 import jax
 
-from phijax import checkpoint, params_io
+from phijax.convert import weights
+from phijax.model import params_io
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -35,7 +36,7 @@ def export_run(run: str, out: str, *, step: int | None = None, to_hf: bool = Fal
   if os.path.realpath(out) == os.path.realpath(run):
     raise ValueError(f"{out} is the run directory itself; export to another one "
                      "(it would overwrite the run's config.json)")
-  cfg, params, step = checkpoint.load_run_params(run, step)
+  cfg, params, step = weights.load_run_params(run, step)
   num_params = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
   notes = []
   tok = None

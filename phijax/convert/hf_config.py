@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from phijax.model_config import ModelConfig
+from phijax.model.config import ModelConfig
 
 OLD_LAYOUTS = ("phi-msft", "mixformer-sequential")
 

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from phijax.model_config import ModelConfig
+from phijax.model.config import ModelConfig
 
 
 class CheckpointMismatch(ValueError):

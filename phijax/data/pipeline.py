@@ -24,8 +24,7 @@ from typing import Mapping, Sequence
 import grain
 import numpy as np
 
-from phijax.data import packing
-from phijax.data import sources as sources_lib
+from phijax.data import packing, sources as sources_lib
 from phijax.data.errors import DataError
 from phijax.data.mixture import WeightedMix
 

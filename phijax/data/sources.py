@@ -22,8 +22,7 @@ import warnings
 
 import numpy as np
 
-from phijax.data import corpus
-from phijax.data import sft
+from phijax.data import corpus, sft
 from phijax.data.errors import DataError, DataWarning
 
 DEFAULT_GLOBS = {"auto": "**/*", "text": "**/*", "jsonl": "**/*.jsonl",

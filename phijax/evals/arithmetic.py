@@ -123,13 +123,13 @@ def check_fits(settings: dict, max_positions: int) -> None:
 
 def run(m, args):
   """Greedy answers to the test problems; ``(settings, scores, rows)``."""
-  from phijax import generate
+  from phijax.model import decode
 
   settings = settings_of(args, m.run_config)
   check_fits(settings, m.cfg.max_position_embeddings)
   tok = m.tokenizer
   rows = problems(settings)
-  gen = generate.Generator(m.cfg, m.params)
+  gen = decode.Generator(m.cfg, m.params)
   t0 = time.time()
   for start in range(0, len(rows), args.batch_size):
     chunk = rows[start:start + args.batch_size]

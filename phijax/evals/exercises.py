@@ -164,7 +164,7 @@ def response_nll(gen, encoded, batch_size: int) -> np.ndarray:
   leaves out."""
   from flax import linen as nn
 
-  from phijax import generate, sharding
+  from phijax.model import decode, sharding
   fn = _nll_fn(gen.cfg)
   cap = gen.cfg.max_position_embeddings
   rows = -(-batch_size // gen.batch_divisor) * gen.batch_divisor
@@ -172,7 +172,7 @@ def response_nll(gen, encoded, batch_size: int) -> np.ndarray:
   out = np.zeros(len(encoded), np.float64)
   for start in range(0, len(order), rows):
     chunk = order[start:start + rows]
-    T = generate.bucket(max(len(encoded[i].ids) - 1 for i in chunk), cap)
+    T = decode.bucket(max(len(encoded[i].ids) - 1 for i in chunk), cap)
     inputs = np.zeros((rows, T), np.int32)
     targets = np.zeros((rows, T), np.int32)
     mask = np.zeros((rows, T), np.float32)
@@ -205,9 +205,9 @@ def _generate(gen, tok, encoded, budgets, fmt: str, batch_size: int):
 
 def run(m, args, exercises=None):
   """``(settings, scores, rows)`` of the task for the loaded model ``m``
-  (``phijax.model_source.Loaded``). ``exercises`` replaces the stdlib's held-out ones
+  (``phijax.evals.model_source.Loaded``). ``exercises`` replaces the stdlib's held-out ones
   (tests)."""
-  from phijax import generate
+  from phijax.model import decode
   from phijax.data import exercises as data_ex
 
   fmt = getattr(args, "exercises_format", "text")
@@ -235,7 +235,7 @@ def run(m, args, exercises=None):
   cap = m.cfg.max_position_embeddings
   fits = [len(e.ids) <= cap for e in encoded]
   kept = [i for i, ok in enumerate(fits) if ok]
-  gen = generate.Generator(m.cfg, m.params)
+  gen = decode.Generator(m.cfg, m.params)
   nll = np.full(len(exercises), np.nan)
   if kept:
     nll[kept] = response_nll(gen, [encoded[i] for i in kept], batch_size)

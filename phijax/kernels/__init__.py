@@ -1,4 +1,4 @@
-"""Pallas flash-attention kernels behind ``phijax.attention.dot_product_attention``.
+"""Pallas flash-attention kernels behind ``phijax.model.attention.dot_product_attention``.
 
   geometry.py    which (query block, key block) tiles to visit or mask (shared)
   flash.py       checks, padding, custom_vjp wiring (shared by every backend)

@@ -5,7 +5,7 @@ program ids inside the kernel (traced int32 scalars) and the tests call them on
 Python ints. Everything is written with ``jnp.minimum``/``jnp.maximum`` and a
 floor division of non-negative numbers, which lowers on both backends.
 
-Masking rules (the same as ``phijax.attention.attention_mask``): query ``i`` sees
+Masking rules (the same as ``phijax.model.attention.attention_mask``): query ``i`` sees
 key ``j`` iff ``j <= i`` (causal), ``j > i - window`` (sliding window, Phi-3),
 ``j < kv_len`` (the key is not padding) and the segment ids match.
 

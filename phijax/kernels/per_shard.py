@@ -13,7 +13,7 @@ kernels' custom VJP runs per shard too. A batch the batch axes do not divide (on
 prompt, init's dummy row) is left whole on every shard. A layout that breaks the
 rest (the tensor axis not dividing the kv heads, rules that split the sequence or
 head dim) is named by ``unsupported_reason``: an explicit impl then
-raises it, ``auto`` falls back to XLA with one warning (``phijax.attention``).
+raises it, ``auto`` falls back to XLA with one warning (``phijax.model.attention``).
 """
 
 from __future__ import annotations

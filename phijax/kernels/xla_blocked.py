@@ -174,7 +174,7 @@ def causal_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, *, segment_ids=None, windo
                      scale=None, mesh_batch_ways=1):
   """Causal self-attention over ``[B, T, H, D]`` q and ``[B, T, K, D]`` k/v (K divides
   H); ``segment_ids`` one ``[B, T]`` array or None. Equals the dense reference
-  ``phijax.attention.xla_attention`` to float rounding, gradients included. Every
+  ``phijax.model.attention.xla_attention`` to float rounding, gradients included. Every
   query sees at least itself, so no row needs an empty-row guard."""
   B, T, H, D = q_BxTxHxD.shape
   K = k_BxTxKxD.shape[2]

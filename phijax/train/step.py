@@ -30,8 +30,9 @@ import optax
 from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from phijax import head_loss, losses, sharding
-from phijax.model import Transformer
+from phijax.model import head_loss
+from phijax.train import losses
+from phijax.model import sharding, Transformer
 
 BATCH_DTYPES = {"inputs": jnp.int32, "targets": jnp.int32, "positions": jnp.int32,
                 "segment_ids": jnp.int32, "loss_mask": jnp.float32}
@@ -174,7 +175,7 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
   def lm_sums(params, batch, rng, ref_params):
     del ref_params
     # The head and its cross entropy a chunk of positions at a time, gradients made
-    # in the same pass (phijax.head_loss): no [B, T, V] logits in memory.
+    # in the same pass (phijax.model.head_loss): no [B, T, V] logits in memory.
     x, w, b = model.apply({"params": params}, batch["inputs"], batch["positions"],
                           batch["segment_ids"], deterministic=False, rngs={"dropout": rng},
                           head_inputs=True)

@@ -22,10 +22,11 @@ import os
 
 import jax
 
-from phijax import checkpoint, data
+from phijax import data
+from phijax.convert import weights
 from phijax.config_files import ConfigError
-from phijax.evals import perplexity
-from phijax.train_step import BATCH_KEYS, PAIR_KEYS, device_batch
+from phijax.train import perplexity
+from phijax.train.step import BATCH_KEYS, PAIR_KEYS, device_batch
 
 # Every process reads the global stream (process_index=0 of 1) and device_batch puts
 # each process's shards on its devices: N processes train on exactly the rows, in the
@@ -56,14 +57,14 @@ def load_reference(path, fns, what="init_from", vocab_size=None):
   """A frozen model's parameters, loaded once and sharded like the run's. With the
   run's ``vocab_size``, a reference with another vocabulary is an error naming both
   (before the shape check, which would name the embedding)."""
-  ref_cfg, params = checkpoint.read_params(path, what)
+  ref_cfg, params = weights.read_params(path, what)
   if vocab_size is not None and ref_cfg.vocab_size != vocab_size:
     raise ConfigError(
         f"{what}: {path} has a vocabulary of {ref_cfg.vocab_size} tokens but this run's "
         f"model has {vocab_size} (model.vocab_size); use a reference trained with this "
         "run's tokenizer and vocabulary size")
   abstract = jax.eval_shape(fns.init.jitted, jax.random.key(0)).params
-  params = checkpoint.fit_params(params, abstract, path, what)
+  params = weights.fit_params(params, abstract, path, what)
   return jax.device_put(params, fns.state_shardings.params)
 
 

@@ -11,7 +11,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from phijax.model_config import ModelConfig
+from phijax.model.config import ModelConfig
 
 
 def inv_frequencies(rotary_dim: int, theta: float, ext_factors=None) -> np.ndarray:

@@ -62,7 +62,7 @@ class ModelConfig:
   # residual branch (attention, MLP) by mup_scale_depth / sqrt(num_layers) before it
   # is added; the final hidden states are divided by width_mult before lm_head; the
   # block matrices start at init_std / sqrt(width_mult) and take 1 / width_mult of the
-  # learning rate (phijax.optim; embeddings, lm_head, norms and biases keep it). Off,
+  # learning rate (phijax.train.optim; embeddings, lm_head, norms and biases keep it). Off,
   # the compiled model is exactly the standard one. A mup model has no Hugging Face
   # Phi equivalent, so it cannot be exported with to_hf.
   mup: bool = False
@@ -103,7 +103,7 @@ class ModelConfig:
       bad("dtype", f"{self.dtype!r} is not one of {DTYPES}")
     if self.remat not in REMAT:
       bad("remat", f"{self.remat!r} is not one of {REMAT}")
-    from phijax.attention import IMPLS  # local: attention imports nothing from here
+    from phijax.model.attention import IMPLS  # local: attention imports nothing from here
     if self.attention_impl not in IMPLS:
       bad("attention_impl", f"{self.attention_impl!r} is not one of {IMPLS}")
     if self.resid_pdrop_schedule not in ("constant", "linear"):

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from phijax import attention, rope
-from phijax.model_config import ModelConfig, as_model_config
+from phijax.model import attention, rope
+from phijax.model.config import ModelConfig, as_model_config
 
 Partitioned = nn.with_logical_partitioning
 constrain = nn.with_logical_constraint
@@ -284,7 +284,7 @@ class Transformer(nn.Module):
   LongRoPE factors per row; ``logits_at_B`` keeps only position ``logits_at_B[b]`` of
   each row (``[B, 1, V]``). ``head_inputs=True`` returns ``(x, lm_head, lm_head_bias or
   None)`` instead of logits: the final hidden states and the head's parameters, for a
-  loss that applies the head chunk by chunk (``phijax.head_loss``).
+  loss that applies the head chunk by chunk (``phijax.model.head_loss``).
 
   With ``cfg.random_position_offset`` and ``deterministic=False`` (training) each
   row's positions are shifted by one random offset (``random_position_offsets``, drawn
@@ -348,7 +348,7 @@ class Transformer(nn.Module):
     b = None
     if cfg.arch == "phi":
       b = self.param("lm_head_bias", _zeros(("vocab",)), (cfg.vocab_size,), jnp.float32)
-    if head_inputs:  # the caller applies the head itself (phijax.head_loss)
+    if head_inputs:  # the caller applies the head itself (phijax.model.head_loss)
       return x, w, b
     logits = jnp.einsum("btd,dv->btv", x, w.astype(dtype),
                         preferred_element_type=jnp.float32)

@@ -22,11 +22,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from phijax import (checkpoint, curriculum, data, generate, metrics, objectives, optim, probes,
-                    sharding, wandb_log)
+from phijax import data
+from phijax.train import checkpoint
+from phijax.convert import weights
+from phijax.train import curriculum
+from phijax.model import decode
+from phijax.train import metrics, objectives, optim, probes
+from phijax.model import sharding
+from phijax.train import distributed, wandb_log
 from phijax.config_files import ConfigError  # noqa: F401  (re-exported: train.ConfigError)
-from phijax.model_config import ModelConfig
-from phijax.train_step import build, device_batch
+from phijax.model.config import ModelConfig
+from phijax.train.step import build, device_batch
 
 log = logging.getLogger("phijax")
 
@@ -177,7 +183,7 @@ def write_samples(path, model_cfg, params, tok, n, max_new_tokens, *, temperatur
   # the first new token must be one that starts with a space.
   ids = [tok.encode(p.rstrip(" ")) for p in prompts]
   first = [space_first if p.endswith(" ") and space_first.any() else None for p in prompts]
-  gen = generate.Generator(model_cfg, params, mesh=generate.default_mesh(devices=1))
+  gen = decode.Generator(model_cfg, params, mesh=decode.default_mesh(devices=1))
   outs = gen.generate(ids, max_new_tokens=max_new_tokens, seed=seed,
                       temperature=temperature, top_k=top_k, top_p=top_p,
                       eos_id=tok.eos_id, first_allowed=first)
@@ -254,7 +260,7 @@ def train(config, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   enable_compilation_cache(config.train.compile_cache_dir)
   os.makedirs(workdir, exist_ok=True)
-  sharding.maybe_initialize_distributed(config.mesh)
+  distributed.maybe_initialize_distributed(config.mesh)
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.parse_rules(config.mesh.rules)
   check_config(config, mesh)
@@ -288,7 +294,7 @@ def train(config, workdir: str) -> dict:
   if restored is None:
     state = fns.init(jax.random.key(t.seed))
     if t.init_from:  # warm start: parameters only, fresh optimizer state
-      params = checkpoint.load_init_params(t.init_from, abstract.params)
+      params = weights.load_init_params(t.init_from, abstract.params)
       params = jax.device_put(params, fns.state_shardings.params)
       state = state.replace(params=params, opt_state=jax.jit(
           fns.tx.init, out_shardings=fns.state_shardings.opt_state)(params))
@@ -533,7 +539,7 @@ def run(argv=None):
   try:
     cli.main(parser, main, argv)
   except SystemExit as e:  # with several processes, failing alone must not hang the rest
-    sharding.exit_after_error(e.code if isinstance(e.code, int) else 1)
+    distributed.exit_after_error(e.code if isinstance(e.code, int) else 1)
     raise
 
 

@@ -15,8 +15,9 @@ import math
 import jax
 import numpy as np
 
-from phijax import data, sharding
-from phijax.train_step import device_batch
+from phijax import data
+from phijax.model import sharding
+from phijax.train.step import device_batch
 
 EVAL_KEYS = ("inputs", "targets", "positions", "segment_ids", "loss_mask", "bytes")
 
@@ -27,7 +28,7 @@ def gzip_bits_per_byte(texts) -> float:
 
 
 def evaluate(fns, params, batches) -> dict:
-  """Sums ``fns.eval_step`` (``phijax.train_step.build``) over ``batches``."""
+  """Sums ``fns.eval_step`` (``phijax.train.step.build``) over ``batches``."""
   sums = {"nll_sum": 0.0, "tokens": 0.0, "bytes": 0.0}
   for b in batches:
     out = fns.eval_step(params, device_batch(b, fns.batch_sharding, keys=EVAL_KEYS))
@@ -43,7 +44,7 @@ def eval_fns(model_cfg, batch_size: int, mesh=None, rules=None):
   """The training loop's step functions (its eval step) on this process's devices:
   as many on the ``data`` axis as divide ``batch_size``."""
   import optax
-  from phijax.train_step import build
+  from phijax.train.step import build
   if mesh is None:
     n = len(jax.local_devices())
     ways = max(d for d in range(1, n + 1) if n % d == 0 and batch_size % d == 0)

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from phijax.model_config import ModelConfig
+from phijax.model.config import ModelConfig
 
 
 def save_params(directory: str, cfg: ModelConfig, params) -> None:
@@ -32,7 +32,7 @@ def load_params(directory: str) -> tuple[ModelConfig, dict]:
     if os.path.isdir(os.path.join(directory, "checkpoints")):
       raise FileNotFoundError(
           f"{directory} is a run directory, not a phijax parameter checkpoint: read it "
-          "with phijax.checkpoint.load_run_params, or export it with "
+          "with phijax.convert.weights.load_run_params, or export it with "
           f"python -m phijax.convert --run={directory} --out=DIR [--to_hf]")
     raise FileNotFoundError(f"{directory} is not a phijax parameter checkpoint (it has no "
                             "model_config.json; write one with python -m phijax.convert)")

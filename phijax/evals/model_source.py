@@ -59,10 +59,10 @@ def load(args) -> Loaded:
 
 
 def load_run(run: str, step: int | None = None) -> Loaded:
-  from phijax import checkpoint
+  from phijax.convert import weights
   run = os.path.abspath(run)
   tok = _sentencepiece(run, "the run writes it when training starts")
-  cfg, params, step = checkpoint.load_run_params(run, step)
+  cfg, params, step = weights.load_run_params(run, step)
   _check_vocab(tok, cfg, run)
   run_config = None
   config_path = os.path.join(run, "config.json")
@@ -73,7 +73,7 @@ def load_run(run: str, step: int | None = None) -> Loaded:
 
 
 def load_params_dir(directory: str) -> Loaded:
-  from phijax import params_io
+  from phijax.model import params_io
   directory = os.path.abspath(directory)
   cfg, params = params_io.load_params(directory)
   tok = _sentencepiece(directory, "python -m phijax.convert --run=RUN copies the run's")

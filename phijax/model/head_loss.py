@@ -18,7 +18,7 @@ for phi-1.5 at 8 x 2048 is 3.4 GB.
 the forward alone, per token and without gradient, by the same chunks: evaluation
 and Rho-1's token scores (the model's and the reference's) use it, and Rho-1 then
 trains through ``head_loss_sums`` with its selection as the weights. DPO's sequence
-log-probabilities still use the model's logits and ``phijax.losses``.
+log-probabilities still use the model's logits and ``phijax.train.losses``.
 """
 
 from __future__ import annotations

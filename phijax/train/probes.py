@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from phijax import losses
+from phijax.train import losses
 from phijax.model import Transformer
 
 

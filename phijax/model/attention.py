@@ -203,7 +203,7 @@ def _platform():
 
 
 def _kernel_module(impl):
-  # Imported on first use: `import phijax.attention` stays light.
+  # Imported on first use: `import phijax.model.attention` stays light.
   if impl == "pallas_gpu":
     from phijax.kernels import gpu_triton
     return gpu_triton

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from phijax import sharding
+from phijax.model import sharding
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "lion", "muon", "galore")
 

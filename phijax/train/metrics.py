@@ -65,7 +65,7 @@ def device_peak_flops(configured: float = 0.0) -> tuple[float, str]:
 
 class Writer:
   """metrics.jsonl + TensorBoard (tensorboardX, no TensorFlow), and every row to each
-  extra sink (``phijax.wandb_log.sinks``: an object with ``write(step, row)`` and
+  extra sink (``phijax.train.wandb_log.sinks``: an object with ``write(step, row)`` and
   ``close()``). Host 0 writes."""
 
   def __init__(self, workdir: str, enabled: bool = True, sinks=()):
@@ -300,7 +300,7 @@ def run_figure(workdir: str):
   ax_loss.grid(alpha=0.3)
   ax_loss.legend(**outside)
 
-  # Bits per byte; a DPO run (phijax.objectives) has reward accuracy there instead.
+  # Bits per byte; a DPO run (phijax.train.objectives) has reward accuracy there instead.
   key, what, unit = "eval_bpb", "held-out bits/byte", "bits / byte"
   if any("eval_reward_accuracy" in r for r in evals + final):
     key, what, unit = "eval_reward_accuracy", "held-out reward accuracy", "reward accuracy"

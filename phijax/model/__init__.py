@@ -1,0 +1,40 @@
+"""The model: what a checkpoint holds and how it turns tokens into logits.
+
+    from phijax.model import ModelConfig, Transformer
+    logits = Transformer(cfg).apply({"params": params}, tokens)
+
+Modules: ``config`` (``ModelConfig``), ``transformer`` (phi / phi-3 blocks, the KV
+cache layout), ``rope``, ``attention`` (the one door to every attention
+implementation; kernels are ``phijax.kernels``), ``head_loss`` (the fused output head
+and loss), ``sharding`` (the mesh and the logical-axis rules that lay parameters and
+activations on it), ``decode`` (KV-cache generation), ``params_io`` (phijax parameter
+directories). Imports nothing from train, evals or sweeps.
+"""
+
+import importlib
+
+# Names are imported on first use (PEP 562): ``import phijax.model.config`` stays cheap.
+_EXPORTS = {
+    "ModelConfig": "config", "as_model_config": "config",
+    "Transformer": "transformer", "Block": "transformer", "Attention": "transformer",
+    "Mlp": "transformer", "CACHE_AXES": "transformer", "init_cache": "transformer",
+    "init_params": "transformer", "abstract_params": "transformer",
+    "param_axes": "transformer", "count_params": "transformer",
+    "write_cache": "transformer", "random_position_offsets": "transformer",
+    "residual_dropout_rates": "transformer",
+}
+_SUBMODULES = ("attention", "config", "decode", "head_loss", "params_io", "rope", "sharding",
+               "transformer")
+__all__ = sorted(_EXPORTS) + list(_SUBMODULES)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+  if name in _SUBMODULES:
+    return importlib.import_module(f"{__name__}.{name}")
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+  return __all__
