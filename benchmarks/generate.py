@@ -2,9 +2,9 @@
 full-forward loop vs Hugging Face ``generate`` (when transformers + torch are installed),
 as tokens/s and ratios from one run.
 
-    python benchmarks/decode.py                                # tiny and phi1_5:runlocal
-    python benchmarks/decode.py --models=tiny --batch=1,8 --new_tokens=256
-    python benchmarks/decode.py --skip_full --repeats=5         # the slow baseline off
+    python benchmarks/generate.py                                # tiny and phi1_5:runlocal
+    python benchmarks/generate.py --models=tiny --batch=1,8 --new_tokens=256
+    python benchmarks/generate.py --skip_full --repeats=5         # the slow baseline off
 
 Per model and batch size: a random prompt of ``--prompt_len`` tokens per row, greedy,
 exactly ``--new_tokens`` new tokens (no EOS). Each implementation runs once to warm up
@@ -44,14 +44,14 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from phijax import config_files  # noqa: E402
-from phijax.model import decode
+from phijax.model import decode  # noqa: E402
 from phijax.model import Transformer, init_params  # noqa: E402
 from phijax.model.config import ModelConfig  # noqa: E402
 
 
 # --- the old decoder: a full forward per token over a fixed power-of-two buffer ------
-# Copied from phijax/decode.py as of commit 15d4105 (``_next_token_fn`` and the
-# ``sample`` loop), widened to a batch of equal-length prompts: row b reads its logits
+# Copied from phijax/generate.py (now phijax/model/decode.py) as of commit 15d4105
+# (``_next_token_fn`` and the ``sample`` loop), widened to a batch of equal-length prompts: row b reads its logits
 # at the same position i, as the old single-row code did at row 0.
 
 @functools.lru_cache(maxsize=8)

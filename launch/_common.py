@@ -1,7 +1,7 @@
 """What the launchers share: splitting ``LAUNCHER_ARGS -- COMMAND`` and checking the
 command before anything starts. Launchers only start processes; the training reads
 nothing from them beyond what ``jax.distributed.initialize()`` reads (and
-``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` from launch/local.py, see phijax/sharding.py).
+``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` from launch/local.py, see phijax/train/distributed.py).
 """
 
 from __future__ import annotations

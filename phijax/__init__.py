@@ -1,5 +1,23 @@
 """phijax: Phi-style small language models in JAX/Flax.
 
+The package follows the flow of a run; each layer imports only the ones above it in
+this list (tests/test_layers.py checks every import):
+
+    kernels/   Pallas flash attention (GPU Triton, TPU Mosaic) and the blocked XLA path
+    model/     ModelConfig, the transformer, rope, the attention door, the fused head,
+               the mesh and logical-axis rules, KV-cache decoding, parameter files
+    data/      tokenizer, sources, the grain pipeline with packing, mixtures
+    convert/   Hugging Face <-> phijax; reading parameters from any directory
+    train/     the loop and the pieces it calls, the step, objectives, optimizers,
+               curriculum, checkpoints, metrics, multi-host start
+    evals/     generate and evaluate commands, tasks, the code sandbox
+    sweeps/    the sweep runner; results tables, paired statistics, figures
+
+``cli.py`` and ``config_files.py`` are the command conventions every layer uses;
+``config.py`` is the config tree configs/*.py start from; ``plan.py``, ``mup_check.py``
+and ``curriculum_plot.py`` are tools; ``sweep.py``, ``results.py``, ``generate.py``
+and ``evaluate.py`` only keep the names of ``python -m phijax.<command>``.
+
 Submodules are imported lazily by the user (``phijax.model``, ``phijax.convert``, ...)
 so that ``import phijax`` stays cheap.
 """

