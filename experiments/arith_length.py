@@ -210,7 +210,7 @@ def _tables(table, by_arm) -> str:
           vals.append(by_arm[arms[0]][metric].get(d, math.nan) if arms else math.nan)
         row[_length_header(d)] = _cell(vals)
       rows.append(row)
-    from phijax.sweeps.results import summary_table
+    from phijax.sweeps.tables import summary_table
     lines += [f"{title} by operand length (both operands of that length; "
               f"{PER_LENGTH} problems per length, the same in every arm; seed mean, then "
               f"seeds {', '.join(map(str, seeds))} in brackets). Trained on 1..{N} "
@@ -222,7 +222,7 @@ def _offset_check(table, sweep_dir) -> str:
   """RoPE with and without random offsets, same seed and format: the largest
   difference of their logged training losses (rotary scores are shift-invariant, so
   only float rounding separates them)."""
-  from phijax.sweeps import results
+  from phijax.sweeps import runs
   worst, pairs = 0.0, 0
   for r in table.rows:
     if _encoding(r) != "rope+offset" or r["status"] != "done":
@@ -231,8 +231,8 @@ def _offset_check(table, sweep_dir) -> str:
            and x.get("format") == r.get("format") and x.get("seed") == r.get("seed")]
     if not ref:
       continue
-    a, _, _ = results.split_rows(results.read_rows(os.path.join(sweep_dir, r["arm"])))
-    b, _, _ = results.split_rows(results.read_rows(os.path.join(sweep_dir, ref[0]["arm"])))
+    a, _, _ = runs.split_rows(runs.read_rows(os.path.join(sweep_dir, r["arm"])))
+    b, _, _ = runs.split_rows(runs.read_rows(os.path.join(sweep_dir, ref[0]["arm"])))
     b = {x["step"]: x["loss"] for x in b}
     pairs += 1
     worst = max([worst] + [abs(x["loss"] - b[x["step"]]) for x in a if x["step"] in b])

@@ -65,9 +65,9 @@ def get_sweep(h):
 def _series(run_dir):
   """(steps, losses), (steps, sharpness) from an arm's metrics.jsonl; each step's last
   row counts (a resumed run re-logs the steps after its checkpoint)."""
-  from phijax.sweeps import results
+  from phijax.sweeps import runs
   loss, sharp = {}, {}
-  for r in results.read_rows(run_dir):
+  for r in runs.read_rows(run_dir):
     if "loss" in r:
       loss[r["step"]] = float(r["loss"])
     if "sharpness" in r:
@@ -118,7 +118,7 @@ def plot(table, sweep_dir):
   training loss on top, sharpness below with 2/lr dashed) and the per-arm table in
   results.md (see summarize) and eos_stats.csv."""
   from matplotlib.figure import Figure
-  from phijax.sweeps import results
+  from phijax.sweeps import tables
 
   lrs = table.values("lr")
   rows, curves = [], {}
@@ -138,7 +138,7 @@ def plot(table, sweep_dir):
              ("loss rises (steps)", "steps whose loss rose: up to / after that step", ""),
              ("loss first -> last", "training loss, first -> last step", ""),
              ("min loss", "min training loss", ".3f")]
-  md = ("## Edge of stability per arm\n\n" + results.markdown(
+  md = ("## Edge of stability per arm\n\n" + tables.markdown(
       [{k: (str(v) if k == "step reaching 0.9 x 2/lr" else v) for k, v in r.items()}
        for r in rows], columns) +
       f"\n\nSharpness: top Hessian eigenvalue of the training loss on the fixed batch "

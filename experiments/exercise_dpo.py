@@ -177,23 +177,23 @@ def _scores(table, sweep_dir):
 
 
 def _split(sweep_dir, arm):
-  from phijax.sweeps import results
-  return results.split_rows(results.read_rows(os.path.join(sweep_dir, arm)))
+  from phijax.sweeps import runs
+  return runs.split_rows(runs.read_rows(os.path.join(sweep_dir, arm)))
 
 
 def _pm(values, digits=3, signed=False):
-  from phijax.sweeps import results
+  from phijax.sweeps import tables
   vals = [v for v in values if math.isfinite(v)]
   if not vals:
     return "-"
-  mean, std, n = results.mean_std(vals)
+  mean, std, n = tables.mean_std(vals)
   f = f"{{:{'+' if signed else ''}.{digits}f}}"
   return (f.format(mean) + (f" ± {std:.{digits}f}" if n > 1 else "") + " ["
           + ", ".join(f.format(v) for v in vals) + "]")
 
 
 def _table(scores) -> str:
-  from phijax.sweeps.results import summary_table
+  from phijax.sweeps.tables import summary_table
   seeds = sorted(scores)
   get = lambda when, key: [scores[s].get(when, {}).get(key, math.nan) for s in seeds]
   rows = [
@@ -234,7 +234,7 @@ def plot(table, sweep_dir):
   """Scores the arms on the held-out pairs (cached), appends the table to results.md,
   draws preferences.png."""
   from matplotlib.figure import Figure
-  from phijax.sweeps import results
+  from phijax.sweeps import runs
 
   scores = _scores(table, sweep_dir)
   seeds = sorted(scores)
@@ -273,9 +273,9 @@ def plot(table, sweep_dir):
       continue
     train, _, _ = _split(sweep_dir, r["arm"])
     steps = [x["step"] for x in train]
-    ax_margin.plot(steps, results.ema([x["reward_margin"] for x in train], 0.3), style,
+    ax_margin.plot(steps, runs.ema([x["reward_margin"] for x in train], 0.3), style,
                    color="tab:blue", label=f"seed {s}: training batches (EMA 0.3)")
-    ax_acc.plot(steps, results.ema([x["reward_accuracy"] for x in train], 0.3), style,
+    ax_acc.plot(steps, runs.ema([x["reward_accuracy"] for x in train], 0.3), style,
                 color="tab:blue", label=f"seed {s}: training batches (EMA 0.3)")
     after_s = scores[s].get("after")
     if after_s:  # at the run's last step (the training rows are logged every 5)

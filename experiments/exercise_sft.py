@@ -136,10 +136,10 @@ def evaluate_arms(arm_dirs, formats=FORMATS, parallel=2) -> None:
   """``python -m phijax.evaluate --task=exercises`` for every (arm, format) whose
   scores are not cached yet, ``parallel`` at a time, the cores split as the sweep
   runner splits them. Its log: ARM/evals-FMT.log."""
-  from phijax.sweeps import runner as sweep
+  from phijax.sweeps import runner
   jobs = [(d, f) for d in arm_dirs for f in formats
           if not os.path.exists(exercise_scores(d, f))]
-  slots = sweep.core_slices(parallel)
+  slots = runner.core_slices(parallel)
   free, running = list(range(parallel)), []
   while jobs or running:
     while jobs and free:
@@ -151,7 +151,7 @@ def evaluate_arms(arm_dirs, formats=FORMATS, parallel=2) -> None:
       log = open(os.path.join(d, f"evals-{fmt}.log"), "w")
       preexec = (lambda c=cores: os.sched_setaffinity(0, c)) if cores else None
       proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                              env=sweep.arm_env(cores), preexec_fn=preexec)
+                              env=runner.arm_env(cores), preexec_fn=preexec)
       running.append((proc, log, slot, d, fmt))
     time.sleep(0.2)
     for item in list(running):
@@ -209,11 +209,11 @@ def _ended(arm_dir, fmt) -> float:
 
 
 def _pm(values, signed=False, digits=3):
-  from phijax.sweeps import results
+  from phijax.sweeps import tables
   vals = [v for v in values if math.isfinite(v)]
   if not vals:
     return "-"
-  mean, std, n = results.mean_std(vals)
+  mean, std, n = tables.mean_std(vals)
   f = f"{{:{'+' if signed else ''}.{digits}f}}"
   text = f.format(mean) + (f" ± {std:.{digits}f}" if n > 1 else "")
   return text + " [" + ", ".join(f.format(v) for v in vals) + "]"
@@ -240,7 +240,7 @@ def _tables(table, scores) -> str:
           "bodies it ended itself (of 124)": _pm(
               [_get(scores, recipe, s, fmt, "ended") for s in seeds], digits=1),
           "tokens (pretrain + this run)": _tokens(table, recipe)})
-    from phijax.sweeps.results import summary_table
+    from phijax.sweeps.tables import summary_table
     lines += [f"Held-out exercises, `{fmt}` presentation "
               + ("(prompt and body as plain code):" if fmt == "text" else
                  "(the sft template: prompt <eot> body <eot>; the loss includes the "
@@ -288,7 +288,7 @@ def plot(table, sweep_dir):
   results.md, and draws exercises.png."""
   import numpy as np
   from matplotlib.figure import Figure
-  from phijax.sweeps import results
+  from phijax.sweeps import runs
 
   scores = _all_scores(table, sweep_dir)
   seeds = table.values("seed")
@@ -339,9 +339,9 @@ def plot(table, sweep_dir):
     r = _arm(table, "sft", s)
     if r is None:
       continue
-    train, evals, final = results.split_rows(results.read_rows(os.path.join(sweep_dir,
-                                                                            r["arm"])))
-    ax_train.plot([x["step"] for x in train], results.ema([x["loss"] for x in train]),
+    train, evals, final = runs.split_rows(runs.read_rows(os.path.join(sweep_dir,
+                                                                      r["arm"])))
+    ax_train.plot([x["step"] for x in train], runs.ema([x["loss"] for x in train]),
                   style, color=COLORS["sft"], label=f"sft, seed {s}: training loss (EMA; residual dropout on)")
     ev = evals + ([final] if final else [])
     ax_train.plot([x["step"] for x in ev], [x["eval_loss"] for x in ev], "o" + style,

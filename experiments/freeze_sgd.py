@@ -202,7 +202,7 @@ def summarize(table):
   """The LR grid (seed means, each seed in brackets) and each method at its best LR,
   paired by seed against AdamW at its best LR. The run's own final evaluation: the NEW
   packages' held-out files."""
-  from phijax.sweeps.results import summary_table
+  from phijax.sweeps.tables import summary_table
   grid = _grid(table)
   best = _best(grid)
   rows = []
@@ -336,8 +336,8 @@ def _scores(table, sweep_dir) -> dict:
 
 
 def _logged_bytes(arm_dir) -> float:
-  from phijax.sweeps import results
-  _, _, final = results.split_rows(results.read_rows(arm_dir))
+  from phijax.sweeps import runs
+  _, _, final = runs.split_rows(runs.read_rows(arm_dir))
   return (final or {}).get("opt_state_bytes_per_param", math.nan)
 
 
@@ -368,7 +368,7 @@ def plot(table, sweep_dir):
   those tables and the gradient diagnostic to results.md, writes freeze_sgd.csv and
   draws freeze_sgd.png."""
   from matplotlib.figure import Figure
-  from phijax.sweeps.results import summary_table
+  from phijax.sweeps.tables import summary_table
 
   scores = _scores(table, sweep_dir)
   grid = _grid(table)

@@ -96,8 +96,8 @@ def _groups(table):
 
 
 def _final_row(run_dir) -> dict:
-  from phijax.sweeps import results
-  _, _, final = results.split_rows(results.read_rows(run_dir))
+  from phijax.sweeps import runs
+  _, _, final = runs.split_rows(runs.read_rows(run_dir))
   return final or {}
 
 
@@ -151,7 +151,7 @@ def plot(table, sweep_dir):
   """galore.png: final held-out loss vs optimizer-state bytes per parameter | each arm
   minus AdamW, paired by seed | held-out loss curves."""
   from matplotlib.figure import Figure
-  from phijax.sweeps import results
+  from phijax.sweeps import runs
 
   groups = _groups(table)
   colors = ["black", "tab:blue", "tab:orange", "tab:red", "tab:green", "tab:purple"]
@@ -178,7 +178,7 @@ def plot(table, sweep_dir):
         ax3.bar(i + (0.2 if r["seed"] else -0.2), r["eval_loss"] - adamw[r["seed"]],
                 width=0.38, color=color, alpha=1.0 if r["seed"] == 0 else 0.5,
                 edgecolor="black", linewidth=0.5)
-      _, evals, final = results.split_rows(results.read_rows(
+      _, evals, final = runs.split_rows(runs.read_rows(
           os.path.join(sweep_dir, r["arm"])))
       pts = [(e["tokens"], e["eval_loss"]) for e in evals]
       if final:

@@ -264,8 +264,8 @@ def selection_by_source(arm_dir: str, ratio: float) -> dict:
 
 
 def _train_rows(run_dir):
-  from phijax.sweeps import results
-  train, evals, final = results.split_rows(results.read_rows(run_dir))
+  from phijax.sweeps import runs
+  train, evals, final = runs.split_rows(runs.read_rows(run_dir))
   return train, evals, final
 
 
@@ -331,7 +331,7 @@ def _arm_numbers(table, sweep_dir) -> dict:
 
 
 def _selection_table(table, numbers) -> str:
-  from phijax.sweeps import results
+  from phijax.sweeps import tables
   rows = []
   for label, members in _groups(table):
     members = sorted(members, key=lambda r: r.get("seed") or 0)
@@ -358,7 +358,7 @@ def _selection_table(table, numbers) -> str:
           "logged steps. Selected at the end: the share of each source among the tokens "
           f"the final model would select in a batch of {SELECTION_ROWS} training rows "
           "mixed 60/20/20 as in training (`selection_by_source`). Mean (seeds in order)."
-          "\n\n" + results.summary_table(rows))
+          "\n\n" + tables.summary_table(rows))
 
 
 def plot(table, sweep_dir):
@@ -367,7 +367,7 @@ def plot(table, sweep_dir):
   arm (seeds as points) | held-out stdlib bits/byte during training | excess loss and
   the codec tables' bits/byte."""
   from matplotlib.figure import Figure
-  from phijax.sweeps import results
+  from phijax.sweeps import runs
 
   groups = _groups(table)
   numbers = _arm_numbers(table, sweep_dir)
@@ -427,7 +427,7 @@ def plot(table, sweep_dir):
       if math.isfinite(n["excess_loss"]):
         train, _, _ = _train_rows(os.path.join(sweep_dir, r["arm"]))
         xs = [t["tokens"] / 1000 for t in train if "excess_loss" in t]
-        ys = results.ema([t["excess_loss"] for t in train if "excess_loss" in t])
+        ys = runs.ema([t["excess_loss"] for t in train if "excess_loss" in t])
         ax3.plot(xs, ys, color=c, linestyle="-" if s == 0 else "--", linewidth=1.2,
                  label=f"{label}, seed {s} (codec tables held-out {n['tables']:.2f} bits/byte)")
   lo = min(r["eval_bpb"] for _, m in groups for r in m)
@@ -454,7 +454,7 @@ def plot(table, sweep_dir):
   ax3.set(xlabel="training tokens (thousands)",
           ylabel="excess loss of the selected tokens (nats)",
           title="SLM arms: logged excess loss of the selected tokens\n"
-                f"(model minus reference, mean; EMA {results.SMOOTHING:g})")
+                f"(model minus reference, mean; EMA {runs.SMOOTHING:g})")
   ax3.grid(alpha=0.3)
   ax3.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1)
   tokens = max(int(r.get("tokens") or 0) for _, m in groups for r in m)

@@ -130,8 +130,8 @@ def _along_full(table, label, tokens, seed):
 
 
 def _stats(values):
-  from phijax.sweeps import results
-  return results.mean_std(values)
+  from phijax.sweeps import tables
+  return tables.mean_std(values)
 
 
 def _pm(values, paired=False):
@@ -178,7 +178,7 @@ def summarize(table):
   differences to cosine. (2) The envelope: the full-budget WSD run before its decay at
   each shorter budget, the branches decayed there, and the cosine runs of that budget.
   (3) The check that the branches share the long run's stable prefix."""
-  from phijax.sweeps.results import summary_table
+  from phijax.sweeps.tables import summary_table
   seeds = _seeds(table)
   rows1, rows2 = [], []
   for tokens in BUDGETS:
@@ -259,7 +259,7 @@ def plot(table, sweep_dir):
   """envelope.png: the envelope, the paired differences, the LR schedules."""
   from matplotlib.figure import Figure
   from matplotlib.ticker import EngFormatter
-  from phijax.sweeps import results
+  from phijax.sweeps import runs
 
   seeds = _seeds(table)
   names = {"cosine": "cosine", "wsd-exp": "WSD, exp decay", "wsd-linear":
@@ -321,7 +321,7 @@ def plot(table, sweep_dir):
       r = _row(table, label, tokens, seeds[0]) if seeds else None
       if r is None:
         continue
-      train, _, _ = results.split_rows(results.read_rows(os.path.join(sweep_dir, r["arm"])))
+      train, _, _ = runs.split_rows(runs.read_rows(os.path.join(sweep_dir, r["arm"])))
       # A step's LR belongs to the tokens before it (the logged tokens are after it).
       ax_lr.plot([x["tokens"] - STEP_TOKENS for x in train], [x["lr"] for x in train],
                  styles[label], color=COLORS[label], linewidth=1.6,
@@ -344,7 +344,7 @@ def _mean_ema(rows, minus=None):
   ``minus``: each seed's rows to subtract first (the same batches, so a paired
   difference with little noise)."""
   import numpy as np
-  from phijax.sweeps import results
+  from phijax.sweeps import runs
   curves = []
   for i, r in enumerate(rows):
     if r is None or (minus is not None and minus[i] is None):
@@ -353,7 +353,7 @@ def _mean_ema(rows, minus=None):
     if minus is not None:
       ref = dict(zip(*minus[i]["curve"]))
       t, v = zip(*[(x, y - ref[x]) for x, y in zip(t, v) if x in ref])
-    curves.append((list(t), results.ema(v)))
+    curves.append((list(t), runs.ema(v)))
   if not curves:
     return [], []
   n = min(len(t) for t, _ in curves)

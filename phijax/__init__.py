@@ -11,7 +11,7 @@ this list (tests/test_layers.py checks every import):
     train/     the loop and the pieces it calls, the step, objectives, optimizers,
                curriculum, checkpoints, metrics, multi-host start
     evals/     generate and evaluate commands, tasks, the code sandbox
-    sweeps/    the sweep runner; results tables, paired statistics, figures
+    sweeps/    the sweep runner; results tables and figures
 
 ``cli.py`` and ``config_files.py`` are the command conventions every layer uses;
 ``config.py`` is the config tree configs/*.py start from; ``plan.py``, ``mup_check.py``

@@ -1,7 +1,7 @@
-"""``python -m phijax.sweep`` (console script ``phijax-sweep``): the sweep runner, which lives in
-``phijax.sweeps.runner``. This module only keeps the command's name."""
+"""``python -m phijax.sweep`` (console script ``phijax-sweep``): the sweep command, which lives
+in ``phijax.sweeps.command``. This module only keeps the command's name."""
 
-from phijax.sweeps.runner import run
+from phijax.sweeps.command import run
 
 if __name__ == "__main__":
   run()

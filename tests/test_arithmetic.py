@@ -412,7 +412,7 @@ class _Oracle:
 
 def test_eval_scores_count_exact_answers_by_length(arith_tok, monkeypatch):
   from phijax.model import decode
-  monkeypatch.setattr(generate, "Generator", _Oracle)
+  monkeypatch.setattr(decode, "Generator", _Oracle)
   _Oracle.log = []
   cfg = TINY.replace(vocab_size=arith_tok.vocab_size)
   settings, scores, rows = arith_eval.run(

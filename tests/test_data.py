@@ -114,6 +114,19 @@ def test_config_defaults_are_overridable_types():
     data.config.source("csv")
 
 
+def test_every_kind_is_registered_once_and_listed_in_one_order():
+  """One registry (phijax.data.kinds): the kinds read from files, which
+  ``config.source`` takes, then the generated ones; errors list them in that order."""
+  from phijax.data import kinds, sources
+  assert sources.kind_names(generated=False) == (
+      "stdlib", "auto", "text", "jsonl", "sft", "preferences", "array_record")
+  assert sources.kind_names(generated=True) == ("arithmetic",)
+  for kind in sources.kind_names(generated=False):
+    assert data.config.source(kind).kind == kind
+  with pytest.raises(ValueError, match="'text' is registered twice"):
+    kinds.register("text", files=lambda name, scfg: None)(lambda *a: None)
+
+
 # -------------------------------------------------------------------- tokenizer
 
 

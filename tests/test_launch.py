@@ -187,7 +187,7 @@ def test_sweep_on_a_tpu_slice_through_launch_tpu(tmp_path):
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   calls = (home / "gcloud.log").read_text().split()
   assert calls.count("create") == 1 and calls.count("delete") == 1
-  assert (home / "phijax" / "phijax" / "train.py").is_file()  # ran from the copy
+  assert (home / "phijax" / "phijax" / "train" / "loop.py").is_file()  # ran from the copy
   for arm in ("lr=0.001", "lr=0.002"):
     rows = [json.loads(l) for l in open(tmp_path / "sweep" / arm / "metrics.jsonl")]
     assert any(r.get("final") for r in rows) and max(r["step"] for r in rows) == 3

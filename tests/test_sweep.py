@@ -18,7 +18,8 @@ import time
 import numpy as np
 import pytest
 
-from phijax.sweeps import results, runner as sweep
+from phijax.sweeps import arms as sweep_arms, command as sweep_command, results, runner
+from phijax.sweeps import runs, status as sweep_status, tables
 
 EXPERIMENT = textwrap.dedent('''
     """A 2-arm x 2-seed test sweep of configs/tiny.py:runlocal (lr and optimizer
@@ -101,7 +102,7 @@ def test_sweep_runs_every_arm(clean_sweep):
   assert "lr=0.001,name=adamw,seed=0" in names
   for name in names:
     assert (workdir / name / "log.txt").exists()
-    assert sweep.read_status(str(workdir / name))["state"] == "done"
+    assert sweep_status.read_status(str(workdir / name))["state"] == "done"
     assert len(losses(str(workdir / name))[0]) == 6
   for f in ("results.md", "results.csv", "curves.png", "final.png"):
     assert (workdir / f).stat().st_size > 0, f
@@ -120,7 +121,7 @@ def test_killed_sweep_resumes_to_the_same_losses_and_a_bad_arm_fails(clean_sweep
   try:
     deadline = time.time() + 240
     while time.time() < deadline:  # kill once a few arms are done, others mid-run
-      done = [d for d in workdir.glob("*/") if (sweep.read_status(str(d)) or {}).get(
+      done = [d for d in workdir.glob("*/") if (sweep_status.read_status(str(d)) or {}).get(
           "state") == "done"] if workdir.exists() else []
       if len(done) >= 3:
         break
@@ -183,7 +184,6 @@ def test_results_of_a_moved_sweep_say_the_experiment_is_missing(clean_sweep, tmp
                                                                  capsys):
   """sweep.json names the experiment relative to the sweep directory: a copy elsewhere
   still gets its tables, and says that the experiment's summarize/plot were skipped."""
-  from phijax.sweeps import results
   workdir, _ = clean_sweep
   moved = tmp_path / "deeper" / "copy"
   shutil.copytree(workdir, moved, ignore=shutil.ignore_patterns("own.txt"))
@@ -196,27 +196,27 @@ def test_results_of_a_moved_sweep_say_the_experiment_is_missing(clean_sweep, tmp
 
 def test_mean_std_against_numpy():
   values = [4.51, 4.52, 4.60, 4.71]
-  m, s, n = results.mean_std(values + [math.nan])  # a missing arm does not count
+  m, s, n = tables.mean_std(values + [math.nan])  # a missing arm does not count
   assert (n, m, s) == (4, pytest.approx(np.mean(values)), pytest.approx(np.std(values, ddof=1)))
-  assert results.mean_std([2.0]) == (2.0, 0.0, 1)
+  assert tables.mean_std([2.0]) == (2.0, 0.0, 1)
   rows = [{"arm": f"a{i}", "lr": lr, "seed": i, "status": "done", "eval_loss": v}
           for i, (lr, v) in enumerate([(0.1, 4.0), (0.1, 5.0), (0.2, 3.0), (0.2, 3.5)])]
-  text = results.grouped_table(results.Table(rows, ["lr", "seed"]))
+  text = tables.grouped_table(tables.Table(rows, ["lr", "seed"]))
   assert f"| 0.1 | 2 | 4.5000 ± {np.std([4.0, 5.0], ddof=1):.4f} |" in text
   assert f"| 0.2 | 2 | 3.2500 ± {np.std([3.0, 3.5], ddof=1):.4f} |" in text
 
 
 def test_arm_names():
-  h = sweep.Helpers()
+  h = sweep_arms.Helpers()
   arms = h.product(h.sweep("optim.lr", [3e-2]),
                    h.sweep("curriculum.seq_warmup.enabled", [True]), h.seeds(2))
-  names = sweep.aliases([k for a in arms for k in a])
-  assert [sweep.arm_name(a, names) for a in arms] == [
+  names = sweep_arms.aliases([k for a in arms for k in a])
+  assert [sweep_arms.arm_name(a, names) for a in arms] == [
       "lr=0.03,seq_warmup=on,seed=0", "lr=0.03,seq_warmup=on,seed=1"]
   zipped = h.zip(h.sweep("optim.lr", [1e-3, 1e-2]), h.sweep("data.path", ["a/b", "c d"]))
-  names = sweep.aliases([k for a in zipped for k in a])
-  assert [sweep.arm_name(a, names) for a in zipped] == ["lr=0.001,path=a_b",
-                                                         "lr=0.01,path=c_d"]
+  names = sweep_arms.aliases([k for a in zipped for k in a])
+  assert [sweep_arms.arm_name(a, names) for a in zipped] == ["lr=0.001,path=a_b",
+                                                              "lr=0.01,path=c_d"]
 
 
 @pytest.mark.parametrize("case,expected", [
@@ -287,11 +287,11 @@ def test_slurm_launcher_runs_the_arms_with_submitits_local_executor(tmp_path):
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   assert "2 arm(s), one slurm job each" in proc.stdout
   assert "submitted 2 job(s)" in proc.stdout
-  arms = json.load(open(workdir / sweep.ARMS_FILE))
+  arms = json.load(open(workdir / runner.ARMS_FILE))
   assert [a["name"] for a in arms] == ["lr=0.001", "lr=0.01"]
   for arm in arms:
     arm_dir = workdir / arm["name"]
-    status = sweep.read_status(str(arm_dir))
+    status = sweep_status.read_status(str(arm_dir))
     assert status["state"] == "done" and status["launcher"] == "slurm", status
     assert sorted(losses(str(arm_dir))[0]) == [1, 2, 3, 4]
     assert arm["command"][-1] == f"--config.optim.lr={arm['name'].split('=')[1]}"
@@ -351,7 +351,7 @@ def _fake_train(monkeypatch, fail=()):
   def command(spec, arm):
     return [sys.executable, "-S", "-c", stub, arm.workdir, _fake_train.log, *fail]  # -S: fast
 
-  monkeypatch.setattr(sweep, "arm_command", command)
+  monkeypatch.setattr(runner, "arm_command", command)
 
 
 def test_arm_references_resolve_order_and_fail_clearly(tmp_path, monkeypatch):
@@ -359,7 +359,7 @@ def test_arm_references_resolve_order_and_fail_clearly(tmp_path, monkeypatch):
   exec(DEPENDENT, module.__dict__)
   spec = str(tmp_path / "exp.py")
   workdir = str(tmp_path / "sweep")
-  arms = sweep.make_arms(spec, module, workdir)
+  arms = sweep_arms.make_arms(spec, module, workdir)
   names = [a.name for a in arms]
   # References are left out of names; the config argument is a field like any other.
   assert names == ["config=base,seed=0", "config=tune,seed=0", "config=tune2,seed=0",
@@ -369,14 +369,14 @@ def test_arm_references_resolve_order_and_fail_clearly(tmp_path, monkeypatch):
   assert f"--config.train.init_from={workdir}/config=base,seed=0" in tune.flags
   assert f"--config.train.init_from={workdir}/config=tune,seed=0/best" in arms[2].flags
   assert tune.spec == f"{spec}:tune" and "init_from" not in json.dumps(tune.overrides)
-  assert sweep.arm_command(spec, tune)[3] == f"--config={spec}:tune"
+  assert runner.arm_command(spec, tune)[3] == f"--config={spec}:tune"
   # --only adds what the selected arms need.
-  assert [a.name for a in sweep.with_dependencies([arms[2]], arms)] == names[:3]
+  assert [a.name for a in sweep_arms.with_dependencies([arms[2]], arms)] == names[:3]
 
   # Two arms at a time: the dependent ones still wait for what they reference.
   _fake_train.log = str(tmp_path / "order.txt")
   _fake_train(monkeypatch)
-  states = sweep.run_arms(spec, arms, parallel=2)
+  states = runner.run_arms(spec, arms, parallel=2)
   assert set(states.values()) == {"done"}
   order = open(_fake_train.log).read().split("\n")
   for before, after in ((names[0], names[1]), (names[1], names[2])):
@@ -388,14 +388,14 @@ def test_arm_references_resolve_order_and_fail_clearly(tmp_path, monkeypatch):
     a.workdir = os.path.join(workdir2, a.name)
   _fake_train.log = str(tmp_path / "order2.txt")
   _fake_train(monkeypatch, fail=[names[0]])
-  states = sweep.run_arms(spec, arms, parallel=2)
+  states = runner.run_arms(spec, arms, parallel=2)
   assert states == {names[0]: "failed", names[1]: "failed", names[2]: "failed",
                     names[3]: "done"}
   started = [l for l in open(_fake_train.log).read().split("\n") if l.startswith("start")]
   assert sorted(started) == [f"start {names[0]}", f"start {names[3]}"]
-  record = sweep.read_status(os.path.join(workdir2, names[1]))
+  record = sweep_status.read_status(os.path.join(workdir2, names[1]))
   assert record["error"] == f"needs arm {names[0]}, which did not finish (failed)"
-  assert "needs arm config=tune,seed=0" in sweep.read_status(
+  assert "needs arm config=tune,seed=0" in sweep_status.read_status(
       os.path.join(workdir2, names[2]))["error"]
 
 
@@ -413,7 +413,7 @@ def test_arm_reference_cycles_and_unknown_arms_are_errors(arms, expected, tmp_pa
   module.ARMS = arms
   with pytest.raises(cli.UsageError, match=expected.replace("{", r"\{").replace(
       "}", r"\}")) as e:
-    sweep.make_arms(str(tmp_path / "exp.py"), module, str(tmp_path / "w"))
+    sweep_arms.make_arms(str(tmp_path / "exp.py"), module, str(tmp_path / "w"))
   assert "\n" not in str(e.value)
 
 
@@ -424,7 +424,7 @@ def test_run_summary_of_a_dpo_run(tmp_path):
           {"step": 1, "tokens": 8, "final": True, "eval_loss": 0.5,
            "eval_reward_accuracy": 0.75, "eval_reward_margin": 0.2, "eval_pairs": 4}]
   (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-  summary = results.run_summary(str(tmp_path))
+  summary = runs.run_summary(str(tmp_path))
   assert summary["eval_loss"] == 0.5 and math.isnan(summary["eval_bpb"])
   assert summary["status"] == "done" and summary["steps"] == 1
 
@@ -437,7 +437,7 @@ def test_best_eval_loss_leaves_out_the_starting_model(tmp_path):
           {"step": 2, "tokens": 16, "eval_loss": 1.5},
           {"step": 4, "tokens": 32, "final": True, "eval_loss": 1.7}]
   (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-  summary = results.run_summary(str(tmp_path))
+  summary = runs.run_summary(str(tmp_path))
   assert summary["best_eval_loss"] == 1.5 and summary["eval_loss"] == 1.7
   assert summary["eval_curve"] == ([0, 16], [1.0, 1.5])
 
@@ -448,18 +448,17 @@ def test_curves_of_a_token_selection_arm_are_over_all_tokens(tmp_path):
   rows = [{"step": s, "tokens": 8 * s, "loss": 5.0 - s, "lm_loss": 6.0 - s,
            "grad_norm": 1.0, "tokens_per_sec": 5.0} for s in (1, 2)]
   (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-  summary = results.run_summary(str(tmp_path))
+  summary = runs.run_summary(str(tmp_path))
   assert summary["curve"] == ([8, 16], [5.0, 4.0])
 
 
 def test_a_kept_sweep_file_that_misses_arms_is_named(tmp_path, capsys):
   """--only keeps an existing sweep.json (a smoke run must not rewrite a full sweep's
   record) but says which arms it does not list: the results table would leave them out."""
-  from phijax.sweeps import runner as sweep
-  (tmp_path / sweep.SWEEP_FILE).write_text(json.dumps({"arms": [{"name": "lr=0.1"}]}))
-  arms = [sweep.Arm(n, {}, [], str(tmp_path)) for n in ("lr=0.1", "lr=0.3")]
-  sweep._warn_stale_sweep_file(str(tmp_path), arms)
+  (tmp_path / sweep_arms.SWEEP_FILE).write_text(json.dumps({"arms": [{"name": "lr=0.1"}]}))
+  arms = [sweep_arms.Arm(n, {}, [], str(tmp_path)) for n in ("lr=0.1", "lr=0.3")]
+  sweep_command._warn_stale_sweep_file(str(tmp_path), arms)
   err = capsys.readouterr().err
   assert "does not list 1 arm(s)" in err and "lr=0.3" in err and "lr=0.1," not in err
-  sweep._warn_stale_sweep_file(str(tmp_path), arms[:1])
+  sweep_command._warn_stale_sweep_file(str(tmp_path), arms[:1])
   assert capsys.readouterr().err == ""

@@ -16,7 +16,7 @@ import textwrap
 import pytest
 
 from phijax import config_files
-from phijax.sweeps import runner as sweep
+from phijax.sweeps import arms
 from phijax.train import wandb_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,22 +161,22 @@ EXPERIMENT = textwrap.dedent('''
 def test_sweep_arms_get_the_sweep_as_group_and_their_name(tmp_path, monkeypatch):
   path = tmp_path / "lrs.py"
   path.write_text(EXPERIMENT)
-  module = sweep.load_experiment(str(path))
+  module = arms.load_experiment(str(path))
   workdir = str(tmp_path / "small")
-  off = sweep.make_arms(str(path), module, workdir)
+  off = arms.make_arms(str(path), module, workdir)
   assert not any("wandb" in f for a in off for f in a.flags)  # off: commands unchanged
-  on = sweep.make_arms(str(path), module, workdir, ["--config.train.wandb.project=p"])
+  on = arms.make_arms(str(path), module, workdir, ["--config.train.wandb.project=p"])
   for arm in on:
     config = config_files.load(str(path), arm.flags)
     assert config.train.wandb.project == "p"
     assert config.train.wandb.group == "lrs-small" and config.train.wandb.name == arm.name
-  assert sweep.wandb_group(str(path), str(tmp_path / "lrs")) == "lrs"
-  own = sweep.make_arms(str(path), module, workdir, ["--config.train.wandb.project=p",
-                                                     "--config.train.wandb.group=mine"])
+  assert arms.wandb_group(str(path), str(tmp_path / "lrs")) == "lrs"
+  own = arms.make_arms(str(path), module, workdir, ["--config.train.wandb.project=p",
+                                                    "--config.train.wandb.group=mine"])
   assert config_files.load(str(path), own[0].flags).train.wandb.group == "mine"
   monkeypatch.setitem(sys.modules, "wandb", None)  # not installed: refused up front
   with pytest.raises(ValueError, match=r"pip install 'phijax\[wandb\]'"):
-    sweep.make_arms(str(path), module, workdir, ["--config.train.wandb.project=p"])
+    arms.make_arms(str(path), module, workdir, ["--config.train.wandb.project=p"])
 
 
 def test_off_by_default_and_bad_mode():

@@ -227,7 +227,7 @@ print(design_cur.describe())
 # %%
 import numpy as np
 
-from phijax.sweeps.results import read_rows, split_rows
+from phijax.sweeps.runs import read_rows, split_rows
 from phijax.train import loop
 
 check = designed(CHECK_CONFIG, [f"--config.train.steps={TRAIN_STEPS}",

@@ -127,15 +127,15 @@ print(f"{jax.device_count()} {PLATFORM} device(s): size {size!r}, arms matching 
 # %%
 import re
 
-from phijax.sweeps import results, runner
+from phijax.sweeps import arms as sweep_arms, results, runner, tables
 
 spec = os.path.join(ROOT, "experiments", "seq_warmup_stability.py")
-module = runner.load_experiment(spec)
+module = sweep_arms.load_experiment(spec)
 sweep_dir = os.path.join(RUNS, "seq_warmup")
-all_arms = runner.make_arms(spec, module, sweep_dir, COMMON)
+all_arms = sweep_arms.make_arms(spec, module, sweep_dir, COMMON)
 arms = [a for a in all_arms if re.search(ARMS, a.name)]
-names = runner.aliases([k for a in all_arms for k in a.overrides], module.ALIASES)
-runner.write_sweep_file(sweep_dir, spec, all_arms, COMMON, names)
+names = sweep_arms.aliases([k for a in all_arms for k in a.overrides], module.ALIASES)
+sweep_arms.write_sweep_file(sweep_dir, spec, all_arms, COMMON, names)
 print(f"{len(arms)} of {len(all_arms)} arms:", *[a.name for a in arms], sep="\n  ")
 
 # %% [markdown]
@@ -181,7 +181,7 @@ def show_table(rows, columns):
 
 import csv
 
-table, _ = results.collect(sweep_dir)
+table, _ = tables.collect(sweep_dir)
 committed_csv = os.path.join(ROOT, "experiments", "results", "seq_warmup_stability",
                              "results.csv")
 committed = {r["arm"]: float(r["eval_loss"]) for r in csv.DictReader(open(committed_csv))}
@@ -205,7 +205,7 @@ show_table(rows, [("lr_warmup", "LR-warmup steps", "d"), ("lr", "peak LR", "g"),
 import matplotlib.pyplot as plt
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter, ScalarFormatter
 
-from phijax.sweeps.results import ema, read_rows, split_rows
+from phijax.sweeps.runs import ema, read_rows, split_rows
 
 varied = [f for f in ("lr", "lr_warmup", "seed") if len({r[f] for r in rows}) > 1]
 shared = [f for f in ("lr", "lr_warmup", "seed") if f not in varied]

@@ -8,8 +8,10 @@
     evals = data.make_eval_batches(cfg.data, tok, batch_size=32, num_batches=16)
 
 Modules: ``config`` (defaults), ``tokenizer`` (also a command: ``python -m
-phijax.data.tokenizer --help``), ``corpus`` (the built-in stdlib corpus), ``sources``,
-``sft`` (chat rendering), ``packing``, ``mixture``, ``pipeline``.
+phijax.data.tokenizer --help``), ``corpus`` (the built-in stdlib corpus), ``kinds``
+(``Source`` and the registry of source kinds), ``paths`` (which files a source reads),
+``sources`` (the kinds read from files; builds a source of any kind), ``arithmetic``
+(a generated kind), ``sft`` (chat rendering), ``packing``, ``mixture``, ``pipeline``.
 """
 
 import importlib
@@ -28,8 +30,8 @@ _EXPORTS = {
     "Tokenizer": "tokenizer", "check_roundtrip": "tokenizer",
     "load_tokenizer": "tokenizer", "train_tokenizer": "tokenizer",
 }
-_SUBMODULES = ("config", "corpus", "errors", "mixture", "packing", "pipeline", "sft",
-               "sources", "tokenizer")
+_SUBMODULES = ("arithmetic", "config", "corpus", "errors", "kinds", "mixture", "packing",
+               "paths", "pipeline", "sft", "sources", "tokenizer")
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 
 

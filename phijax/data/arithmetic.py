@@ -37,8 +37,9 @@ from typing import Iterator
 
 import numpy as np
 
+from phijax.data import kinds
 from phijax.data.errors import DataError
-from phijax.data.sources import Source
+from phijax.data.kinds import Source
 
 OPS = {"+": lambda a, b: a + b, "*": lambda a, b: a * b}
 FORMATS = ("plain", "reversed", "padded", "spaces")
@@ -264,10 +265,17 @@ class ArithmeticSource(Source):
     return np.asarray(char_ids(tok, self.text(i)) + [tok.eos_id], np.int32)
 
 
-def source_files():
+def source_files(name: str, scfg):
   """``(root, files)`` for the tokenizer's cache key: the generator itself, so a
   change to it retrains. The key does not see the spec; that is harmless because
   documents are tokenized one character at a time (every character has an id in any
   tokenizer trained here, through byte fallback)."""
   path = pathlib.Path(__file__)
   return path.parent, [path]
+
+
+@kinds.register("arithmetic", files=source_files, generated=True)
+def _build(name: str, scfg, heldout_fraction: float,
+           seq_len: int | None = None) -> ArithmeticSource:
+  """``config.data.arithmetic(...)``'s source (``heldout_fraction`` does not apply)."""
+  return ArithmeticSource(name, scfg, seq_len)

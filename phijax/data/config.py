@@ -13,7 +13,7 @@ and generated arithmetic problems with ``arithmetic(...)``::
 
 from ml_collections import ConfigDict
 
-SOURCE_KINDS = ("stdlib", "auto", "text", "jsonl", "sft", "preferences", "array_record")
+from phijax.data import sources
 
 
 def source(kind: str = "text", path: str = "", *, text_field: str = "text",
@@ -49,16 +49,13 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
       tokens), ``phi3`` (``<|user|>``/``<|assistant|>``/``<|end|>``) or ``phi15``
       (``Instruct:``/``Output:``); see ``phijax.data.sft``.
   """
-  if kind not in SOURCE_KINDS:
-    raise ValueError(f"unknown data source kind {kind!r}; choose one of {SOURCE_KINDS}")
+  read_kinds = sources.kind_names(generated=False)
+  if kind not in read_kinds:
+    raise ValueError(f"unknown data source kind {kind!r}; choose one of {read_kinds}")
   return ConfigDict(dict(kind=kind, path=path, text_field=text_field,
                          weight=float(weight), glob=glob, exclude=exclude,
                          max_tokens=int(max_tokens),
                          template=template))
-
-
-# Sources whose documents are generated, not read: built by their own helper below.
-GENERATED_KINDS = ("arithmetic",)
 
 
 def arithmetic(ops: str = "+", min_digits: int = 1, max_digits: int = 5,

@@ -47,6 +47,7 @@ import os
 import pathlib
 import sys
 
+from phijax.data import config as data_config, corpus, sources
 from phijax.data.errors import DataError
 
 SPLITS = ("train", "heldout")
@@ -207,7 +208,6 @@ def extract(source_text: str, *, path: str = "<string>",
 
 
 def default_heldout_fraction() -> float:
-  from phijax.data import config as data_config
   return float(data_config.defaults().heldout_fraction)
 
 
@@ -221,7 +221,6 @@ class Scan:
 
 @functools.lru_cache(maxsize=4)
 def _scan_stdlib(path: str, heldout_fraction: float, selection: Selection) -> Scan:
-  from phijax.data import sources
   src = sources.stdlib_source("stdlib", path, heldout_fraction)
   heldout = set(src.heldout_indices().tolist())
   split = {"train": [], "heldout": []}
@@ -354,7 +353,6 @@ def cached_jsonl(split: str = "train", kind: str = "sft", *, count: int = 0,
     raise ValueError(f"kind must be 'sft' or 'preferences', got {kind!r}")
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-  from phijax.data import corpus
   path = kwargs.get("path", "")
   fraction = kwargs.get("heldout_fraction")
   fraction = default_heldout_fraction() if fraction is None else float(fraction)

@@ -10,124 +10,32 @@ config field, instead of an exception from inside a grain worker. Non-UTF-8 and
 empty files are skipped, counted and named in a ``DataWarning``.
 Generated sources (``arithmetic``: ``phijax.data.arithmetic``) read no files; their
 held-out documents come from a seed stream of their own.
+
+Kinds: each registers itself with ``phijax.data.kinds`` where it is defined (the
+file kinds at the end of this module); ``build_source`` builds whichever one a
+source's ``kind`` names, and this module imports every module that defines kinds.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
-import os
 import pathlib
 import warnings
 
 import numpy as np
 
-from phijax.data import corpus, sft
+from phijax.data import corpus, kinds, sft
+# The other modules that define kinds: imported so that build_source finds them.
+from phijax.data import arithmetic  # noqa: F401  (registers "arithmetic")
 from phijax.data.errors import DataError, DataWarning
-
-DEFAULT_GLOBS = {"auto": "**/*", "text": "**/*", "jsonl": "**/*.jsonl",
-                 "sft": "**/*.jsonl", "preferences": "**/*.jsonl",
-                 "array_record": "**/*.array_record*"}
+from phijax.data.kinds import Source
+from phijax.data.paths import detect_kind, resolve_files, select_files
 
 
 def _warn_skipped(name: str, what: str, items: list[str]) -> None:
   shown = ", ".join(items[:10]) + (f" (and {len(items) - 10} more)" if len(items) > 10 else "")
   warnings.warn(f"data source {name!r}: skipped {len(items)} {what}: {shown}",
                 DataWarning, stacklevel=4)
-
-
-def split_glob(path: str) -> tuple[str, str]:
-  """``(root, pattern)`` of a path that holds a glob: ``src/**/*.py`` -> ``("src",
-  "**/*.py")``. A path without ``*``, ``?`` or ``[`` gives ``(path, "")``. Document
-  keys (and so the held-out split) are relative to the root."""
-  parts = pathlib.PurePath(os.path.expanduser(path)).parts
-  for i, part in enumerate(parts):
-    if any(c in part for c in "*?["):
-      return str(pathlib.PurePath(*parts[:i])) if i else ".", "/".join(parts[i:])
-  return path, ""
-
-
-def _patterns(text: str) -> list[str]:
-  return [t.strip() for t in str(text or "").split(",") if t.strip()]
-
-
-def select_files(name: str, root, files, include: str = "", exclude: str = ""):
-  """``files`` (under ``root``) whose root-relative POSIX paths match one of the
-  comma-separated ``fnmatch`` patterns ``include`` ("" keeps all) and none of
-  ``exclude`` (``*`` crosses ``/``: ``email/*`` is the whole ``email`` package). A
-  pattern that matches no file is a ``DataError``: a misspelt package would otherwise
-  change the corpus silently."""
-  rel = [pathlib.Path(f).relative_to(root).as_posix() for f in files]
-  keep_pats, drop_pats = _patterns(include), _patterns(exclude)
-  for field, pats in (("glob", keep_pats), ("exclude", drop_pats)):
-    for pat in pats:
-      if not any(fnmatch.fnmatchcase(r, pat) for r in rel):
-        raise DataError(f"data source {name!r}: config.data.sources.{name}.{field} "
-                        f"pattern {pat!r} matches no file under {str(root)!r}; patterns "
-                        "are fnmatch over paths relative to it, e.g. 'email/*'")
-  hits = lambda r, pats: any(fnmatch.fnmatchcase(r, p) for p in pats)  # noqa: E731
-  out = [f for f, r in zip(files, rel)
-         if (not keep_pats or hits(r, keep_pats)) and not hits(r, drop_pats)]
-  if not out:
-    raise DataError(f"data source {name!r}: glob {include!r} and exclude {exclude!r} "
-                    f"leave no file under {str(root)!r}")
-  return out
-
-
-def _resolve_files(name: str, kind: str, path: str, glob: str, exclude: str = ""):
-  """``(root, files)``: the file ``path``, the files under directory ``path``, or the
-  files a glob ``path`` matches."""
-  field = f"config.data.sources.{name}.path"
-  if not path:
-    raise DataError(f"data source {name!r} ({kind}) has no path; set {field} to a "
-                    "directory, a file or a glob such as 'src/**/*.py'")
-  root, pattern = split_glob(path)
-  if pattern:
-    if glob:
-      raise DataError(f"data source {name!r} ({kind}): path {path!r} is a glob and "
-                      f"config.data.sources.{name}.glob is {glob!r} too; give the "
-                      "pattern in one of them")
-    glob = pattern
-    p = pathlib.Path(root)
-    if not p.is_dir():
-      raise DataError(f"data source {name!r} ({kind}): {root!r}, the directory of the "
-                      f"glob {path!r}, does not exist; set {field}")
-  else:
-    p = pathlib.Path(path).expanduser()
-    if not p.exists():
-      raise DataError(f"data source {name!r} ({kind}): path {path!r} does not exist; "
-                      f"set {field} to an existing file, directory or glob")
-    if p.is_file():
-      return p.parent, [p]
-  glob = glob or DEFAULT_GLOBS[kind]
-  files = sorted(f for f in p.glob(glob) if f.is_file() and not any(
-      part.startswith(".") for part in f.relative_to(p).parts))
-  if not files:
-    raise DataError(f"data source {name!r} ({kind}): directory {str(p)!r} has no files "
-                    f"matching {glob!r}; point {field} at a directory with data or "
-                    "change the pattern")
-  return p, select_files(name, p, files, exclude=exclude) if exclude else files
-
-
-def detect_kind(files) -> str:
-  """The kind an ``auto`` source reads its files as: ``jsonl`` if every file ends in
-  ``.jsonl``, else ``text`` (one document per file)."""
-  return "jsonl" if all(str(f).endswith(".jsonl") for f in files) else "text"
-
-
-def source_files(name: str, scfg):
-  """``(root, files)`` a source reads, found without reading them (stdlib: its first
-  lines, for generated-file markers): what a tokenizer cache key fingerprints."""
-  if scfg.kind == "stdlib":
-    root = _stdlib_root(name, scfg.path)
-    return root, select_files(name, root, [root / f for f in corpus.stdlib_files(root)],
-                              scfg.get("glob", ""), scfg.get("exclude", ""))
-  if scfg.kind == "arithmetic":  # generated: no files
-    from phijax.data import arithmetic
-    return arithmetic.source_files()
-  _check_kind(name, scfg.kind)
-  return _resolve_files(name, scfg.kind, scfg.path, scfg.get("glob", ""),
-                        scfg.get("exclude", ""))
 
 
 def _split(keys, heldout_fraction: float) -> np.ndarray:
@@ -147,39 +55,6 @@ def _split(keys, heldout_fraction: float) -> np.ndarray:
     elif heldout.all():
       heldout[np.argmax(scores)] = False
   return heldout
-
-
-class Source:
-  """A list of documents. Subclasses fill ``heldout`` ([num_documents] bool)."""
-
-  kind = ""
-  # False: examples must not be split across rows (SFT conversations).
-  split_documents = True
-
-  def __init__(self, name: str):
-    self.name = name
-    self.heldout = np.zeros(0, bool)
-
-  @property
-  def num_documents(self) -> int:
-    return len(self.heldout)
-
-  def train_indices(self) -> np.ndarray:
-    return np.flatnonzero(~self.heldout)
-
-  def heldout_indices(self) -> np.ndarray:
-    return np.flatnonzero(self.heldout)
-
-  def tokens(self, i: int, tok) -> np.ndarray:
-    """Token ids of document ``i`` followed by ``<|endoftext|>`` (int32)."""
-    return np.asarray(tok.encode(self.text(i)) + [tok.eos_id], np.int32)
-
-  def text(self, i: int, tok=None) -> str:
-    raise NotImplementedError
-
-  def __repr__(self):
-    return (f"{type(self).__name__}({self.name!r}, {self.num_documents} documents, "
-            f"{int(self.heldout.sum())} held out)")
 
 
 class TextFiles(Source):
@@ -436,35 +311,84 @@ def write_array_record(path, documents) -> int:
   return n
 
 
-def _check_kind(name: str, kind: str) -> None:
-  if kind not in DEFAULT_GLOBS:
-    from phijax.data.config import GENERATED_KINDS, SOURCE_KINDS
-    raise DataError(f"data source {name!r}: unknown kind {kind!r}; choose one of "
-                    f"{SOURCE_KINDS + GENERATED_KINDS}")
+# ------------------------------------------------------------------------- the kinds
+# Registered in the order errors list them (``phijax.data.config.source``'s too).
+
+def _stdlib_files(name: str, scfg):
+  root = _stdlib_root(name, scfg.path)
+  return root, select_files(name, root, [root / f for f in corpus.stdlib_files(root)],
+                            scfg.get("glob", ""), scfg.get("exclude", ""))
+
+
+@kinds.register("stdlib", files=_stdlib_files)
+def _stdlib(name, scfg, heldout_fraction, seq_len=None):
+  return stdlib_source(name, scfg.path, heldout_fraction, scfg.get("glob", ""),
+                       scfg.get("exclude", ""))
+
+
+def _reads_files(kind: str, default_glob: str):
+  """Registers ``read(name, scfg, root, files, heldout_fraction)`` as kind ``kind``:
+  a source of the files its ``path`` names (``glob`` defaults to ``default_glob``)."""
+  def files(name, scfg):
+    return resolve_files(name, kind, scfg.path, scfg.get("glob", ""),
+                         scfg.get("exclude", ""), default_glob=default_glob)
+
+  def add(read):
+    def build(name, scfg, heldout_fraction, seq_len=None):
+      root, paths = files(name, scfg)
+      return read(name, scfg, root, paths, heldout_fraction)
+    kinds.register(kind, files=files)(build)
+    return read
+  return add
+
+
+@_reads_files("auto", "**/*")
+def _auto(name, scfg, root, files, heldout_fraction):
+  read = _jsonl if detect_kind(files) == "jsonl" else _text
+  return read(name, scfg, root, files, heldout_fraction)
+
+
+@_reads_files("text", "**/*")
+def _text(name, scfg, root, files, heldout_fraction):
+  return TextFiles(name, root, files, heldout_fraction)
+
+
+@_reads_files("jsonl", "**/*.jsonl")
+def _jsonl(name, scfg, root, files, heldout_fraction):
+  return JsonLines(name, root, files, heldout_fraction, scfg.get("text_field", "text"))
+
+
+@_reads_files("sft", "**/*.jsonl")
+def _sft(name, scfg, root, files, heldout_fraction):
+  return SftJsonLines(name, root, files, heldout_fraction, scfg.get("max_tokens", 0),
+                      scfg.get("template", "plain"))
+
+
+@_reads_files("preferences", "**/*.jsonl")
+def _preferences(name, scfg, root, files, heldout_fraction):
+  return PreferenceJsonLines(name, root, files, heldout_fraction,
+                             scfg.get("max_tokens", 0), scfg.get("template", "plain"))
+
+
+@_reads_files("array_record", "**/*.array_record*")
+def _array_record(name, scfg, root, files, heldout_fraction):
+  return ArrayRecordTokens(name, root, files, heldout_fraction)
+
+
+def kind_names(generated: bool | None = None) -> tuple[str, ...]:
+  """Every kind (this module imports every module that defines one); ``generated``:
+  only the generated ones, or only those read from files (``config.source``'s)."""
+  return kinds.registered(generated)
 
 
 def build_source(name: str, scfg, heldout_fraction: float,
                  seq_len: int | None = None) -> Source:
   """The source ``config.data.sources[name]`` describes. ``seq_len`` (the rows it
   feeds) lets a generated source refuse documents longer than a row."""
-  kind = scfg.kind
-  if kind == "stdlib":
-    return stdlib_source(name, scfg.path, heldout_fraction, scfg.get("glob", ""),
-                         scfg.get("exclude", ""))
-  if kind == "arithmetic":
-    from phijax.data import arithmetic  # local: arithmetic imports this module
-    return arithmetic.ArithmeticSource(name, scfg, seq_len)
-  _check_kind(name, kind)
-  root, files = _resolve_files(name, kind, scfg.path, scfg.get("glob", ""),
-                               scfg.get("exclude", ""))
-  if kind == "auto":
-    kind = detect_kind(files)
-  if kind == "text":
-    return TextFiles(name, root, files, heldout_fraction)
-  if kind == "jsonl":
-    return JsonLines(name, root, files, heldout_fraction, scfg.get("text_field", "text"))
-  if kind in ("sft", "preferences"):
-    cls = SftJsonLines if kind == "sft" else PreferenceJsonLines
-    return cls(name, root, files, heldout_fraction, scfg.get("max_tokens", 0),
-               scfg.get("template", "plain"))
-  return ArrayRecordTokens(name, root, files, heldout_fraction)
+  return kinds.lookup(name, scfg.kind).build(name, scfg, heldout_fraction, seq_len)
+
+
+def source_files(name: str, scfg):
+  """``(root, files)`` a source reads, found without reading them (stdlib: its first
+  lines, for generated-file markers): what a tokenizer cache key fingerprints."""
+  return kinds.lookup(name, scfg.kind).files(name, scfg)

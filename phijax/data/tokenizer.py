@@ -32,7 +32,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from phijax.data import config as data_config, corpus, sources
 from phijax.data.errors import DataError
+from phijax.data.paths import split_glob
 
 EOS_PIECE = "<|endoftext|>"
 EOT_PIECE = "<|endofturn|>"
@@ -259,7 +261,6 @@ def _corpus_key(cfg_data, names: Sequence[str]) -> tuple[str, dict]:
   always had (relative paths and sizes of its train files), so existing caches stay
   valid and another Python version (or a patched stdlib) gets its own model.
   """
-  from phijax.data import corpus, sources  # local: keeps the import graph one-way
   srcs = {n: cfg_data.sources[n] for n in names}
   if len(srcs) == 1 and next(iter(srcs.values())).kind == "stdlib":
     name, scfg = next(iter(srcs.items()))
@@ -290,7 +291,7 @@ def _file_id(root, f) -> str:
 
 
 def _cached_corpus_tokenizer(cfg_data) -> Tokenizer:
-  from phijax.data import pipeline  # local: keeps the import graph one-way
+  from phijax.data import pipeline  # local: loads grain (seconds), which tokenizing never needs
   tcfg = cfg_data.tokenizer
   names = list(pipeline.source_weights(cfg_data))
   label, corpus_settings = _corpus_key(cfg_data, names)
@@ -385,7 +386,6 @@ def check_roundtrip(tok: Tokenizer, documents: Sequence[tuple[str, str]]) -> dic
 
 def _parser():
   from phijax import cli
-  from phijax.data import config as data_config
   defaults = data_config.defaults()
   p = cli.ArgumentParser(prog="python -m phijax.data.tokenizer", description=__doc__)
   p.add_argument("--input", required=True, type=_input_path, metavar="PATH_OR_GLOB",
@@ -413,7 +413,6 @@ def _parser():
 def _input_path(value: str) -> str:
   import argparse
   from phijax import cli
-  from phijax.data.sources import split_glob
   root, pattern = split_glob(value)
   if not pattern:
     return cli.existing_path(value)
@@ -434,7 +433,6 @@ def _out_file(value: str) -> str:
 
 def main(args) -> int:
   from phijax import cli
-  from phijax.data import config as data_config, sources
   if not 0.0 <= args.heldout_fraction < 1.0:
     raise cli.UsageError(f"--heldout_fraction must be in [0, 1), got {args.heldout_fraction}")
   if args.train_bytes < 0:
