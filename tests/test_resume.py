@@ -175,14 +175,15 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
 def test_a_run_started_before_new_model_fields_still_resumes(tmp_path):
   from phijax import train
   from phijax.configs import tiny
+  from phijax.train import setup
   config = tiny.get_config("runlocal")
   (tmp_path / "checkpoints").mkdir()
-  train._write_config(config, str(tmp_path))
+  setup.write_config(config, str(tmp_path))
   old = json.loads((tmp_path / "config.json").read_text())
   del old["model"]["position_encoding"], old["model"]["random_position_offset"]
   (tmp_path / "config.json").write_text(json.dumps(old))
-  train._write_config(config, str(tmp_path))  # the new fields' defaults: same model
+  setup.write_config(config, str(tmp_path))  # the new fields' defaults: same model
   config.model.hidden_size *= 2
   with pytest.raises(train.ConfigError, match=r"different model config \(fields "
                                               r"\['hidden_size'\]\)"):
-    train._write_config(config, str(tmp_path))
+    setup.write_config(config, str(tmp_path))

@@ -7,6 +7,7 @@ import os
 
 from phijax import train
 from phijax.train import curriculum
+from phijax.train.pieces import stop
 from phijax.data import config as data_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +43,7 @@ def test_stage_switch_and_resume_at_the_boundary(tmp_path, monkeypatch):
     calls["n"] += 1
     return calls["n"] == 4
 
-  monkeypatch.setattr(train._StopFlag, "requested", stop_after_step_4)
+  monkeypatch.setattr(stop.StopFlag, "requested", stop_after_step_4)
   cut = tmp_path / "cut"
   out = train.train(_config(), str(cut))
   assert out["finished"] is False and out["step"] == 4

@@ -1,4 +1,4 @@
-"""Compile the attention kernels with the real GPU/TPU toolchains, without the hardware.
+r"""Compile the attention kernels with the real GPU/TPU toolchains, without the hardware.
 
     # GPU: Triton to cubin for A100 (sm80) and H100 (sm90)
     pip install triton                      # here, or in a venv passed below

@@ -3,7 +3,11 @@
     python -m phijax.train --config=configs/tiny.py --workdir=runs/tiny
     from phijax.train import train;  summary = train(config, workdir)
 
-Modules: ``loop`` (``train()``: sets a run up, then steps and calls its pieces),
+Modules: ``loop`` (``train()``: sets a run up, then steps and calls its pieces at
+named moments), ``pieces`` (the run's capabilities, one job each: evaluation,
+checkpoints and best checkpoints, step logs and progress, probes, the stop flag and
+non-finite steps, samples, the plot; ``train(..., pieces=[...])`` adds more),
+``setup`` (config checks, the run directory, the state restored or made),
 ``step`` (the jitted train step), ``objectives`` (LM, DPO, Rho-1 token selection),
 ``losses``, ``optim``, ``curriculum`` (sequence length, learning rate, data stages),
 ``perplexity`` (the held-out evaluation step), ``checkpoint``, ``metrics`` (MFU,
@@ -18,10 +22,11 @@ import importlib
 # load the whole loop, and ``python -m phijax.train`` imports it once.
 _EXPORTS = {
     "train": "loop", "run": "loop", "NonFiniteError": "loop", "ConfigError": "loop",
-    "check_config": "loop", "apply_epochs": "loop", "enable_compilation_cache": "loop",
+    "check_config": "setup", "apply_epochs": "setup", "enable_compilation_cache": "setup",
 }
 _SUBMODULES = ("checkpoint", "curriculum", "distributed", "loop", "losses", "metrics",
-               "objectives", "optim", "perplexity", "probes", "step", "wandb_log")
+               "objectives", "optim", "perplexity", "pieces", "probes", "setup", "step",
+               "wandb_log")
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 
 

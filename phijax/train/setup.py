@@ -1,0 +1,160 @@
+"""What a run does before its first step: the config's checks, the run directory
+(``tokenizer.model``, ``config.json``), epochs turned into steps, the compilation
+cache, and the training state, restored from the newest checkpoint or made fresh
+(optionally warm-started). The loop (``phijax.train.loop``) calls these in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+
+import jax
+
+from phijax import data
+from phijax.config_files import ConfigError
+from phijax.convert import weights
+from phijax.model import sharding
+from phijax.model.config import ModelConfig
+from phijax.train import checkpoint, objectives, wandb_log
+
+log = logging.getLogger("phijax")
+
+
+def check_config(config, mesh) -> None:
+  t = config.train
+  if t.batch_size <= 0:
+    raise ConfigError(f"train.batch_size must be positive, got {t.batch_size}")
+  if t.microbatches <= 0 or t.batch_size % t.microbatches:
+    raise ConfigError(f"train.microbatches={t.microbatches} must divide "
+                      f"train.batch_size={t.batch_size}")
+  if t.batch_size % jax.process_count():
+    raise ConfigError(f"train.batch_size={t.batch_size} does not divide over "
+                      f"{jax.process_count()} processes; pick a multiple of "
+                      f"{jax.process_count()}")
+  ways = sharding.batch_divisor(mesh, sharding.parse_rules(config.mesh.rules))
+  if (t.batch_size // t.microbatches) % ways:
+    raise ConfigError(
+        f"train.batch_size={t.batch_size} (per micro-batch {t.batch_size // t.microbatches}) "
+        f"is not divisible by the {ways} ways the batch is split (mesh data*fsdp = "
+        f"{mesh.shape['data']}*{mesh.shape['fsdp']}); pick a multiple of {ways}")
+  if config.data.seq_len > config.model.max_position_embeddings:
+    raise ConfigError(f"data.seq_len={config.data.seq_len} exceeds "
+                      f"model.max_position_embeddings={config.model.max_position_embeddings}")
+  objectives.check(config)
+  wandb_log.check(config.train.wandb)  # asked for but not installed: fail before building
+
+
+def apply_epochs(config, tok) -> str | None:
+  """``train.epochs`` > 0: turns epochs into ``train.steps`` (one epoch = the packed
+  rows of one pass over the train split, in batches) and evaluates once per epoch.
+  Returns a line saying so, None when epochs are off. Deterministic, so a resumed run
+  derives the same numbers."""
+  t = config.train
+  if t.epochs <= 0:
+    return None
+  rows = data.epoch_rows(config.data, tok)
+  per_epoch = max(1, math.ceil(rows / t.batch_size))
+  t.steps, t.tokens, t.eval_every = t.epochs * per_epoch, 0, per_epoch
+  return (f"{t.epochs} epochs of {rows:,} rows ({per_epoch} steps of {t.batch_size}): "
+          f"{t.steps} steps, evaluated every epoch")
+
+
+def write_config(config, workdir):
+  """config.json: the resolved config. A resumed run must have the same model."""
+  path = os.path.join(workdir, "config.json")
+  resolved = json.loads(config.to_json_best_effort())
+  if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
+    with open(path) as f:
+      old = json.load(f)
+    # Compared as ModelConfigs: fields added since the run started take their
+    # defaults, so an older run still resumes.
+    old_model = _model_fields(old.get("model", {}))
+    new_model = _model_fields(resolved["model"])
+    if old_model != new_model:
+      diff = sorted(k for k in set(old_model) | set(new_model)
+                    if old_model.get(k) != new_model.get(k))
+      raise ConfigError(
+          f"{workdir} holds a run with a different model config (fields {diff}); "
+          "use a new --workdir, or the same config to resume")
+  if jax.process_index() == 0:  # every process checks; one writes (atomically: the
+    with open(f"{path}.tmp", "w") as f:  # others may be reading the old one)
+      json.dump(resolved, f, indent=2)
+    os.replace(f"{path}.tmp", path)
+
+
+def _model_fields(model: dict) -> dict:
+  try:
+    return ModelConfig.from_dict(model).to_dict()
+  except (TypeError, ValueError):  # not a model config phijax can read: compare as is
+    return dict(model)
+
+
+def run_tokenizer(config, workdir):
+  """The run keeps its own copy of the tokenizer, so a resume (on any machine or
+  Python version, whose stdlib would train a different one) reads the same ids.
+
+  With several processes, process 0 trains (or loads) it and saves the run's copy;
+  the others wait at a barrier and load that copy: one tokenizer, no race on the
+  tokenizer cache.
+  """
+  path = os.path.join(workdir, "tokenizer.model")
+  warm = os.path.join(os.path.expanduser(config.train.init_from), "tokenizer.model")
+  if config.train.init_from and not config.data.tokenizer.path and os.path.isfile(warm):
+    # A warm start reads text with the tokenizer its parameters were trained with
+    # (a run and python -m phijax.convert keep it), never one trained on the new data.
+    config.data.tokenizer.path = warm
+    log.info("tokenizer: %s (the warm start's)", warm)
+  tok = None
+  if jax.process_index() == 0 and not os.path.exists(path):
+    tok = data.load_tokenizer(config.data)
+    tmp = f"{path}.tmp"
+    tok.save(tmp)
+    os.replace(tmp, path)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("phijax: tokenizer saved")
+    if not os.path.exists(path):
+      raise ConfigError(
+          f"process {jax.process_index()} cannot see {path}, which process 0 wrote: "
+          "--workdir must be on a file system every process shares")
+  if tok is not None:
+    return tok
+  if os.path.exists(path):
+    with config.unlocked():
+      config.data.tokenizer.path = path
+    return data.load_tokenizer(config.data)
+  return data.load_tokenizer(config.data)  # pragma: no cover - workdir not writable
+
+
+def enable_compilation_cache(path: str) -> None:
+  """JAX's persistent compilation cache: a rerun (or resume) skips recompiling."""
+  if path:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+def restore_or_init(config, fns, ckpt, abstract):
+  """The state to train from: ``(state, (step, tokens, stage), data_state,
+  restored_step)``. The newest readable checkpoint if there is one (``restored_step``
+  is its step), else a fresh state from ``train.seed`` (``restored_step`` -1), with
+  the parameters of ``train.init_from`` when that is set."""
+  t = config.train
+  restored = ckpt.restore_latest(checkpoint.abstract_like(abstract, fns.state_shardings))
+  if restored is None:
+    state = fns.init(jax.random.key(t.seed))
+    if t.init_from:  # warm start: parameters only, fresh optimizer state
+      params = weights.load_init_params(t.init_from, abstract.params)
+      params = jax.device_put(params, fns.state_shardings.params)
+      state = state.replace(params=params, opt_state=jax.jit(
+          fns.tx.init, out_shardings=fns.state_shardings.opt_state)(params))
+      log.info("warm start: parameters from %s", t.init_from)
+    return state, (0, 0, 0), None, -1
+  step, state, meta = restored
+  position = (int(meta["step"]), int(meta["tokens"]), int(meta["stage"]))
+  data_state = checkpoint.decode_iterator_state(meta.get("data_state"))
+  log.info("resumed from step %d (%d tokens) in %s", position[0], position[1],
+           ckpt.directory)
+  return state, position, data_state, step
