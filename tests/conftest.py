@@ -1,4 +1,15 @@
-"""Test order for CI's ``pytest tests -n 2 --dist loadfile``: the longest files first.
+"""The suite's speed: XLA compiles with few optimizations, and the longest files go first.
+
+Compiling, not running, is most of this suite's time: its models are tiny, and most
+tests compile a fresh train step (in-process, or in the training processes they
+start). ``JAX_DISABLE_MOST_OPTIMIZATIONS`` (JAX's own switch, which its test suite
+uses) turns off XLA's LLVM optimization passes: compiles take about half as long and
+the tiny programs run about as fast. It only changes how fast the code XLA emits is,
+not what it computes (no fast-math), and it is set in the environment, so the
+training processes the tests start inherit it. Set it to 0 to test with full
+optimization.
+
+Test order for CI's ``pytest tests -n 2 --dist loadfile``: the longest files first.
 
 xdist hands out whole files; by default it sorts them by test count, which puts the
 files with a few long end-to-end tests (subprocess training runs) last, so one worker
@@ -8,6 +19,8 @@ order changes: every test still runs, and each file's tests in their own order.
 """
 
 import os
+
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")  # before JAX is imported
 
 # Slowest first (measured on 2 cores); files not listed follow in collection order.
 LONGEST_FIRST = [
