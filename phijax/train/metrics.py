@@ -76,8 +76,7 @@ class Writer:
     if self.enabled:
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
       try:
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+        self._tb = _summary_writer_class()(os.path.join(workdir, "tb"))
       except ImportError:
         self._tb = None
 
@@ -104,6 +103,23 @@ class Writer:
     for sink in self._sinks:
       sink.close()
     self._sinks = []
+
+
+def _summary_writer_class():
+  """tensorboardX's ``SummaryWriter``, imported without torch. tensorboardX imports
+  torch when it is installed (about a second at every run's start, on a CPU) only to
+  accept torch tensors; this writer is given Python floats. A torch imported later,
+  or already imported, is untouched."""
+  import sys
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None  # `import torch` raises ImportError while this is set
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
 
 
 def _item(v):
