@@ -19,8 +19,9 @@ WARMUP = ["--config=configs/tiny.py:runlocal", "--config.data.seq_len=128",
           "--config.train.progress=false"]
 
 
-def _cmd(workdir, cache=""):
-  # The counted run compiles with the persistent cache off; the resume runs share one.
+def _cmd(workdir, cache):
+  # The three runs share one fresh persistent cache: the cut and resumed runs read what
+  # the first one compiled. JAX logs each compile it is asked for, cache hit or not.
   return [sys.executable, "-m", "phijax.train", f"--workdir={workdir}", *WARMUP,
           f"--config.train.compile_cache_dir={cache}"]
 
@@ -36,7 +37,7 @@ def _rows(workdir):
 
 def test_one_compile_per_bucket_and_exact_resume_mid_warmup(tmp_path):
   full = tmp_path / "full"
-  proc = subprocess.run(_cmd(full), capture_output=True, text=True, cwd=ROOT, env=_env(),
+  proc = subprocess.run(_cmd(full, tmp_path / "xla"), capture_output=True, text=True, cwd=ROOT, env=_env(),
                         timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   compiles = proc.stderr.count("Finished XLA compilation of jit(train_step)")
