@@ -27,8 +27,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from phijax.train import metrics  # noqa: E402
-from phijax.train import optim
-from phijax.model import sharding
+from phijax.train import optim  # noqa: E402
+from phijax.model import sharding  # noqa: E402
 from phijax.model.config import ModelConfig  # noqa: E402
 from phijax.train.step import build, device_batch, random_batch  # noqa: E402
 

@@ -52,7 +52,7 @@ def get_config(arg=None):
   c.data.fixed_batch = True  # full batch: the same 8 x 64 tokens every step
   c.train.update(steps=STEPS, tokens=0, sharpness_every=SHARPNESS_EVERY,
                  sharpness_iters=SHARPNESS_ITERS)
-  # Plain gradient descent: SGD's momentum is optim.b1, clip 0 is off (optim.py).
+  # Plain gradient descent: SGD's momentum is optim.b1, clip 0 is off (train/optim.py).
   c.optim.update(name="sgd", lr=LRS[0], b1=0.0, weight_decay=0.0, clip=0.0)
   c.curriculum.lr.update(schedule="constant", warmup_steps=0, warmup_fraction=0.0)
   return base.finish(c, arg)

@@ -166,8 +166,9 @@ def _best(grid) -> dict:
 
 def state_bytes(name: str, freeze: str) -> dict:
   """Optimizer-state bytes per parameter (over all parameters, frozen ones counted) of
-  the fine-tuning config with this optimizer and freeze, as train.py computes the
-  ``opt_state_bytes_per_param`` it logs; and the frozen share of the parameters."""
+  the fine-tuning config with this optimizer and freeze, as the training loop
+  (phijax/train/loop.py) computes the ``opt_state_bytes_per_param`` it logs; and the
+  frozen share of the parameters."""
   import jax
   import numpy as np
   from flax import linen as nn

@@ -38,9 +38,10 @@ FINAL_EVAL_BATCHES = 32 held-out batches (65k tokens) in every arm.
 ``summarize``: per arm, the seed-mean held-out loss, its difference from AdamW's seed
 by seed, bits/byte, and optimizer-state bytes per parameter for the whole model and for
 the block matrices alone (from the abstract optimizer state of the arm's config, as
-train.py computes the ``opt_state_bytes_per_param`` it logs; Adam's 8 bytes on the rest
-are taken out). ``plot``: galore.png, final held-out loss against the logged bytes per
-parameter, each arm minus AdamW paired by seed, and the held-out loss curves.
+the training loop (phijax/train/loop.py) computes the ``opt_state_bytes_per_param`` it
+logs; Adam's 8 bytes on the rest are taken out). ``plot``: galore.png, final held-out
+loss against the logged bytes per parameter, each arm minus AdamW paired by seed, and
+the held-out loss curves.
 """
 
 import math
@@ -103,9 +104,10 @@ def _final_row(run_dir) -> dict:
 
 def state_bytes(r) -> dict:
   """Optimizer-state bytes per parameter of arm ``r``'s config (the experiment's config
-  with the arm's optimizer, rank and LR), as train.py computes them from the abstract
-  optimizer state: the whole model and the block matrices alone (Adam on the rest is 8
-  bytes per parameter; its step counters, a few bytes, are counted with the rest)."""
+  with the arm's optimizer, rank and LR), as the training loop (phijax/train/loop.py)
+  computes them from the abstract optimizer state: the whole model and the block
+  matrices alone (Adam on the rest is 8 bytes per parameter; its step counters, a few
+  bytes, are counted with the rest)."""
   import jax
   import numpy as np
   from flax import linen as nn
@@ -159,7 +161,7 @@ def plot(table, sweep_dir):
   ax, ax3, ax2 = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.1, 0.8, 1.1]})
   adamw = {r["seed"]: r["eval_loss"] for label, rows in groups if label.startswith("AdamW")
            for r in rows}
-  # The runs' own number (train.py logs it in the final metrics row).
+  # The runs' own number (the training loop logs it in the final metrics row).
   xs = [_final_row(os.path.join(sweep_dir, m[0]["arm"])).get(
       "opt_state_bytes_per_param", state_bytes(m[0])["total"]) for _, m in groups]
   for i, ((label, members), color) in enumerate(zip(groups, colors)):

@@ -44,7 +44,7 @@ TRUNCATE = {"curriculum.seq_warmup.enabled": True,
 def get_config(arg=None):
   c = base.small_ablation(tiny.get_config(), tokens=TOKENS, batch_size=8, eval_every=40,
                          final_eval_batches=FINAL_EVAL_BATCHES)
-  # The harsh setting: no gradient clipping (optim.py clips only when clip > 0), a
+  # The harsh setting: no gradient clipping (train/optim.py clips only when clip > 0), a
   # short second-moment memory and no LR warmup.
   c.optim.update(name="adamw", lr=3e-1, clip=0.0, b2=0.99)
   c.curriculum.lr.update(schedule="cosine", warmup_steps=0, min_ratio=0.1,

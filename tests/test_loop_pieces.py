@@ -5,6 +5,8 @@ rows, and can stop the run (which then checkpoints and resumes as after a signal
 import json
 import os
 
+import pytest
+
 from phijax import train
 from phijax.train import pieces
 
@@ -110,3 +112,16 @@ def test_a_piece_can_stop_the_run_and_it_resumes(tmp_path):
   assert [r["step"] for r in _rows(tmp_path) if "eval_loss" in r and not r.get("final")
           ] == [0, 4]
 
+
+
+class FailAt(pieces.Piece):
+  def between_steps(self, run):
+    if run.step == 2:
+      run.stop("toy failure", failed=True)
+
+
+def test_a_piece_that_fails_the_run_raises_and_writes_no_final_checkpoint(tmp_path):
+  with pytest.raises(RuntimeError, match="the run failed at step 2: toy failure"):
+    train.train(_config(), str(tmp_path), pieces=[FailAt()])
+  assert not os.listdir(tmp_path / "checkpoints")  # save_every=3: none before step 2
+  assert not any(r.get("final") for r in _rows(tmp_path))

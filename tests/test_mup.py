@@ -172,7 +172,7 @@ def test_mup_scales_block_matrix_updates_by_one_over_width_mult(name):
 
 def test_width_mult_one_is_the_unchanged_optimizer():
   params = _params(SMALL["phi"])
-  assert SMALL["phi"].width_mult == 1.0  # what train.py passes with mup off
+  assert SMALL["phi"].width_mult == 1.0  # what train/loop.py passes with mup off
 
   def program(name, **kw):
     tx = optim.make_direction(_optim(name), **kw)

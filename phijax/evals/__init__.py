@@ -1,7 +1,11 @@
-"""Evaluations behind ``python -m phijax.evaluate``.
+"""Evaluations behind ``python -m phijax.evaluate`` (``evaluate``) and
+``python -m phijax.generate`` (``generate``); ``model_source`` loads the model either
+command uses (a run, a phijax parameter directory or a Hugging Face directory).
 
-- ``perplexity``: held-out loss, perplexity and bits per byte with the training loop's
-  eval step (so the numbers equal a run's final evaluation), and the gzip baseline;
+- ``--task=bpb`` / ``perplexity``: held-out loss, perplexity and bits per byte with
+  the training loop's eval step (``phijax.train.perplexity``, so the numbers equal a
+  run's final evaluation), and the gzip baseline;
+- ``exercises``, ``arithmetic``: the tasks of those names (``add_args``, ``run``);
 - ``execute``: runs each program in its own sandboxed subprocess (limits, timeout,
   process-group kill, a guard against destructive calls) and reports a ``Result``;
 - ``passk``: the unbiased pass@k estimator of Chen et al. (2021) and its table;

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import socket
 
 import jax
 import numpy as np

@@ -276,7 +276,7 @@ class Transformer(nn.Module):
   Dropout is active with ``deterministic=False`` and a ``dropout`` rng.
   Returns float32 logits ``[B, T, V]``.
 
-  Decoding (``phijax.generate``) passes ``cache``: one ``{"k", "v"}`` dict of
+  Decoding (``phijax.model.decode``) passes ``cache``: one ``{"k", "v"}`` dict of
   ``[B, S, K, E]`` arrays per layer (``init_cache``). ``positions`` are then each
   token's absolute slot in the cache; new keys/values are written there and queries
   attend to the slots at or before their own (and inside the sliding window). It

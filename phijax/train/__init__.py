@@ -12,8 +12,9 @@ non-finite steps, samples, the plot; ``train(..., pieces=[...])`` adds more),
 ``losses``, ``optim``, ``curriculum`` (sequence length, learning rate, data stages),
 ``perplexity`` (the held-out evaluation step), ``checkpoint``, ``metrics`` (MFU,
 progress, metrics.jsonl, TensorBoard, the run's plot), ``wandb_log``, ``probes``,
-``distributed`` (joining JAX's multi-controller runtime). Imports model and data,
-never evals or sweeps.
+``distributed`` (joining JAX's multi-controller runtime). Imports model, data and
+convert (warm starts and reference models read parameters there), never evals or
+sweeps.
 """
 
 import importlib

@@ -61,6 +61,8 @@ def train(config, workdir: str, pieces=()) -> dict:
   run.call("after_end")
   if run.error is not None:
     raise run.error
+  if run.outcome == "failed":  # a piece's stop(..., failed=True) that set no error
+    raise RuntimeError(f"the run failed at step {run.step}: {run.stop_reason}")
   return run.result
 
 
