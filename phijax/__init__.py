@@ -23,3 +23,25 @@ so that ``import phijax`` stays cheap.
 """
 
 __version__ = "0.1.0"
+
+
+def lazy_exports(package: str, exports: dict, submodules: tuple):
+  """``(__getattr__, __dir__, __all__)`` for a package whose names are imported on
+  first use (PEP 562): ``exports`` maps a name to the submodule that defines it;
+  ``submodules`` are importable as attributes. ``import phijax.x`` then stays cheap,
+  and ``python -m phijax.x.y`` does not import ``y`` twice (runpy warns when the
+  package already did)."""
+  import importlib
+  names = sorted(exports) + list(submodules)
+
+  def __getattr__(name):
+    if name in exports:
+      return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+    if name in submodules:
+      return importlib.import_module(f"{package}.{name}")
+    raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+  def __dir__():
+    return names
+
+  return __getattr__, __dir__, names

@@ -1,5 +1,5 @@
-"""``python -m phijax.evaluate`` (console script ``phijax-evaluate``): the evaluation command, which lives in
-``phijax.evals.evaluate``. This module only keeps the command's name."""
+"""``python -m phijax.evaluate`` (console script ``phijax-evaluate``): the evaluation command,
+which lives in ``phijax.evals.evaluate``. This module only keeps the command's name."""
 
 from phijax.evals.evaluate import run
 

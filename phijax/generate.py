@@ -1,5 +1,5 @@
-"""``python -m phijax.generate`` (console script ``phijax-generate``): the generation command, which lives in
-``phijax.evals.generate``. This module only keeps the command's name."""
+"""``python -m phijax.generate`` (console script ``phijax-generate``): the generation command,
+which lives in ``phijax.evals.generate``. This module only keeps the command's name."""
 
 from phijax.evals.generate import run
 

@@ -1,5 +1,6 @@
-"""``python -m phijax.results`` (console script ``phijax-results``): the results table and figures of a sweep, which lives in
-``phijax.sweeps.results``. This module only keeps the command's name."""
+"""``python -m phijax.results`` (console script ``phijax-results``): a sweep's
+tables and figures, which live in ``phijax.sweeps.results``. This module only keeps the
+command's name."""
 
 from phijax.sweeps.results import run
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from tests.test_resume import ROOT, _losses
+from tests.test_resume import ROOT
 
 WARMUP = ["--config=configs/tiny.py:runlocal", "--config.data.seq_len=128",
           "--config.train.steps=16", "--config.curriculum.seq_warmup.enabled=true",
@@ -37,8 +37,8 @@ def _rows(workdir):
 
 def test_one_compile_per_bucket_and_exact_resume_mid_warmup(tmp_path):
   full = tmp_path / "full"
-  proc = subprocess.run(_cmd(full, tmp_path / "xla"), capture_output=True, text=True, cwd=ROOT, env=_env(),
-                        timeout=600)
+  proc = subprocess.run(_cmd(full, tmp_path / "xla"), capture_output=True, text=True, cwd=ROOT,
+                        env=_env(), timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   compiles = proc.stderr.count("Finished XLA compilation of jit(train_step)")
   assert compiles == 3  # buckets 32, 64, 128 = log2(128/32) + 1

@@ -7,7 +7,6 @@ import hashlib
 import json
 import pathlib
 import pickle
-import sys
 
 import numpy as np
 import pytest

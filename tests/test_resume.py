@@ -142,7 +142,7 @@ def test_different_model_in_run_dir_is_refused(tmp_path, full_run):
 
 
 def test_nonfinite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
-  from phijax import config as base, train
+  from phijax import train
   from phijax.train import curriculum
   from phijax.configs import tiny
   config = tiny.get_config("runlocal")

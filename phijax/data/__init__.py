@@ -14,7 +14,7 @@ phijax.data.tokenizer --help``), ``corpus`` (the built-in stdlib corpus), ``kind
 (a generated kind), ``sft`` (chat rendering), ``packing``, ``mixture``, ``pipeline``.
 """
 
-import importlib
+from phijax import lazy_exports
 
 # Names are imported on first use (PEP 562): ``python -m phijax.data.tokenizer`` then
 # runs without importing the tokenizer module twice (runpy warns when the package
@@ -32,16 +32,4 @@ _EXPORTS = {
 }
 _SUBMODULES = ("arithmetic", "config", "corpus", "errors", "kinds", "mixture", "packing",
                "paths", "pipeline", "sft", "sources", "tokenizer")
-__all__ = sorted(_EXPORTS) + list(_SUBMODULES)
-
-
-def __getattr__(name):
-  if name in _EXPORTS:
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-  if name in _SUBMODULES:
-    return importlib.import_module(f"{__name__}.{name}")
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-  return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

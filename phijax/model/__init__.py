@@ -11,7 +11,7 @@ activations on it), ``decode`` (KV-cache generation), ``params_io`` (phijax para
 directories). Imports nothing from train, evals or sweeps.
 """
 
-import importlib
+from phijax import lazy_exports
 
 # Names are imported on first use (PEP 562): ``import phijax.model.config`` stays cheap.
 _EXPORTS = {
@@ -25,16 +25,4 @@ _EXPORTS = {
 }
 _SUBMODULES = ("attention", "config", "decode", "head_loss", "params_io", "rope", "sharding",
                "transformer")
-__all__ = sorted(_EXPORTS) + list(_SUBMODULES)
-
-
-def __getattr__(name):
-  if name in _EXPORTS:
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-  if name in _SUBMODULES:
-    return importlib.import_module(f"{__name__}.{name}")
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-  return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

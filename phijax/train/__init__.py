@@ -17,7 +17,7 @@ convert (warm starts and reference models read parameters there), never evals or
 sweeps.
 """
 
-import importlib
+from phijax import lazy_exports
 
 # Imported on first use (PEP 562): ``from phijax.train import curriculum`` does not
 # load the whole loop, and ``python -m phijax.train`` imports it once.
@@ -28,16 +28,4 @@ _EXPORTS = {
 _SUBMODULES = ("checkpoint", "curriculum", "distributed", "loop", "losses", "metrics",
                "objectives", "optim", "perplexity", "pieces", "probes", "setup", "step",
                "wandb_log")
-__all__ = sorted(_EXPORTS) + list(_SUBMODULES)
-
-
-def __getattr__(name):
-  if name in _EXPORTS:
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-  if name in _SUBMODULES:
-    return importlib.import_module(f"{__name__}.{name}")
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-  return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

@@ -22,6 +22,7 @@ from phijax import data
 from phijax.config_files import ConfigError  # noqa: F401  (re-exported: train.ConfigError)
 from phijax.model import sharding
 from phijax.model.config import ModelConfig
+from phijax.model.transformer import count_params
 from phijax.train import (checkpoint, curriculum, distributed, metrics, objectives, optim,
                           pieces as pieces_lib, setup, wandb_log)
 from phijax.train.pieces import NonFiniteError, Run  # re-exported: train.NonFiniteError
@@ -159,7 +160,7 @@ def _prepare(config, workdir: str) -> Run:
   peak, peak_src = metrics.device_peak_flops(t.peak_flops)
   if epochs_note:
     progress.write(epochs_note)
-  progress.write(f"phijax: {model_cfg.arch} model, {_count(model_cfg):,} params, mesh "
+  progress.write(f"phijax: {model_cfg.arch} model, {count_params(model_cfg):,} params, mesh "
                  f"{dict(mesh.shape)}, {total_steps} steps planned; MFU peak "
                  f"{peak / 1e9:.1f} GFLOP/s ({peak_src})")
   run = Run(config=config, workdir=workdir, model_cfg=model_cfg, mesh=mesh, tok=tok,
@@ -181,11 +182,6 @@ def _already_finished(run: Run) -> dict:
   run.progress.write(msg)
   run.progress.close()
   return {"finished": True, "step": run.step, "message": msg}
-
-
-def _count(model_cfg):
-  from phijax.model import count_params
-  return count_params(model_cfg)
 
 
 def _parser():

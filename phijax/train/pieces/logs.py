@@ -14,10 +14,10 @@ from phijax.train.pieces.base import Piece
 
 class StepLog(Piece):
   """Every ``train.log_every`` steps, and a step after which an earlier piece (the
-  non-finite check) stopped the run: the training
-  metrics row (loss, the plan's scalars, tokens/s and MFU over the window since the
-  last one, the objective's own metrics) and a progress update. The bar ends with
-  the steps; later lines are plain."""
+  non-finite check) stopped the run: the training metrics row (loss, the plan's
+  scalars, tokens/s and MFU over the window since the last one, the objective's own
+  metrics) and a progress update. The bar ends with the steps; later lines are
+  plain."""
 
   def on_start(self, run):
     run.clock.reset()
