@@ -13,6 +13,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.devices import xla_flags
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 T, D = 32, 16  # sequence length and head dim: the HLO check looks for [*, 32, *, 16]
 
@@ -95,7 +97,7 @@ print("RESULT" + json.dumps(out))
 
 @functools.lru_cache(maxsize=None)
 def _results(arch):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(8),
              JAX_PLATFORMS="cpu", PHIJAX_PALLAS_INTERPRET="1")
   proc = subprocess.run([sys.executable, "-c", SCRIPT, arch, str(T), str(D)], env=env,
                         capture_output=True, text=True, cwd=os.path.dirname(HERE))

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.devices import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = r"""
@@ -54,7 +56,7 @@ print("RESULT" + json.dumps(out))
 
 
 def _run(mode, directory, shape):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(8),
              JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", SCRIPT, mode, str(directory), json.dumps(shape)],
                         env=env, capture_output=True, text=True, cwd=ROOT)

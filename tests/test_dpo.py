@@ -53,6 +53,7 @@ from phijax import data  # noqa: E402
 from phijax.data import preferences, sft  # noqa: E402
 from phijax.model import Transformer, abstract_params  # noqa: E402
 from phijax.model.config import ModelConfig  # noqa: E402
+from tests.devices import xla_flags  # noqa: E402
 from tests.test_data import _cfg, _corpus_texts  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,10 +96,11 @@ def test_bad_pairs_are_one_clear_error(tmp_path, tok):
 
 
 def test_dpo_step_loss_equals_numpy_from_independent_forwards(tok):
-  from phijax.train import optim
-  from phijax.model import sharding
-  from phijax.train.step import build, device_batch, PAIR_KEYS
   from ml_collections import ConfigDict
+
+  from phijax.model import sharding
+  from phijax.train import optim
+  from phijax.train.step import PAIR_KEYS, build, device_batch
   cfg = ModelConfig(arch="phi", vocab_size=512, hidden_size=32, num_layers=2, num_heads=4,
                     intermediate_size=64, max_position_embeddings=64)
   rng = np.random.default_rng(0)
@@ -140,7 +142,7 @@ def test_dpo_step_loss_equals_numpy_from_independent_forwards(tok):
 
 def test_dpo_run_from_a_pretrained_run(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+             XLA_FLAGS=xla_flags(1))
   common = ["--config=tiny:runlocal", "--config.train.batch_size=4",
             "--config.train.samples=0", "--config.train.progress=false"]
   # The warm start only needs its checkpoint: one held-out batch for its final eval.

@@ -12,9 +12,10 @@ import sys
 import pytest
 
 from phijax.evals import evaluate, generate
+from tests.devices import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1))
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from phijax.convert import weights
-from phijax.model import params_io
 from phijax.data.tokenizer import Tokenizer
-from phijax.model import Transformer
+from phijax.model import Transformer, params_io
+from tests.devices import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1))
 TRAIN = ["--config=configs/tiny.py:runlocal", "--config.train.steps=4",
          "--config.train.save_every=2", "--config.train.progress=false",
          "--config.train.samples=0", "--config.train.eval_every=0",

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from phijax.model import decode, Transformer, abstract_params
+from phijax.model import Transformer, abstract_params, decode
 from phijax.model.config import ModelConfig
+from tests.devices import xla_flags
 from tests.test_model_hf import PHI3_CASES, PHI_CASES, _convert
 
 CASES = [("phi", "rotary0.4_qkln"), ("phi", "gqa4:2"), ("phi3", "gqa4:2"),
@@ -256,7 +257,7 @@ print("ok", q.sharding.spec)
 
 def test_decoding_under_a_data_fsdp_tensor_mesh_matches_one_device():
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+             XLA_FLAGS=xla_flags(8))
   r = subprocess.run([sys.executable, "-c", _MESH_SCRIPT], env=env, capture_output=True,
                      text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]

@@ -10,6 +10,8 @@ import tempfile
 
 import pytest
 
+from tests.devices import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = ["python", "-m", "phijax.train", "--config=configs/tiny.py", "--workdir=/shared/run"]
 
@@ -110,7 +112,7 @@ def test_slurm_launcher_runs_two_tasks_with_submitit_local_executor(tmp_path):
   pytest.importorskip("submitit")
   work = tmp_path / "run"
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+             XLA_FLAGS=xla_flags(2))
   proc = subprocess.run(
       [sys.executable, os.path.join(ROOT, "launch", "slurm.py"), "--cluster=local",
        "--tasks_per_node=2", "--time=5", "--", sys.executable, "-m", "phijax.train",

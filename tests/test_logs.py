@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from phijax.train import metrics
+from tests.devices import xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEP_LINE = re.compile(r"^step +(\d+)/8  loss \d+\.\d{3}  lr \d\.\de[-+]\d\d  len 64  "
@@ -24,7 +25,7 @@ def log_run(tmp_path_factory):
   """8 steps, stdout captured (not a tty), bar left on: the log must still be lines."""
   workdir = tmp_path_factory.mktemp("run")
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+             XLA_FLAGS=xla_flags(1))
   proc = subprocess.run(
       [sys.executable, "-m", "phijax.train", "--config=configs/tiny.py:runlocal",
        f"--workdir={workdir}", "--config.train.steps=8", "--config.train.log_every=2",

@@ -18,19 +18,21 @@ import time
 import numpy as np
 import pytest
 
+from tests.devices import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = [sys.executable, os.path.join(ROOT, "launch", "local.py")]
-ARGS = ["--config=configs/tiny.py:runlocal", "--config.train.steps=20",
-        "--config.train.log_every=1", "--config.train.eval_every=8",
+ARGS = ["--config=configs/tiny.py:runlocal", "--config.train.steps=12",
+        "--config.train.log_every=1", "--config.train.eval_every=4",
         "--config.train.eval_batches=1", "--config.train.save_every=2",
         "--config.train.keep_last=10", "--config.train.samples=0",
         "--config.train.final_eval_batches=2", "--config.train.progress=false"]
 # A long run to signal mid-way (steps are ~0.1 s): the kill lands while it trains.
 LONG = [a for a in ARGS if "steps=" not in a and "save_every" not in a] + [
     "--config.train.steps=3000", "--config.train.save_every=5"]
-HEARTBEAT_S = 10
-# The survivor of a SIGKILLed peer must be gone within this long (measured ~7-10 s:
-# JAX's coordinator declares a task dead after the heartbeat timeout).
+HEARTBEAT_S = 6
+# The survivor of a SIGKILLed peer must be gone within this long (measured 4-7 s with a
+# 6 s timeout: JAX's coordinator declares a task dead after the heartbeat timeout).
 FAILURE_BOUND_S = 2 * HEARTBEAT_S + 15
 
 
@@ -72,11 +74,11 @@ def _rows(workdir):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """The same 20 steps as 2 processes x 2 devices and as 1 process x 4 devices."""
+  """The same 12 steps as 2 processes x 2 devices and as 1 process x 4 devices."""
   base = tmp_path_factory.mktemp("mh")
   two, one = base / "two", base / "one"
   _run(_launch(two))
-  _run(_train_cmd(one), env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+  _run(_train_cmd(one), env=_env(XLA_FLAGS=xla_flags(4)))
   return two, one
 
 
@@ -84,10 +86,10 @@ def test_two_processes_train_like_one(runs):
   two, one = runs
   loss2, ev2 = _rows(two)
   loss1, ev1 = _rows(one)
-  assert sorted(loss2) == list(range(1, 21))
+  assert sorted(loss2) == list(range(1, 13))
   np.testing.assert_allclose([loss2[s] for s in sorted(loss1)],
                              [loss1[s] for s in sorted(loss1)], rtol=0, atol=1e-5)
-  assert ev2.keys() == ev1.keys() == {(8, False), (16, False), (20, True)}
+  assert ev2.keys() == ev1.keys() == {(4, False), (8, False), (12, True)}
   np.testing.assert_allclose([ev2[k] for k in sorted(ev1)], [ev1[k] for k in sorted(ev1)],
                              atol=1e-5)
   # Metrics, plots and config written once (process 0); per-process logs by the launcher.
@@ -95,35 +97,35 @@ def test_two_processes_train_like_one(runs):
       open(one / "metrics.jsonl").read().splitlines())
   assert (two / "loss.png").exists() and (two / "tokenizer.model").exists()
   assert (two / "logs" / "process_0.log").exists() and (two / "logs" / "process_1.log").exists()
-  assert "done: step 20" in (two / "logs" / "process_1.log").read_text()
+  assert "done: step 12" in (two / "logs" / "process_1.log").read_text()
 
 
 @pytest.mark.parametrize("direction", ["2->1", "1->2"])
 def test_checkpoint_restores_in_the_other_layout(runs, tmp_path, direction):
-  """One layout's step-16 checkpoint, resumed in the other (1 process x 4 devices or
-  2 processes x 2 devices), gives that run's steps 17-20 and final evaluation (data
+  """One layout's step-8 checkpoint, resumed in the other (1 process x 4 devices or
+  2 processes x 2 devices), gives that run's steps 9-12 and final evaluation (data
   iterator included)."""
   two, one = runs
   source = two if direction == "2->1" else one
   work = tmp_path / "resume"
   shutil.copytree(source, work)
   for d in os.listdir(work / "checkpoints"):
-    if d.isdigit() and int(d) > 16:
+    if d.isdigit() and int(d) > 8:
       shutil.rmtree(work / "checkpoints" / d)
   if direction == "2->1":
     proc = _run(_train_cmd(work),
-                env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+                env=_env(XLA_FLAGS=xla_flags(4)))
     said = proc.stderr + proc.stdout
   else:
     _run(_launch(work))
     said = (work / "logs" / "process_0.log").read_text()
-    assert "resumed from step 16" in (work / "logs" / "process_1.log").read_text()
-  assert "resumed from step 16" in said
+    assert "resumed from step 8" in (work / "logs" / "process_1.log").read_text()
+  assert "resumed from step 8" in said
   loss_s, ev_s = _rows(source)
   loss_r, ev_r = _rows(work)
-  np.testing.assert_allclose([loss_r[s] for s in range(17, 21)],
-                             [loss_s[s] for s in range(17, 21)], atol=1e-5)
-  np.testing.assert_allclose(ev_r[(20, True)], ev_s[(20, True)], atol=1e-5)
+  np.testing.assert_allclose([loss_r[s] for s in range(9, 13)],
+                             [loss_s[s] for s in range(9, 13)], atol=1e-5)
+  np.testing.assert_allclose(ev_r[(12, True)], ev_s[(12, True)], atol=1e-5)
 
 
 def _start(cmd, log_path):
@@ -152,7 +154,7 @@ def _pids(proc):
 
 
 def test_dead_process_stops_the_other_and_the_rerun_resumes(runs, tmp_path):
-  """The 20-step run of the `runs` fixture, process 1 SIGKILLed at step ~4; the same
+  """The 12-step run of the `runs` fixture, process 1 SIGKILLed at step ~4; the same
   launch rerun (Ctrl-C'd once on the way, then to the end) gives the uninterrupted
   run's losses after the resume point and its final evaluation."""
   two, _ = runs
@@ -174,7 +176,7 @@ def test_dead_process_stops_the_other_and_the_rerun_resumes(runs, tmp_path):
   # exits with an error. Both are a bounded, named stop.
   assert re.search(r"process 0 (killed by SIGABRT by JAX's distributed service: another "
                    r"process died|exit code [1-9]\d*)", out), out[-3000:]
-  assert "done: step 20" not in out, "the kill landed after the run had finished"
+  assert "done: step 12" not in out, "the kill landed after the run had finished"
   steps = sorted(int(d) for d in os.listdir(work / "checkpoints") if d.isdigit())
   assert steps and steps[-1] >= 2
   # Rerunning the same launch resumes from the newest complete checkpoint; Ctrl-C to
@@ -187,7 +189,7 @@ def test_dead_process_stops_the_other_and_the_rerun_resumes(runs, tmp_path):
   proc.send_signal(signal.SIGINT)
   assert proc.wait(timeout=120) == 0, open(proc.log_path).read()[-3000:]
   m = re.search(r"checkpoint written at step (\d+)", open(proc.log_path).read())
-  assert m and int(m.group(1)) < 20, open(proc.log_path).read()[-3000:]
+  assert m and int(m.group(1)) < 12, open(proc.log_path).read()[-3000:]
   # And once more to the end: the losses after the first resume point and the final
   # evaluation are the uninterrupted 2-process run's.
   proc = _start(_launch(work, ARGS, hb), tmp_path / "final.log")
@@ -195,10 +197,10 @@ def test_dead_process_stops_the_other_and_the_rerun_resumes(runs, tmp_path):
   assert proc.wait(timeout=300) == 0, open(proc.log_path).read()[-3000:]
   loss_k, ev_k = _rows(work)
   loss_u, ev_u = _rows(two)
-  after = range(resumed + 1, 21)
+  after = range(resumed + 1, 13)
   np.testing.assert_allclose([loss_k[s] for s in after], [loss_u[s] for s in after],
                              rtol=0, atol=1e-5)
-  np.testing.assert_allclose(ev_k[(20, True)], ev_u[(20, True)], atol=1e-5)
+  np.testing.assert_allclose(ev_k[(12, True)], ev_u[(12, True)], atol=1e-5)
 
 
 def test_sigterm_to_one_process_checkpoints_all_at_one_step(tmp_path):
@@ -228,7 +230,7 @@ def test_simulated_slurm_job_matches(runs, tmp_path):
     env = _env(SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
                SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_NODEID="0",
                JAX_COORDINATOR_PORT=str(port),
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+               XLA_FLAGS=xla_flags(2))
     procs.append(subprocess.Popen(
         _train_cmd(work, ARGS, "--config.mesh.distributed=true"), cwd=ROOT, env=env,
         stdout=open(tmp_path / f"slurm_{rank}.log", "w"), stderr=subprocess.STDOUT))
@@ -236,8 +238,8 @@ def test_simulated_slurm_job_matches(runs, tmp_path):
     assert p.wait(timeout=300) == 0, (tmp_path / f"slurm_{rank}.log").read_text()[-3000:]
   loss_s, _ = _rows(work)
   loss1, _ = _rows(one)
-  np.testing.assert_allclose([loss_s[s] for s in range(1, 21)],
-                             [loss1[s] for s in range(1, 21)], atol=1e-5)
+  np.testing.assert_allclose([loss_s[s] for s in range(1, 13)],
+                             [loss1[s] for s in range(1, 13)], atol=1e-5)
 
 
 def _free_port():

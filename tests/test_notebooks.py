@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from tests.devices import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLAB = os.path.join(ROOT, "experiments", "colab")
 NAMES = ["quickstart", "seq_warmup", "phi_checkpoint", "sharding", "curriculum"]
@@ -75,7 +77,7 @@ def test_notebook_runs_at_smoke_size(name, tmp_path, monkeypatch):
   # flag left over from another test in this worker.
   monkeypatch.setenv("PHIJAX_NOTEBOOK_SMOKE", "1")
   monkeypatch.setenv("PHIJAX_NOTEBOOK_OUT", str(tmp_path))
-  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  monkeypatch.setenv("XLA_FLAGS", xla_flags())
   committed = os.path.join(COLAB, "figures", f"{name}.png")
   before = os.stat(committed).st_mtime_ns if os.path.exists(committed) else None
   nb = nbformat.read(_path(name), as_version=4)

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests.devices import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = ["--config=configs/tiny.py:runlocal", "--config.train.steps=6",
          "--config.train.log_every=2", "--config.train.eval_every=4",
@@ -21,7 +23,7 @@ SMOKE = ["--config=configs/tiny.py:runlocal", "--config.train.steps=6",
 
 def train_cli(workdir, *args, devices=1):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=xla_flags(devices))
   return subprocess.run([sys.executable, "-m", "phijax.train", f"--workdir={workdir}", *args],
                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
 

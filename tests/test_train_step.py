@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.devices import xla_flags
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Runs in a subprocess: the 8 simulated CPU devices must be set before JAX starts.
@@ -70,7 +72,7 @@ print("RESULT" + json.dumps(out))
 
 @functools.lru_cache(maxsize=None)
 def _results(arch):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(8),
              JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", SCRIPT, arch], env=env,
                         capture_output=True, text=True, cwd=os.path.dirname(HERE))
