@@ -1,9 +1,9 @@
 """Multi-process runs for real: 2 local processes x 2 CPU devices joined by
 jax.distributed (gloo collectives) train exactly as 1 process with 4 devices does,
 checkpoints move between the layouts, a dead process stops the other within the
-heartbeat bound, SIGTERM to one process checkpoints both at the same step, and bad
-input is one line before training. Each run starts in ~10 s; the file takes ~2-3 min
-on 2 cores."""
+heartbeat bound, SIGTERM to one process checkpoints both at the same step, the
+launcher forwards Ctrl-C to every process, and bad input is one line before
+training. Each run starts in ~10 s; the file takes ~2 min on 2 cores."""
 
 import json
 import os
@@ -27,9 +27,6 @@ ARGS = ["--config=configs/tiny.py:runlocal", "--config.train.steps=12",
         "--config.train.eval_batches=1", "--config.train.save_every=2",
         "--config.train.keep_last=10", "--config.train.samples=0",
         "--config.train.final_eval_batches=2", "--config.train.progress=false"]
-# A long run to signal mid-way (steps are ~0.1 s): the kill lands while it trains.
-LONG = [a for a in ARGS if "steps=" not in a and "save_every" not in a] + [
-    "--config.train.steps=3000", "--config.train.save_every=5"]
 HEARTBEAT_S = 6
 # The survivor of a SIGKILLed peer must be gone within this long (measured 4-7 s with a
 # 6 s timeout: JAX's coordinator declares a task dead after the heartbeat timeout).
@@ -155,8 +152,9 @@ def _pids(proc):
 
 def test_dead_process_stops_the_other_and_the_rerun_resumes(runs, tmp_path):
   """The 12-step run of the `runs` fixture, process 1 SIGKILLed at step ~4; the same
-  launch rerun (Ctrl-C'd once on the way, then to the end) gives the uninterrupted
-  run's losses after the resume point and its final evaluation."""
+  launch rerun (stopped once on the way by a SIGTERM to process 1 alone, a preemption
+  notice, which checkpoints both processes at one step) then run to the end gives the
+  uninterrupted run's losses after the resume point and its final evaluation."""
   two, _ = runs
   work = tmp_path / "kill"
   hb = f"--config.mesh.heartbeat_timeout_s={HEARTBEAT_S}"
@@ -179,21 +177,26 @@ def test_dead_process_stops_the_other_and_the_rerun_resumes(runs, tmp_path):
   assert "done: step 12" not in out, "the kill landed after the run had finished"
   steps = sorted(int(d) for d in os.listdir(work / "checkpoints") if d.isdigit())
   assert steps and steps[-1] >= 2
-  # Rerunning the same launch resumes from the newest complete checkpoint; Ctrl-C to
-  # the launcher is forwarded and every process checkpoints and exits 0.
+  # Rerunning the same launch resumes from the newest complete checkpoint. A SIGTERM to
+  # process 1 only: both processes agree on a step, checkpoint there and exit 0.
   proc = _start(_launch(work, ARGS, hb), tmp_path / "rerun.log")
+  _, p1 = _pids(proc)
   m, _ = _wait_for(proc, r"resumed from step (\d+)")
   resumed = int(m.group(1))
   assert resumed in steps
   _wait_for(proc, rf"step +{resumed + 2}/")
-  proc.send_signal(signal.SIGINT)
+  os.kill(p1, signal.SIGTERM)
   assert proc.wait(timeout=120) == 0, open(proc.log_path).read()[-3000:]
-  m = re.search(r"checkpoint written at step (\d+)", open(proc.log_path).read())
-  assert m and int(m.group(1)) < 12, open(proc.log_path).read()[-3000:]
+  said = [re.findall(r"checkpoint written at step (\d+)",
+                     (work / "logs" / f"process_{i}.log").read_text()) for i in (0, 1)]
+  assert len(said[0]) == len(said[1]) == 1 and said[0] == said[1], said
+  stopped = int(said[0][0])
+  assert stopped < 12 and stopped == max(
+      int(d) for d in os.listdir(work / "checkpoints") if d.isdigit())
   # And once more to the end: the losses after the first resume point and the final
   # evaluation are the uninterrupted 2-process run's.
   proc = _start(_launch(work, ARGS, hb), tmp_path / "final.log")
-  _wait_for(proc, rf"resumed from step {m.group(1)}")
+  _wait_for(proc, rf"resumed from step {stopped}")
   assert proc.wait(timeout=300) == 0, open(proc.log_path).read()[-3000:]
   loss_k, ev_k = _rows(work)
   loss_u, ev_u = _rows(two)
@@ -203,20 +206,37 @@ def test_dead_process_stops_the_other_and_the_rerun_resumes(runs, tmp_path):
   np.testing.assert_allclose(ev_k[(12, True)], ev_u[(12, True)], atol=1e-5)
 
 
-def test_sigterm_to_one_process_checkpoints_all_at_one_step(tmp_path):
-  work = tmp_path / "term"
-  proc = _start(_launch(work, LONG), tmp_path / "term.log")
-  _, p1 = _pids(proc)
-  _wait_for(proc, r"step +3/")
-  os.kill(p1, signal.SIGTERM)  # a preemption notice to process 1 only
-  assert proc.wait(timeout=120) == 0, open(proc.log_path).read()[-3000:]
-  said = []
-  for i in (0, 1):
-    text = (work / "logs" / f"process_{i}.log").read_text()
-    said += re.findall(r"checkpoint written at step (\d+)", text)
-  assert len(said) == 2 and said[0] == said[1], said
-  steps = [int(d) for d in os.listdir(work / "checkpoints") if d.isdigit()]
-  assert int(said[0]) == max(steps)
+# Stands for a training process: says when it is up, and exits 0 on SIGINT.
+CTRL_C_CHILD = """
+import os, signal, sys, time
+def stop(signum, frame):
+  print(f"process {os.environ['JAX_PROCESS_ID']} got SIGINT", flush=True)
+  sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+print("up", flush=True)
+time.sleep(120)
+sys.exit(3)
+"""
+
+
+def test_ctrl_c_to_the_launcher_reaches_every_process(tmp_path):
+  """Ctrl-C (SIGINT) to the launcher is forwarded once to every process (they run in
+  sessions of their own, so a terminal's Ctrl-C reaches only the launcher); it exits
+  with the processes' exit code, 0."""
+  work = tmp_path / "w"
+  proc = _start([*LAUNCH, "--processes=2", "--", sys.executable, "-c", CTRL_C_CHILD,
+                 f"--workdir={work}"], tmp_path / "launch.log")
+  _pids(proc)
+  logs = [work / "logs" / f"process_{i}.log" for i in (0, 1)]
+  deadline = time.time() + 60
+  while not all(p.exists() and "up" in p.read_text() for p in logs):
+    assert time.time() < deadline and proc.poll() is None, open(proc.log_path).read()
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
+  assert proc.wait(timeout=30) == 0, open(proc.log_path).read()
+  assert "launch: SIGINT: forwarding to all processes" in open(proc.log_path).read()
+  for i, p in enumerate(logs):
+    assert p.read_text().count(f"process {i} got SIGINT") == 1, p.read_text()
 
 
 def test_simulated_slurm_job_matches(runs, tmp_path):
