@@ -48,7 +48,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "phijax-train=phijax.train.loop:run",
+            "phijax-train=phijax.train.command:run",
             "phijax-convert=phijax.convert.__main__:run",
             "phijax-plot-curriculum=phijax.curriculum_plot:run",
             "phijax-sweep=phijax.sweeps.command:run",

@@ -1,6 +1,6 @@
-"""``python -m phijax.train``: see ``phijax.train.loop``."""
+"""``python -m phijax.train``: see ``phijax.train.command``."""
 
-from phijax.train.loop import run
+from phijax.train.command import run
 
 if __name__ == "__main__":
   run()

@@ -1,12 +1,6 @@
-"""Training loop and CLI.
-
-    python -m phijax.train --config=configs/tiny.py --workdir=runs/tiny [--config.a.b=v]
-
-Re-running the same command on the same work directory resumes from the newest
-valid checkpoint; a finished run says so and exits 0. The work directory gets
-``config.json``, ``metrics.jsonl``, TensorBoard events (``tb/``), ``checkpoints/``
-and ``samples.txt``.
-"""
+"""The training loop: ``train(config, workdir)`` sets a run up, then steps and calls
+its pieces at named moments. Its command line is ``phijax.train.command``
+(``python -m phijax.train``)."""
 
 from __future__ import annotations
 
@@ -25,7 +19,7 @@ from phijax.model.config import ModelConfig
 from phijax.model.transformer import count_params
 from phijax.train import (checkpoint, curriculum, distributed, metrics, objectives, optim,
                           pieces as pieces_lib, setup, wandb_log)
-from phijax.train.pieces import NonFiniteError, Run  # re-exported: train.NonFiniteError
+from phijax.train.pieces import NonFiniteError, Run  # noqa: F401  (re-exported: train.NonFiniteError)
 from phijax.train.step import build, device_batch
 
 log = logging.getLogger("phijax")
@@ -182,36 +176,3 @@ def _already_finished(run: Run) -> dict:
   run.progress.write(msg)
   run.progress.close()
   return {"finished": True, "step": run.step, "message": msg}
-
-
-def _parser():
-  from phijax import cli
-  parser = cli.ArgumentParser(prog=cli.prog("phijax.train", "phijax-train"),
-                              description=__doc__)
-  cli.add_config(parser)
-  parser.add_argument("--workdir", required=True, type=cli.new_dir,
-                      help="run directory; rerunning on it resumes (a finished run exits 0)")
-  return parser
-
-
-def run(argv=None):
-  """Console entry point (``phijax-train``)."""
-  from phijax import cli
-
-  parser = _parser()
-
-  def main(args):
-    try:
-      train(args.config, args.workdir)
-    except NonFiniteError as e:  # not bad input: the run itself failed
-      cli.fail(parser.prog, str(e), code=1)
-
-  try:
-    cli.main(parser, main, argv)
-  except SystemExit as e:  # with several processes, failing alone must not hang the rest
-    distributed.exit_after_error(e.code if isinstance(e.code, int) else 1)
-    raise
-
-
-if __name__ == "__main__":
-  run()
