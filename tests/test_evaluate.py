@@ -53,6 +53,19 @@ def test_bpb_equals_the_training_loops_final_eval(run_dir, capsys):
   assert report["scores"]["gzip_bpb"] == pytest.approx(final["gzip_bpb"], abs=1e-9)
   assert report["settings"]["eval_batches"] == 3 and report["step"] == 4
   assert out.startswith("bpb: eval_loss ") and str(run_dir / "evals" / "bpb.json") in out
+  # The run's gzip figure is gzip -9 of exactly the bytes its 3 final batches scored.
+  import ml_collections
+
+  from phijax import data
+  from phijax.data.tokenizer import Tokenizer
+  from phijax.train import perplexity
+  cfg = ml_collections.ConfigDict(json.load(open(run_dir / "config.json")))
+  tok = Tokenizer.load(str(run_dir / "tokenizer.model"))
+  batches = data.make_eval_batches(cfg.data, tok, batch_size=4, num_batches=3,
+                                   process_index=0, process_count=1)
+  scored = perplexity.scored_bytes(batches, tok)
+  assert final["gzip_bpb"] == perplexity.gzip_bits_per_byte(scored)
+  assert final["eval_bytes"] == len(scored) and final["eval_whole"] is False
 
 
 def test_humaneval_end_to_end_on_a_handful_of_problems(run_dir, capsys):

@@ -152,7 +152,7 @@ def test_plot_puts_bits_per_byte_on_its_own_axes(tmp_path, seq_lens, n_axes):
   loss_ax, bpb_ax = axes[0], axes[1]
   assert bpb_ax.get_ylabel() == "bits / byte" and "loss" in loss_ax.get_ylabel()
   bpb_labels = bpb_ax.get_legend_handles_labels()[1]
-  assert any(l.startswith("final, whole held-out: 1.900") for l in bpb_labels)
+  assert any(l.startswith("final, whole held-out split: 1.900") for l in bpb_labels)
   assert any(l.startswith("gzip -9") for l in bpb_labels)
   assert not any("bits/byte" in l or "gzip" in l
                  for l in loss_ax.get_legend_handles_labels()[1])

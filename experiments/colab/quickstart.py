@@ -154,9 +154,9 @@ for prompt, (out,) in zip(prompts, outs):
 #
 # `perplexity.evaluate_heldout` (`phijax.train.perplexity`) scores the held-out
 # files with the training loop's eval step (what
-# `python -m phijax.evaluate --task=bpb` prints) and compresses the same text with
-# `gzip -9`. It equals the run's own final evaluation. At the smoke size the model
-# is scored on 2 batches only; gzip always on the whole split.
+# `python -m phijax.evaluate --task=bpb` prints) and compresses the bytes it scored
+# with `gzip -9`. It equals the run's own final evaluation. At the smoke size both
+# measure 2 batches only (gzip does worse on less text).
 
 # %%
 import json

@@ -130,21 +130,26 @@ class Tokenizer:
     return self._sp.id_to_piece(int(i))
 
   @functools.cached_property
-  def token_bytes(self) -> np.ndarray:
-    """``[vocab_size]`` int32: UTF-8 bytes each id decodes to (for bits per byte).
-
-    Byte-fallback pieces count 1, control/unknown pieces 0, a normal piece the UTF-8
-    length of its text with U+2581 read as one space.
-    """
+  def piece_bytes(self) -> tuple[bytes, ...]:
+    """The bytes each id stands for, as bits per byte counts them: a byte-fallback
+    piece its one byte, control/unknown pieces none, a normal piece the UTF-8 of its
+    text with U+2581 read as one space."""
     sp = self._sp
-    out = np.zeros(self.vocab_size, np.int32)
+    out = []
     for i in range(self.vocab_size):
       if sp.is_byte(i):
-        out[i] = 1
+        out.append(bytes([int(sp.id_to_piece(i)[3:-1], 16)]))  # "<0xNN>"
       elif sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
-        out[i] = 0
+        out.append(b"")
       else:
-        out[i] = len(sp.id_to_piece(i).replace(_SPACE_META, " ").encode("utf-8"))
+        out.append(sp.id_to_piece(i).replace(_SPACE_META, " ").encode("utf-8"))
+    return tuple(out)
+
+  @functools.cached_property
+  def token_bytes(self) -> np.ndarray:
+    """``[vocab_size]`` int32: how many bytes each id stands for (``piece_bytes``):
+    the denominator of bits per byte."""
+    out = np.array([len(b) for b in self.piece_bytes], np.int32)
     out.flags.writeable = False
     return out
 

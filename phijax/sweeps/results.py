@@ -84,7 +84,7 @@ def write_results(sweep_dir: str) -> list[str]:
   done = [r for r in table.rows if finite(r["gzip_bpb"])]
   parts.append(
       "Held-out loss and bits/byte: the final evaluation (nats/token at full length"
-      + (f"; gzip -9 on the held-out text: {done[0]['gzip_bpb']:.3f} bits/byte" if done
+      + (f"; gzip -9 on the bytes it scored: {done[0]['gzip_bpb']:.3f} bits/byte" if done
          else "") + f"). Spike steps: steps whose training loss (EMA {SMOOTHING:g}) is "
       f"above {SPIKE_RATIO:g} x its running minimum; max loss ratio: the largest smoothed "
       "loss / running minimum (1 = never rose); skipped: non-finite steps; tokens/s: "

@@ -285,10 +285,19 @@ def plot_run(workdir: str, path: str | None = None) -> str:
   return path
 
 
+def _final_covers(row) -> str:
+  """What a final evaluation row measured: the whole held-out split or some batches
+  of it (rows written before ``eval_whole`` existed were always the whole split)."""
+  if row.get("eval_whole", True):
+    return "whole held-out split"
+  n = row.get("eval_batches")
+  return f"{n} held-out batches" if n else "part of the held-out split"
+
+
 def run_figure(workdir: str):
   """Three panels against tokens trained: loss (train and held-out, nats/token);
-  held-out bits per byte with the final whole-held-out value and gzip -9 on the same
-  text; learning rate (and sequence length when it changes). Legends sit outside the
+  held-out bits per byte with the final value (over the whole held-out split or the
+  batches the row names) and gzip -9 on the bytes it scored; learning rate (and sequence length when it changes). Legends sit outside the
   axes, to the right, so they cover no data."""
   from matplotlib.figure import Figure  # no pyplot: no global backend state
   from matplotlib.ticker import EngFormatter
@@ -326,10 +335,10 @@ def run_figure(workdir: str):
   for r in final:
     _to_final(ax_bpb, evals, r, key, "tab:green")
     ax_bpb.plot([r["tokens"]], [r[key]], "*", color="tab:green", markersize=13,
-                label=f"final, whole held-out: {r[key]:.3f}")
+                label=f"final, {_final_covers(r)}: {r[key]:.3f}")
     if r.get("gzip_bpb"):
       ax_bpb.axhline(r["gzip_bpb"], color="gray", linestyle="--",
-                     label=f"gzip -9, same text: {r['gzip_bpb']:.3f}")
+                     label=f"gzip -9 on the bytes scored: {r['gzip_bpb']:.3f}")
   ax_bpb.set_ylabel(unit)
   ax_bpb.margins(y=0.12)  # the final star clear of the frame
   ax_bpb.grid(alpha=0.3)

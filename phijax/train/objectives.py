@@ -96,9 +96,11 @@ class LanguageModeling:
   def describe(self, ev) -> str:
     return f"{ev['eval_bpb']:.3f} bits/byte over {int(ev['eval_tokens']):,} held-out tokens"
 
-  def baseline(self) -> tuple[dict, str]:
-    gz = perplexity.gzip_bits_per_byte(data.heldout_documents(self.config.data))
-    return {"gzip_bpb": gz}, f"gzip baseline: gzip -9 {gz:.3f} bits/byte on the same held-out text"
+  def baseline(self, batches) -> tuple[dict, str]:
+    """gzip -9 on exactly the bytes the evaluation over ``batches`` scored."""
+    out = perplexity.gzip_baseline(batches, self.tok)
+    return out, (f"gzip baseline: gzip -9 {out['gzip_bpb']:.3f} bits/byte on the same "
+                 f"{out['eval_bytes']:,} held-out bytes")
 
   def summary(self, ev, extra) -> str:
     return (f"held-out loss {ev['eval_loss']:.4f}, ppl {ev['eval_ppl']:.2f}, "
@@ -157,7 +159,7 @@ class DirectPreference(LanguageModeling):
             f"{ev['eval_reward_accuracy']:.3f}, margin {ev['eval_reward_margin']:.3f} over "
             f"{ev['eval_pairs']:,} held-out pairs")
 
-  def baseline(self):
+  def baseline(self, batches):
     return {}, f"a policy equal to its reference scores DPO loss ln 2 = {math.log(2):.4f}"
 
   def summary(self, ev, extra) -> str:

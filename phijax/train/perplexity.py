@@ -3,8 +3,8 @@ on any model (``python -m phijax.evaluate --task=bpb``).
 
 Bits per byte divides the summed negative log-likelihood (in bits) by the UTF-8 bytes
 of the target tokens, so models with different tokenizers compare; perplexity is per
-token of this model's tokenizer. The gzip -9 bits per byte of the same text is the
-baseline a model has to beat.
+token of this model's tokenizer. The gzip -9 bits per byte of exactly the bytes scored
+(``scored_bytes``) is the baseline a model has to beat.
 """
 
 from __future__ import annotations
@@ -22,22 +22,42 @@ from phijax.train.step import device_batch
 EVAL_KEYS = ("inputs", "targets", "positions", "segment_ids", "loss_mask", "bytes")
 
 
-def gzip_bits_per_byte(texts) -> float:
-  raw = "".join(texts).encode("utf-8")
+def gzip_bits_per_byte(raw: bytes) -> float:
   return 8.0 * len(gzip.compress(raw, 9)) / max(1, len(raw))
+
+
+def scored_bytes(batches, tok) -> bytes:
+  """The bytes an evaluation over ``batches`` scores, in order: each target token with
+  ``loss_mask`` > 0 as ``tok.piece_bytes``, so ``len`` equals the bits-per-byte
+  denominator (the batches' ``bytes`` summed). The gzip baseline compresses these,
+  so model and gzip are measured on the same text at any number of batches."""
+  pieces = tok.piece_bytes
+  out = []
+  for b in batches:
+    targets, mask = np.asarray(b["targets"]), np.asarray(b["loss_mask"]) > 0
+    out.extend(pieces[i] for i in targets[mask].tolist())
+  return b"".join(out)
+
+
+def gzip_baseline(batches, tok) -> dict:
+  """gzip -9 bits per byte of ``scored_bytes(batches, tok)``, and how many bytes."""
+  raw = scored_bytes(batches, tok)
+  return {"gzip_bpb": gzip_bits_per_byte(raw), "eval_bytes": len(raw)}
 
 
 def evaluate(fns, params, batches) -> dict:
   """Sums ``fns.eval_step`` (``phijax.train.step.build``) over ``batches``."""
   sums = {"nll_sum": 0.0, "tokens": 0.0, "bytes": 0.0}
-  for b in batches:
+  n = 0
+  for n, b in enumerate(batches, 1):
     out = fns.eval_step(params, device_batch(b, fns.batch_sharding, keys=EVAL_KEYS))
     for k in sums:
       sums[k] += float(out[k])
   loss = sums["nll_sum"] / max(sums["tokens"], 1.0)
   return {"eval_loss": loss, "eval_ppl": math.exp(min(loss, 50.0)),
           "eval_bpb": sums["nll_sum"] / math.log(2) / max(sums["bytes"], 1.0),
-          "eval_tokens": int(sums["tokens"])}
+          "eval_tokens": int(sums["tokens"]), "eval_bytes": int(sums["bytes"]),
+          "eval_batches": n}
 
 
 def eval_fns(model_cfg, batch_size: int, mesh=None, rules=None):
@@ -58,7 +78,8 @@ def evaluate_heldout(model_cfg, params, tok, cfg_data, *, batch_size: int,
                      num_batches: int | None = None, sources=None) -> dict:
   """Scores over the held-out split of ``cfg_data``'s sources (default: those with
   weight > 0, as training), plus each source alone when there are several, and the
-  gzip baseline. Returns the scores, ``sources`` and ``per_source`` rows."""
+  gzip baseline on the bytes scored. Returns the scores, ``sources`` and ``per_source``
+  rows."""
   if tok.vocab_size > model_cfg.vocab_size:
     raise ValueError(f"the tokenizer has {tok.vocab_size} tokens, the model only "
                      f"{model_cfg.vocab_size}")
@@ -76,7 +97,7 @@ def evaluate_heldout(model_cfg, params, tok, cfg_data, *, batch_size: int,
                                      num_batches=num_batches, process_index=0,
                                      process_count=1, sources=which)
     ev = evaluate(fns, params, batches)
-    ev["gzip_bpb"] = gzip_bits_per_byte(data.heldout_documents(cfg_data, tok, which))
+    ev.update(gzip_baseline(batches, tok))
     return ev
 
   total = score(names)

@@ -1,6 +1,7 @@
 """Held-out evaluation: the starting model's (``train.eval_at_start``), every
 ``train.eval_every`` steps, and the finished run's final one over the whole held-out
-split (or ``train.final_eval_batches`` of it) beside the objective's baseline."""
+split (or ``train.final_eval_batches`` of it) beside the objective's baseline on the
+same batches."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class Evaluation(Piece):
 
 
 class FinalEval(Piece):
-  """A finished run's last evaluation and the objective's baseline on the same text,
+  """A finished run's last evaluation and the objective's baseline on the same bytes,
   written as the ``final`` metrics row; ``run.result`` becomes the run's summary."""
 
   def __init__(self, periodic: Evaluation):
@@ -68,11 +69,13 @@ class FinalEval(Piece):
       self.ev = objective.evaluate(run.state.params, batches)
       phase.done(f"final eval: {objective.describe(self.ev)}")
     with run.progress.phase() as phase:
-      self.baseline, line = objective.baseline()
+      self.baseline, line = objective.baseline(batches)
       phase.done(line)
-    # "final": over the whole held-out split (periodic evals use eval_batches of it).
+    # "final": over the whole held-out split, or train.final_eval_batches of it
+    # ("eval_whole" says which; periodic evals use train.eval_batches).
     run.writer.write(run.step, {"tokens": run.tokens, **self.ev, **self.baseline,
-                                "final": True, "opt_state_bytes_per_param": run.opt_bytes})
+                                "final": True, "eval_whole": not t.final_eval_batches,
+                                "opt_state_bytes_per_param": run.opt_bytes})
     run.result = {"finished": True, "step": run.step, "tokens": run.tokens, **self.ev,
                   **self.baseline}
 
