@@ -154,7 +154,11 @@ def setup_logging(verbose: bool = False) -> None:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", force=True)
   quiet = logging.INFO if verbose else logging.WARNING
   for name in NOISY_LOGGERS:
-    logging.getLogger(name).setLevel(quiet)
+    # JAX takes the level its logger has when it is imported as its own logging level
+    # and adds a handler of its own: every JAX line would show twice. A command that
+    # imports JAX later calls this again then (phijax.train.command).
+    if name.split(".")[0] != "jax" or "jax" in sys.modules:
+      logging.getLogger(name).setLevel(quiet)
   try:  # absl's own handler (orbax logs through absl.logging)
     from absl import logging as absl_logging
     absl_logging.set_verbosity("info" if verbose else "warning")

@@ -34,6 +34,7 @@ def run(argv=None):
 
   def main(args):
     from phijax.train import loop
+    cli.setup_logging(args.verbose)  # again, now that JAX is imported (cli.setup_logging)
     try:
       loop.train(args.config, args.workdir)
     except loop.NonFiniteError as e:  # not bad input: the run itself failed
