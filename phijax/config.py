@@ -103,6 +103,9 @@ def default() -> ConfigDict:
       peak_flops=0.0,  # per-device peak FLOP/s for MFU; 0 = data sheet / measured
       z_loss=0.0,
       samples=4,  # samples written to samples.txt at the end (seeded by train.seed)
+      # Their prompts: "auto" (code prompts for a code corpus, else the first words of
+      # held-out documents), "code", "heldout", or your own separated by "||".
+      sample_prompts="auto",
       sample_tokens=96,
       sample_temperature=0.8,  # 0 = greedy (a small model's greedy text loops)
       sample_top_k=0,  # > 0: draw from the k most likely tokens only

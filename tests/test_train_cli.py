@@ -82,6 +82,7 @@ def _error_line(proc):
     (["--config.mesh.data=3"], 1, "mesh"),
     (["--config.mesh.data=8", "--config.train.batch_size=12"], 8, "batch_size=12"),
     (["--config.model.num_heads=5"], 1, "num_heads"),
+    (["--config.data.tokenizer.path=/nonexistent/tok.model"], 1, "/nonexistent/tok.model"),
 ])
 def test_bad_input_gives_one_clear_error(tmp_path, args, devices, expected):
   proc = train_cli(tmp_path / "run", *SMOKE, *args, devices=devices)
@@ -89,3 +90,5 @@ def test_bad_input_gives_one_clear_error(tmp_path, args, devices, expected):
   line = _error_line(proc)
   assert expected in line, proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  # A refused start leaves no empty run directory behind.
+  assert not (tmp_path / "run").exists()

@@ -109,7 +109,26 @@ def _run_directory(config, workdir: str):
   """The checks, then the run directory's tokenizer and config.json:
   ``(mesh, rules, model_cfg, tok, curriculum, epochs_note)``."""
   setup.enable_compilation_cache(config.train.compile_cache_dir)
+  with _removed_if_left_empty(workdir):
+    return _checked_run_directory(config, workdir)
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(workdir: str):
+  """A start refused by its checks (a missing tokenizer, a bad glob, one document)
+  leaves no empty run directory behind; one that existed before is left alone."""
+  created = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
+  try:
+    yield
+  except BaseException:
+    if created and os.path.isdir(workdir) and not os.listdir(workdir):
+      with contextlib.suppress(OSError):  # another process wrote into it meanwhile
+        os.rmdir(workdir)
+    raise
+
+
+def _checked_run_directory(config, workdir: str):
   distributed.maybe_initialize_distributed(config.mesh)
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.parse_rules(config.mesh.rules)

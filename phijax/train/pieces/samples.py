@@ -1,23 +1,60 @@
-"""A finished run's ``samples.txt``: ``train.samples`` completions, one per prompt of
-``SAMPLE_PROMPTS``, decoded with the KV-cache generator (``phijax.model.decode``)."""
+"""A finished run's ``samples.txt``: ``train.samples`` completions, one per prompt
+(``train.sample_prompts``: code prompts for a code corpus, the first words of held-out
+documents for any other, or the config's own), decoded with the KV-cache generator
+(``phijax.model.decode``)."""
 
 from __future__ import annotations
 
 import os
+import re
 
 import jax
 import numpy as np
 
+from phijax import data
 from phijax.model import decode
 from phijax.train.pieces.base import Piece
 
-SAMPLE_PROMPTS = ("def ", "import ", "class ", "    return ", "# ", "for ")
+CODE_PROMPTS = ("def ", "import ", "class ", "    return ", "# ", "for ")
+PROMPT_KINDS = ("auto", "code", "heldout")
+OPENING_WORDS = 3
 
 
-def write_samples(path, model_cfg, params, tok, n, max_new_tokens, *, temperature=0.0,
-                  top_k=0, top_p=1.0, seed=0):
-  """``n`` samples, one per prompt of ``SAMPLE_PROMPTS``, each stopping at end-of-text,
-  decoded together with the KV-cache generator.
+def sample_prompts(config, n: int, tok=None) -> tuple[str, ...]:
+  """Up to ``n`` prompts as ``train.sample_prompts`` says: ``code``, ``heldout`` (the
+  first words of ``n`` held-out documents spread over the split), ``auto`` (code when
+  every training source is code: the stdlib or ``.py`` files; else heldout), or the
+  config's own prompts separated by ``||``."""
+  spec = config.train.sample_prompts
+  if spec == "auto":
+    spec = "code" if _code_corpus(config.data) else "heldout"
+  if spec == "code":
+    return CODE_PROMPTS[:n]
+  if spec == "heldout":
+    docs = [d for d in data.heldout_documents(config.data, tok) if d.strip()]
+    picks = [docs[i * len(docs) // n] for i in range(min(n, len(docs)))]
+    return tuple(_opening(d) for d in picks)
+  return tuple(p for p in spec.split("||") if p)[:n]
+
+
+def _code_corpus(cfg_data) -> bool:
+  used = [s for s in cfg_data.sources.values() if s.weight > 0]
+  return bool(used) and all(s.kind == "stdlib" or (s.kind == "text" and
+                                                   str(s.path).endswith(".py"))
+                            for s in used)
+
+
+def _opening(doc: str) -> str:
+  """The document's first ``OPENING_WORDS`` words, its own spacing kept, ending in a
+  space (the model goes on with a new word)."""
+  m = re.match(r"\s*(?:\S+\s+){0,%d}\S+" % (OPENING_WORDS - 1), doc)
+  return m.group(0).lstrip() + " "
+
+
+def write_samples(path, model_cfg, params, tok, prompts, max_new_tokens, *,
+                  temperature=0.0, top_k=0, top_p=1.0, seed=0):
+  """One sample per prompt, each stopping at end-of-text, decoded together with the
+  KV-cache generator.
 
   Temperature 0 is greedy; above 0 the draws come from ``seed`` (prompt i uses
   ``fold_in(key(seed), i)``), so a run's samples.txt is the same every time it is
@@ -30,7 +67,7 @@ def write_samples(path, model_cfg, params, tok, n, max_new_tokens, *, temperatur
   space_first = np.zeros(model_cfg.vocab_size, bool)
   space_first[:tok.vocab_size] = [tok.id_to_piece(i).startswith("\u2581")
                                   for i in range(tok.vocab_size)]
-  prompts = SAMPLE_PROMPTS[:n]
+  prompts = list(prompts)
   # A trailing space would be a lone space token, which training text rarely has (the
   # tokenizer joins a space to the word after it): the prompt goes in without it and
   # the first new token must be one that starts with a space.
@@ -70,7 +107,8 @@ class Samples(Piece):
       params = host_params(params)  # a collective: all call it
     if jax.process_index() == 0:
       with run.progress.phase() as phase:
+        prompts = sample_prompts(run.config, t.samples, run.tok)
         write_samples(os.path.join(run.workdir, "samples.txt"), run.model_cfg, params,
-                      run.tok, t.samples, t.sample_tokens, temperature=t.sample_temperature,
+                      run.tok, prompts, t.sample_tokens, temperature=t.sample_temperature,
                       top_k=t.sample_top_k, top_p=t.sample_top_p, seed=t.seed)
         phase.done("samples -> samples.txt")
