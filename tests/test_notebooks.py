@@ -8,6 +8,7 @@ import copy
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 
@@ -124,6 +125,20 @@ def test_committed_notebook_is_clean(name):
   repo_url = re.search(r'^REPO_URL = "(.*)"$', code[0].source, re.M).group(1)
   assert colab_url(name, repo_url) in first.source
   assert "PHIJAX_NOTEBOOK_SMOKE" in "".join(c.source for c in code)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_smoke_run_writes_only_git_ignored_paths(name):
+  """Without PHIJAX_NOTEBOOK_OUT a smoke run puts its runs and figure under
+  runs/colab/smoke/ of the checkout, which git ignores: git status stays clean."""
+  source = open(_path(name, "py"), encoding="utf-8").read()
+  assert ('if SMOKE and not OUT:  # a smoke run never writes over the committed figure\n'
+          '  OUT = os.path.join(ROOT, "runs", "colab", "smoke")\n') in source
+  out = os.path.join("runs", "colab", "smoke")
+  for path in (os.path.join(out, "figures", f"{name}.png"),
+               os.path.join(out, "runs", name, "metrics.jsonl")):
+    proc = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
+    assert proc.returncode == 0, f"{path} is not git-ignored"
 
 
 def test_every_notebook_has_its_source():

@@ -89,7 +89,7 @@ else:
 # Parameters (papermill tag "parameters"). CI sets SMOKE = True, or the environment
 # variable PHIJAX_NOTEBOOK_SMOKE=1: the size that runs in seconds.
 SMOKE = False
-OUT = ""  # "": runs under runs/colab/ of the checkout, figures beside this notebook
+OUT = ""  # "": runs/colab/, figures beside this notebook (smoke: runs/colab/smoke/)
 HF_DIR = ""  # a downloaded phi-1.5 / phi-2 directory; "": a random tiny model
 
 # %% [markdown]
@@ -101,6 +101,8 @@ HF_DIR = ""  # a downloaded phi-1.5 / phi-2 directory; "": a random tiny model
 # %%
 SMOKE = SMOKE or os.environ.get("PHIJAX_NOTEBOOK_SMOKE", "0") not in ("", "0")
 OUT = OUT or os.environ.get("PHIJAX_NOTEBOOK_OUT", "")
+if SMOKE and not OUT:  # a smoke run never writes over the committed figure
+  OUT = os.path.join(ROOT, "runs", "colab", "smoke")
 RUNS = os.path.join(OUT, "runs") if OUT else os.path.join(ROOT, "runs", "colab")
 FIGURES = os.path.join(OUT, "figures") if OUT else "figures"
 os.makedirs(FIGURES, exist_ok=True)

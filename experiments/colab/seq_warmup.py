@@ -83,7 +83,7 @@ else:
 # Parameters (papermill tag "parameters"). CI sets SMOKE = True, or the environment
 # variable PHIJAX_NOTEBOOK_SMOKE=1: the size that runs in seconds.
 SMOKE = False
-OUT = ""  # "": runs under runs/colab/ of the checkout, figures beside this notebook
+OUT = ""  # "": runs/colab/, figures beside this notebook (smoke: runs/colab/smoke/)
 ARMS = ""  # a regular expression over arm names; "": picked below
 
 # %% [markdown]
@@ -95,6 +95,8 @@ ARMS = ""  # a regular expression over arm names; "": picked below
 # %%
 SMOKE = SMOKE or os.environ.get("PHIJAX_NOTEBOOK_SMOKE", "0") not in ("", "0")
 OUT = OUT or os.environ.get("PHIJAX_NOTEBOOK_OUT", "")
+if SMOKE and not OUT:  # a smoke run never writes over the committed figure
+  OUT = os.path.join(ROOT, "runs", "colab", "smoke")
 RUNS = os.path.join(OUT, "runs") if OUT else os.path.join(ROOT, "runs", "colab")
 FIGURES = os.path.join(OUT, "figures") if OUT else "figures"
 os.makedirs(FIGURES, exist_ok=True)
@@ -103,8 +105,10 @@ import jax
 
 PLATFORM = jax.default_backend()  # "cpu", "gpu" or "tpu"
 
+# Smoke: warmup from 128, so two length buckets (128, 256) to compile, not four.
 SMOKE_OVERRIDES = ["--config.train.tokens=8192", "--config.train.eval_every=0",
-                   "--config.train.final_eval_batches=2"]
+                   "--config.train.final_eval_batches=2",
+                   "--config.curriculum.seq_warmup.start=128"]
 SIZES = {  # which arms, settings for every arm
     "smoke": (r"^lr_warmup=0,lr=0.3,seq_warmup=(off|on,mode=reshape),seed=0$",
               SMOKE_OVERRIDES),
