@@ -36,8 +36,8 @@ def _prefix_logits(cfg, params, seq, start):
   """Row i: the logits a full forward over ``seq[:start + i + 1]`` gives at its last
   position. Causal, so one forward serves every prefix, except that LongRoPE prefixes
   up to the original length use the short factors: one forward over those."""
-  fwd = lambda s: np.array(Transformer(cfg).apply({"params": params},
-                                                   np.asarray(s)[None]))[0]
+  apply = jax.jit(lambda p, x: Transformer(cfg).apply({"params": p}, x))  # one compile
+  fwd = lambda s: np.array(apply(params, np.asarray(s)[None]))[0]
   full = fwd(seq)
   if cfg.rope_scaling is not None:
     orig = cfg.rope_scaling["original_max_position_embeddings"]
@@ -53,7 +53,8 @@ def _prefix_logits_rows(cfg, params, seqs, starts):
   padded = np.zeros((len(seqs), max(map(len, seqs))), np.int32)
   for i, s in enumerate(seqs):
     padded[i, :len(s)] = s
-  fwd = lambda x: np.array(Transformer(cfg).apply({"params": params}, x))
+  apply = jax.jit(lambda p, x: Transformer(cfg).apply({"params": p}, x))  # one compile
+  fwd = lambda x: np.array(apply(params, x))
   full = fwd(padded)
   if cfg.rope_scaling is not None:
     orig = cfg.rope_scaling["original_max_position_embeddings"]
