@@ -4,8 +4,9 @@ Compiling, not running, is most of this suite's time: its models are tiny, and m
 tests compile a fresh train step (in-process, or in the training processes they
 start). ``JAX_DISABLE_MOST_OPTIMIZATIONS`` (JAX's own switch, which its test suite
 uses) turns off XLA's LLVM optimization passes: on 2 cores the 8-device train-step
-tests took 67 s instead of 150 s, the whole suite about 12 minutes instead of 16. It
-is set in the environment, so the training processes the tests start inherit it.
+tests took 67 s instead of 150 s, the whole suite about 12 minutes instead of 16
+(with the XLA flags below, 7.5). It is set in the environment, so the training
+processes the tests start inherit it.
 Every test passes with it and without it (bit-identical resumes and the Hugging Face
 parity tests included); set it to 0 to test the code as users compile it.
 
@@ -23,7 +24,8 @@ import os
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")  # before JAX is imported
 # XLA's CPU compiler without its newer fusion emitters and without splitting codegen
 # across threads (both cores are busy with the two workers): on 2 cores the HF-parity
-# decoding tests compiled in 24-25 s instead of 40-42 s. Every test passes with them and
+# decoding tests compiled in 24-25 s instead of 40-42 s, the whole suite (cold caches) in
+# 502 s instead of 645 with test_multihost's shorter runs. The suite passed with them and
 # without. Tests that start JAX processes keep these flags (tests/devices.py).
 SUITE_XLA_FLAGS = ["--xla_cpu_use_fusion_emitters=false",
                    "--xla_cpu_parallel_codegen_split_count=1"]
