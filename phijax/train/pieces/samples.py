@@ -16,7 +16,6 @@ from phijax.model import decode
 from phijax.train.pieces.base import Piece
 
 CODE_PROMPTS = ("def ", "import ", "class ", "    return ", "# ", "for ")
-PROMPT_KINDS = ("auto", "code", "heldout")
 OPENING_WORDS = 3
 
 
