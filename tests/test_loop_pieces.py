@@ -113,7 +113,6 @@ def test_a_piece_can_stop_the_run_and_it_resumes(tmp_path):
           ] == [0, 4]
 
 
-
 class FailAt(pieces.Piece):
   def between_steps(self, run):
     if run.step == 2:

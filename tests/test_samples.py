@@ -9,6 +9,7 @@ from flax import linen as nn
 from phijax import config_files, data
 from phijax.model import abstract_params
 from phijax.model.config import ModelConfig
+from tests.test_own_corpus import _text_config
 from phijax.train.pieces import samples
 
 PROSE = ["The river ran cold that spring, and the mill stood still.\n",
@@ -17,15 +18,12 @@ PROSE = ["The river ran cold that spring, and the mill stood still.\n",
          "She wrote letters every week to her brother in the city.\n"] * 3
 
 
-def _text_config(tmp_path, texts):
+def _prose_config(tmp_path, texts):
   root = tmp_path / "corpus"
   root.mkdir()
   for i, t in enumerate(texts):
     (root / f"doc_{i:02d}.txt").write_text(t)
-  c = config_files.load("text:runlocal")
-  c.data.sources.text.path = str(root)
-  c.data.heldout_fraction = 0.5
-  return c
+  return _text_config(root, tmp_path / "cache", "--config.data.heldout_fraction=0.5")
 
 
 def test_prompts_from_the_config(tmp_path):
@@ -35,7 +33,7 @@ def test_prompts_from_the_config(tmp_path):
   assert samples.sample_prompts(code, 4) == ("Once upon a time", "  The cat")
   assert samples.sample_prompts(code, 1) == ("Once upon a time",)
   # A prose corpus: the first three words of held-out documents, their spacing kept.
-  prose = _text_config(tmp_path, PROSE)
+  prose = _prose_config(tmp_path, PROSE)
   held = data.heldout_documents(prose.data)
   prompts = samples.sample_prompts(prose, 3)
   assert len(prompts) == 3 and prompts[0] == " ".join(held[0].split()[:3]) + " "
@@ -47,7 +45,7 @@ def test_prompts_from_the_config(tmp_path):
 
 
 def test_samples_file_uses_the_prompts(tmp_path):
-  prose = _text_config(tmp_path, PROSE)
+  prose = _prose_config(tmp_path, PROSE)
   tok = data.train_tokenizer(PROSE, vocab_size=300)
   cfg = ModelConfig(arch="phi", vocab_size=320, hidden_size=32, num_layers=1, num_heads=2,
                     intermediate_size=64, max_position_embeddings=64)

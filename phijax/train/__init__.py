@@ -26,7 +26,7 @@ _EXPORTS = {
     "train": "loop", "run": "command", "NonFiniteError": "loop", "ConfigError": "loop",
     "check_config": "setup", "apply_epochs": "setup", "enable_compilation_cache": "setup",
 }
-_SUBMODULES = ("checkpoint", "command", "curriculum", "distributed", "loop", "losses", "metrics",
-               "objectives", "optim", "perplexity", "pieces", "probes", "setup", "step",
-               "wandb_log")
+_SUBMODULES = ("checkpoint", "command", "curriculum", "distributed", "loop", "losses",
+               "metrics", "objectives", "optim", "perplexity", "pieces", "probes", "setup",
+               "step", "wandb_log")
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

@@ -19,7 +19,8 @@ from phijax.model.config import ModelConfig
 from phijax.model.transformer import count_params
 from phijax.train import (checkpoint, curriculum, distributed, metrics, objectives, optim,
                           pieces as pieces_lib, setup, wandb_log)
-from phijax.train.pieces import NonFiniteError, Run  # noqa: F401  (re-exported: train.NonFiniteError)
+# NonFiniteError is re-exported (phijax.train.NonFiniteError).
+from phijax.train.pieces import NonFiniteError, Run  # noqa: F401
 from phijax.train.step import build, device_batch
 
 log = logging.getLogger("phijax")

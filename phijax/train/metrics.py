@@ -297,8 +297,9 @@ def _final_covers(row) -> str:
 def run_figure(workdir: str):
   """Three panels against tokens trained: loss (train and held-out, nats/token);
   held-out bits per byte with the final value (over the whole held-out split or the
-  batches the row names) and gzip -9 on the bytes it scored; learning rate (and sequence length when it changes). Legends sit outside the
-  axes, to the right, so they cover no data."""
+  batches the row names) and gzip -9 on the bytes it scored; learning rate (and
+  sequence length when it changes). Legends sit outside the axes, to the right, so they
+  cover no data."""
   from matplotlib.figure import Figure  # no pyplot: no global backend state
   from matplotlib.ticker import EngFormatter
 

@@ -98,9 +98,10 @@ class LanguageModeling:
 
   def baseline(self, batches) -> tuple[dict, str]:
     """gzip -9 on exactly the bytes the evaluation over ``batches`` scored."""
-    out = perplexity.gzip_baseline(batches, self.tok)
-    return out, (f"gzip baseline: gzip -9 {out['gzip_bpb']:.3f} bits/byte on the same "
-                 f"{out['eval_bytes']:,} held-out bytes")
+    raw = perplexity.scored_bytes(batches, self.tok)
+    gz = perplexity.gzip_bits_per_byte(raw)
+    return {"gzip_bpb": gz}, (f"gzip baseline: gzip -9 {gz:.3f} bits/byte on the same "
+                             f"{len(raw):,} held-out bytes")
 
   def summary(self, ev, extra) -> str:
     return (f"held-out loss {ev['eval_loss']:.4f}, ppl {ev['eval_ppl']:.2f}, "

@@ -39,12 +39,6 @@ def scored_bytes(batches, tok) -> bytes:
   return b"".join(out)
 
 
-def gzip_baseline(batches, tok) -> dict:
-  """gzip -9 bits per byte of ``scored_bytes(batches, tok)``, and how many bytes."""
-  raw = scored_bytes(batches, tok)
-  return {"gzip_bpb": gzip_bits_per_byte(raw), "eval_bytes": len(raw)}
-
-
 def evaluate(fns, params, batches) -> dict:
   """Sums ``fns.eval_step`` (``phijax.train.step.build``) over ``batches``."""
   sums = {"nll_sum": 0.0, "tokens": 0.0, "bytes": 0.0}
@@ -97,7 +91,7 @@ def evaluate_heldout(model_cfg, params, tok, cfg_data, *, batch_size: int,
                                      num_batches=num_batches, process_index=0,
                                      process_count=1, sources=which)
     ev = evaluate(fns, params, batches)
-    ev.update(gzip_baseline(batches, tok))
+    ev["gzip_bpb"] = gzip_bits_per_byte(scored_bytes(batches, tok))
     return ev
 
   total = score(names)
