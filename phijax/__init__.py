@@ -13,7 +13,8 @@ this list (tests/test_layers.py checks every import):
     evals/     generate and evaluate commands, tasks, the code sandbox
     sweeps/    the sweep runner; results tables and figures
 
-``cli.py`` and ``config_files.py`` are the command conventions every layer uses;
+``cli.py``, ``files.py`` and ``config_files.py`` are the command conventions every
+layer uses (``files.py``: a corrupt file a user hands us is one error naming it);
 ``config.py`` is the config tree configs/*.py start from; ``plan.py``, ``mup_check.py``
 and ``curriculum_plot.py`` are tools; ``sweep.py``, ``results.py``, ``generate.py``
 and ``evaluate.py`` only keep the names of ``python -m phijax.<command>``.

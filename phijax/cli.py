@@ -37,7 +37,7 @@ class UsageError(ValueError):
 # Errors that mean "the input is wrong": one line, exit 2, when phijax raised them
 # (ConfigError, DataError, CurriculumError, ModelConfig's checks: messages that name
 # the field or file). The same types raised inside jax, numpy or orbax are bugs or
-# surprises: shown with their traceback, exit 1 (see _raised_by_phijax).
+# surprises: shown with their traceback, exit 1 (see raised_by_phijax).
 BAD_INPUT = (UsageError, ValueError, FileNotFoundError, NotADirectoryError,
              IsADirectoryError, FileExistsError, PermissionError)
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -176,9 +176,9 @@ def main(parser: ArgumentParser, fn: Callable[[argparse.Namespace], object],
   try:
     result = fn(args)
   except BAD_INPUT as e:
-    if args.verbose or not _raised_by_phijax(e):
+    if args.verbose or not raised_by_phijax(e):
       traceback.print_exc()
-    if not _raised_by_phijax(e):
+    if not raised_by_phijax(e):
       fail(parser.prog, f"internal error: {type(e).__name__} from a library (traceback "
            "above); please report it with the command line", code=1)
     fail(parser.prog, _message(e))
@@ -188,7 +188,7 @@ def main(parser: ArgumentParser, fn: Callable[[argparse.Namespace], object],
     raise SystemExit(result)
 
 
-def _raised_by_phijax(e: BaseException) -> bool:
+def raised_by_phijax(e: BaseException) -> bool:
   """Whether phijax's own code raised ``e`` (its innermost Python frame is ours)."""
   if isinstance(e, (UsageError, ConfigError)):
     return True

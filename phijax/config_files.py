@@ -74,8 +74,25 @@ def _load_module(where: str):
   spec = importlib.util.spec_from_file_location(name, os.path.abspath(path))
   module = importlib.util.module_from_spec(spec)
   sys.modules[name] = module  # dataclasses and pickling look modules up by name
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:  # also null bytes, a truncated file
+    at = f" (line {e.lineno})" if e.lineno and "line" not in e.msg else ""
+    raise ConfigError(f"config file {where!r} is not valid Python: {e.msg}{at}") from e
+  except Exception as e:
+    raise ConfigError(f"config file {where!r} failed while importing: "
+                      f"{_raised_at(e, path)}") from e
   return module
+
+
+def _raised_at(e: BaseException, path: str) -> str:
+  """``Type: message (line N)``: the error and the last line of ``path`` it passed
+  through (the config's own line; --verbose shows the whole traceback)."""
+  import traceback
+  lines = [f.lineno for f in traceback.extract_tb(e.__traceback__)
+           if os.path.abspath(f.filename) == os.path.abspath(path)]
+  at = f" (line {lines[-1]})" if lines else ""
+  return f"{type(e).__name__}: {' '.join(str(e).split())}{at}"
 
 
 def load(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
@@ -86,7 +103,13 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ConfigDict:
   get_config = getattr(module, "get_config", None)
   if get_config is None:
     raise ConfigError(f"config {where!r} has no get_config(arg=None) function")
-  config = get_config(arg)
+  try:
+    config = get_config(arg)
+  except (ConfigError, KeyboardInterrupt):
+    raise
+  except Exception as e:  # the config's own code failed: name the file and the line
+    raise ConfigError(f"config {where!r}: get_config({arg!r}) raised "
+                      f"{_raised_at(e, getattr(module, '__file__', '') or '')}") from e
   if not isinstance(config, ConfigDict):
     raise ConfigError(f"{where}: get_config() returned {type(config).__name__}, "
                       "not an ml_collections ConfigDict")

@@ -144,6 +144,29 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy():
   assert alone == a[1]
 
 
+def test_ids_past_the_tokenizer_are_never_generated():
+  """A model whose embedding has more rows than its tokenizer has tokens (phi-2's
+  51,200 for 50,295) never emits the extra ids: they mean no text."""
+  gen = decode.Generator(CFG, _random_params(CFG))
+  free, = gen.generate([[3, 4]], max_new_tokens=30, temperature=5.0, seed=0,
+                       return_logits=True)
+  assert max(free.ids) >= 10  # unlimited, a hot sampler reaches the high ids
+  hot, = gen.generate([[3, 4]], max_new_tokens=30, temperature=5.0, seed=0, id_limit=10)
+  assert max(hot.ids) < 10 and len(hot.ids) == 30
+  greedy, = gen.generate([[3, 4]], max_new_tokens=1, id_limit=10, return_logits=True)
+  assert greedy.ids[0] == int(np.argmax(greedy.logits[0][:10]))
+  assert greedy.logits.shape == (1, CFG.vocab_size)  # the model's logits, unmasked
+
+  class Ten(_CharTokenizer):
+    vocab_size = 10
+
+  by_tokenizer, = gen.generate([[3, 4]], max_new_tokens=30, temperature=5.0, seed=0,
+                               tokenizer=Ten())
+  assert by_tokenizer.ids == hot.ids
+  with pytest.raises(ValueError, match="id_limit=65 must be in 1..64"):
+    gen.generate([[3]], max_new_tokens=2, id_limit=65)
+
+
 def test_top_p_keeps_the_smallest_set_reaching_p():
   logits = jnp.asarray(np.log([0.05, 0.5, 0.15, 0.3]), jnp.float32)
   keys = jax.random.split(jax.random.key(0), 400)

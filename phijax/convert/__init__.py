@@ -19,6 +19,7 @@ import os
 import jax
 import numpy as np
 
+from phijax import files
 from phijax.convert.hf_config import model_config_from_hf, model_config_to_hf, OLD_LAYOUTS
 from phijax.convert.state_dict import (CheckpointMismatch, hf_to_params, params_to_hf,
                                        rename_old_layout)
@@ -33,13 +34,14 @@ def _to_numpy(x):
 
 def load_hf_state_dict(directory: str) -> dict:
   """All tensors of a local HF checkpoint as float32 numpy arrays."""
-  files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
+  weight_files = sorted(glob.glob(os.path.join(directory, "*.safetensors")))
   sd = {}
-  if files:
+  if weight_files:
     from safetensors import safe_open
-    for f in files:
+    for f in weight_files:
       # "flax" framework reads bfloat16 too (numpy has no bf16 dtype).
-      with safe_open(f, framework="flax") as fh:
+      with files.reading(f, "a safetensors weights file"), \
+          safe_open(f, framework="flax") as fh:
         for name in fh.keys():
           sd[name] = _to_numpy(fh.get_tensor(name))
     return sd
@@ -51,8 +53,9 @@ def load_hf_state_dict(directory: str) -> dict:
       raise ImportError(f"{directory} holds pytorch_model*.bin files; reading them needs "
                         "torch: pip install 'phijax[hf]'") from e
     for f in bins:
-      for name, t in torch.load(f, map_location="cpu", weights_only=True).items():
-        sd[name] = t.float().numpy()
+      with files.reading(f, "a PyTorch state dict"):
+        for name, t in torch.load(f, map_location="cpu", weights_only=True).items():
+          sd[name] = t.float().numpy()
     return sd
   raise FileNotFoundError(f"no *.safetensors or pytorch_model*.bin files in {directory}")
 
@@ -63,9 +66,9 @@ def from_hf(directory: str) -> tuple[ModelConfig, dict]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: from_hf needs a local directory with "
                             "config.json and the weights (no hub downloads here)")
-  with open(path) as f:
-    hf = json.load(f)
-  cfg = model_config_from_hf(hf)
+  hf = files.read_json_object(path, "a Hugging Face model config")
+  with files.reading(path, "a Hugging Face Phi config"):  # a field of the wrong type
+    cfg = model_config_from_hf(hf)
   sd = load_hf_state_dict(directory)
   if hf.get("model_type") in OLD_LAYOUTS:
     sd = rename_old_layout(sd, cfg.num_layers)

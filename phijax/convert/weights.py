@@ -61,10 +61,9 @@ def load_run_params(run: str, step: int | None = None):
   the checkpoint's meta, or for checkpoints without it from ``run/config.json``.
   A missing step is a ``ValueError`` listing the steps there.
   """
-  import json
-
   import numpy as np
 
+  from phijax import files
   from phijax.model.config import ModelConfig
 
   run = os.path.abspath(os.path.expanduser(run))
@@ -77,6 +76,7 @@ def load_run_params(run: str, step: int | None = None):
   elif step not in steps:
     raise ValueError(f"run {run} has no checkpoint at step {step}; steps there: "
                      f"{', '.join(map(str, steps))}")
+  files.drop_late_callbacks()  # a failed restore's abandoned reads, finishing late
   with _read_manager(os.path.join(run, "checkpoints")) as mngr:
     try:
       tree = mngr.item_metadata(step)["state"]
@@ -98,16 +98,18 @@ def load_run_params(run: str, step: int | None = None):
                        f"{', '.join(map(str, steps))}") from e
   params = jax.tree_util.tree_map(np.asarray, restored["state"]["params"])
   model = (restored["meta"] or {}).get("model")
+  config_path = None
   if model is None:
     config_path = os.path.join(run, "config.json")
     if not os.path.exists(config_path):
       raise FileNotFoundError(f"the checkpoint at step {step} of {run} names no model "
                               f"config and {config_path} does not exist")
-    with open(config_path) as f:
-      model = json.load(f).get("model")
+    model = files.read_json_object(config_path, "a phijax run config").get("model")
     if model is None:
       raise ValueError(f"{config_path} has no model section")
-  return ModelConfig.from_dict(model), params, int(step)
+  where = config_path or os.path.join(run, "checkpoints", str(step))  # meta's dir
+  with files.reading(where, "a phijax model config"):
+    return ModelConfig.from_dict(model), params, int(step)
 
 
 def load_init_params(path: str, abstract_params):
@@ -146,6 +148,14 @@ def fit_params(params, abstract_params, path: str, what: str = "init_from"):
   a missing parameter or another shape is an error naming it."""
   import numpy as np
 
+  leaves = [np.asarray(v, dtype=np.float32)
+            for v in check_shapes(params, abstract_params, path, what)]
+  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract_params), leaves)
+
+
+def check_shapes(params, abstract_params, path: str, what: str = "init_from") -> list:
+  """The leaves of ``params`` in ``abstract_params``' order, each checked to exist and
+  to have its shape; else a ``ValueError`` naming the parameter and ``path``."""
   path = os.path.abspath(os.path.expanduser(path))
   want = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
   flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
@@ -155,9 +165,8 @@ def fit_params(params, abstract_params, path: str, what: str = "init_from"):
     if name not in flat:
       raise ValueError(f"{what}: {path} has no parameter {name}; is it the same "
                        "architecture?")
-    value = np.asarray(flat[name], dtype=np.float32)
-    if value.shape != spec.shape:
-      raise ValueError(f"{what}: parameter {name} has shape {value.shape} in {path} "
-                       f"but the model needs {spec.shape}")
-    leaves.append(value)
-  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract_params), leaves)
+    if tuple(flat[name].shape) != tuple(spec.shape):
+      raise ValueError(f"{what}: parameter {name} has shape {tuple(flat[name].shape)} in "
+                       f"{path} but the model needs {tuple(spec.shape)}")
+    leaves.append(flat[name])
+  return leaves

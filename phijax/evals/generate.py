@@ -50,12 +50,15 @@ def read_prompts_file(path: str) -> list[str]:
   """Prompts from JSONL: a JSON string or an object with ``prompt`` per line."""
   import json
   prompts = []
-  with open(path, encoding="utf-8") as f:
+  with open(path, "rb") as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip():
         continue
       try:
         item = json.loads(line)
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: not UTF-8 ({e.reason} at byte {e.start})"
+                         ) from None
       except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
       if isinstance(item, dict) and isinstance(item.get("prompt"), str):

@@ -15,12 +15,13 @@ error naming the file that is missing: its ids would be meaningless text.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
-from phijax import cli
+from phijax import cli, files
 
 TOKENIZER_FILE = "tokenizer.model"
+HF_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                     "added_tokens.json", "vocab.json", "generation_config.json")
 
 
 @dataclasses.dataclass
@@ -67,8 +68,8 @@ def load_run(run: str, step: int | None = None) -> Loaded:
   run_config = None
   config_path = os.path.join(run, "config.json")
   if os.path.isfile(config_path):
-    with open(config_path) as f:
-      run_config = json.load(f)
+    run_config = files.read_json_object(config_path, "a phijax run config")
+  _check_params(cfg, params, run)
   return Loaded(cfg, params, tok, f"run {run}, step {step}", run, step, run_config)
 
 
@@ -78,6 +79,7 @@ def load_params_dir(directory: str) -> Loaded:
   cfg, params = params_io.load_params(directory)
   tok = _sentencepiece(directory, "python -m phijax.convert --run=RUN copies the run's")
   _check_vocab(tok, cfg, directory)
+  _check_params(cfg, params, directory)
   return Loaded(cfg, params, tok, f"phijax parameters {directory}", directory)
 
 
@@ -92,6 +94,7 @@ def load_hf_dir(directory: str) -> Loaded:
     tok = HFTokenizer.load(directory)
   cfg, params = convert.from_hf(directory)
   _check_vocab(tok, cfg, directory)
+  _check_params(cfg, params, directory)
   return Loaded(cfg, params, tok, f"Hugging Face {directory}", directory)
 
 
@@ -108,6 +111,17 @@ def _check_vocab(tok, cfg, where: str) -> None:
   if tok.vocab_size > cfg.vocab_size:
     raise ValueError(f"the tokenizer in {where} has {tok.vocab_size} tokens but the model "
                      f"only {cfg.vocab_size}: not this model's tokenizer")
+
+
+def _check_params(cfg, params, where: str) -> None:
+  """Every parameter ``cfg`` needs, at its shape: a directory whose config and
+  weights disagree is an error naming the parameter, not a failure inside a jit."""
+  import jax
+
+  from phijax import model
+  from phijax.convert import weights
+  abstract = jax.eval_shape(lambda: model.init_params(cfg, jax.random.key(0)))
+  weights.check_shapes(params, abstract, where, what="the model")
 
 
 class HFTokenizer:
@@ -134,11 +148,17 @@ class HFTokenizer:
     except ImportError:
       raise cli.UsageError(f"reading the Hugging Face tokenizer in {directory} needs "
                            "transformers: pip install 'phijax[hf]'") from None
-    tok = transformers.AutoTokenizer.from_pretrained(directory)
+    # transformers' errors do not name the file: each JSON file is checked first.
+    for name in HF_TOKENIZER_JSON:
+      if os.path.isfile(os.path.join(directory, name)):
+        files.read_json(os.path.join(directory, name), "a Hugging Face tokenizer file")
+    with files.reading(directory, "a Hugging Face tokenizer directory"):
+      tok = transformers.AutoTokenizer.from_pretrained(directory)
     eos = tok.eos_token_id
-    if eos is None and os.path.isfile(os.path.join(directory, "config.json")):
-      with open(os.path.join(directory, "config.json")) as f:
-        eos = json.load(f).get("eos_token_id")
+    config_path = os.path.join(directory, "config.json")
+    if eos is None and os.path.isfile(config_path):
+      eos = files.read_json_object(config_path, "a Hugging Face model config").get(
+          "eos_token_id")
       eos = eos[0] if isinstance(eos, list) else eos
     return cls(tok, eos)
 

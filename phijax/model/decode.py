@@ -166,8 +166,11 @@ class Generator:
     logits, cache = self.model.apply({"params": params}, tokens_BxT, positions,
                                      cache=cache, long_rope_B=long_B,
                                      logits_at_B=lengths_B - 1)
-    logits = jnp.where(allowed_BxV, logits[:, 0], -jnp.inf)
-    return pick_tokens(logits, keys_B, lengths_B, *settings), logits, cache
+    logits = logits[:, 0]
+    allowed_BxV &= _below(settings[3], logits.shape[-1])
+    picked = pick_tokens(jnp.where(allowed_BxV, logits, -jnp.inf), keys_B, lengths_B,
+                         *settings[:3])
+    return picked, logits, cache
 
   def _decode_fn(self, visible, params, cache, ids_B, positions_B, keys_B, settings):
     """Feeds each row's token at ``positions`` and picks the one after it; returns the
@@ -179,7 +182,8 @@ class Generator:
                                      cache_visible=visible, long_rope_B=long_B)
     logits = logits[:, 0]
     nxt = positions_B + 1
-    return pick_tokens(logits, keys_B, nxt, *settings), logits, cache, nxt
+    usable = jnp.where(_below(settings[3], logits.shape[-1]), logits, -jnp.inf)
+    return pick_tokens(usable, keys_B, nxt, *settings[:3]), logits, cache, nxt
 
   def _run(self, fn, *args):
     with sharding.mesh_context(self.mesh), nn.logical_axis_rules(self.rules):
@@ -196,15 +200,19 @@ class Generator:
   def generate(self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                seed: int = 0, keys=None, eos_id: int | None = None, tokenizer=None,
-               stop: Sequence[str] = (), first_allowed=None,
+               stop: Sequence[str] = (), first_allowed=None, id_limit: int | None = None,
                return_logits: bool = False) -> list[Output]:
     """Continues every prompt (lists of token ids); one ``Output`` per prompt.
 
     ``keys``: one PRNG key per prompt (default ``fold_in(key(seed), i)``).
     ``stop``: strings that end a row (needs ``tokenizer`` to read the text; the text
     is cut before the stop string). ``first_allowed``: bool ``[vocab]`` (or one row
-    per prompt, None for no limit), the ids the first new token may take. ``return_logits``: each Output keeps its logits
-    (float32 ``[new tokens, vocab]``; for tests and probes).
+    per prompt, None for no limit), the ids the first new token may take.
+    ``id_limit``: ids at or above it are never generated (default: ``tokenizer``'s
+    vocabulary size, else the model's): a model whose embedding is padded past its
+    tokenizer (phi-2: 51,200 rows, 50,295 tokens) must not emit ids that mean no text.
+    ``return_logits``: each Output keeps its logits (float32 ``[new tokens, vocab]``,
+    as the model gives them; for tests and probes).
     """
     cfg = self.cfg
     rows = len(prompts)
@@ -245,7 +253,13 @@ class Generator:
       raise ValueError(f"{len(keys)} keys for {rows} prompts")
     keys = jnp.stack(list(keys) + [keys[0]] * pad)
     keys = jax.device_put(keys, self._rows)
-    settings = (jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p))
+    if id_limit is None:
+      id_limit = getattr(tokenizer, "vocab_size", None) or cfg.vocab_size
+    if not 0 < id_limit <= cfg.vocab_size:
+      raise ValueError(f"id_limit={id_limit} must be in 1..{cfg.vocab_size} (the model's "
+                       "vocabulary)")
+    settings = (jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p),
+                jnp.int32(id_limit))
     any_id = np.ones((B, cfg.vocab_size), bool)
     allowed = any_id.copy()
     if first_allowed is not None:
@@ -346,6 +360,11 @@ class Generator:
       if progress is not None:
         progress(min(start + batch_size, len(rows)), len(rows))
     return results
+
+
+def _below(id_limit, vocab: int):
+  """``[vocab]`` bool: the ids under ``id_limit`` (traced: no recompile per limit)."""
+  return jnp.arange(vocab) < id_limit
 
 
 def _cache_axes(cache):

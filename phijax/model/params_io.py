@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from phijax import files
 from phijax.model.config import ModelConfig
 
 
@@ -36,8 +37,14 @@ def load_params(directory: str) -> tuple[ModelConfig, dict]:
           f"python -m phijax.convert --run={directory} --out=DIR [--to_hf]")
     raise FileNotFoundError(f"{directory} is not a phijax parameter checkpoint (it has no "
                             "model_config.json; write one with python -m phijax.convert)")
-  with open(cfg_path) as f:
-    cfg = ModelConfig.from_dict(json.load(f))
-  with ocp.StandardCheckpointer() as ckpt:
-    params = ckpt.restore(os.path.join(directory, "params"))
+  raw = files.read_json_object(cfg_path, "a phijax model config")
+  with files.reading(cfg_path, "a phijax model config"):  # a field of the wrong type
+    cfg = ModelConfig.from_dict(raw)
+  params_dir = os.path.join(directory, "params")
+  if not os.path.isdir(params_dir):
+    raise FileNotFoundError(f"{directory} has model_config.json but no params/ directory "
+                            "(the weights); write both with python -m phijax.convert")
+  with files.reading(params_dir, "an orbax parameter checkpoint"), \
+      ocp.StandardCheckpointer() as ckpt:
+    params = ckpt.restore(params_dir)
   return cfg, params

@@ -19,6 +19,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from phijax import files
+
 log = logging.getLogger("phijax")
 
 
@@ -70,6 +72,7 @@ class Checkpointer:
     """
     steps = self.all_steps()
     errors = []
+    files.drop_late_callbacks()  # a failed restore's abandoned reads, finishing late
     for step in reversed(steps):
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(

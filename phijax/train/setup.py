@@ -13,7 +13,7 @@ import os
 
 import jax
 
-from phijax import data
+from phijax import data, files
 from phijax.config_files import ConfigError
 from phijax.convert import weights
 from phijax.model import sharding
@@ -67,8 +67,7 @@ def write_config(config, workdir):
   path = os.path.join(workdir, "config.json")
   resolved = json.loads(config.to_json_best_effort())
   if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
-    with open(path) as f:
-      old = json.load(f)
+    old = files.read_json_object(path, "a phijax run config")
     # Compared as ModelConfigs: fields added since the run started take their
     # defaults, so an older run still resumes.
     old_model = _model_fields(old.get("model", {}))

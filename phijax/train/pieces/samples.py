@@ -75,7 +75,7 @@ def write_samples(path, model_cfg, params, tok, prompts, max_new_tokens, *,
   gen = decode.Generator(model_cfg, params, mesh=decode.default_mesh(devices=1))
   outs = gen.generate(ids, max_new_tokens=max_new_tokens, seed=seed,
                       temperature=temperature, top_k=top_k, top_p=top_p,
-                      eos_id=tok.eos_id, first_allowed=first)
+                      eos_id=tok.eos_id, first_allowed=first, id_limit=tok.vocab_size)
   with open(path, "w") as f:
     f.write(f"# {how}; up to {max_new_tokens} new tokens per prompt, stopping at "
             "end-of-text\n\n")
