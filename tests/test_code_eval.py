@@ -189,7 +189,7 @@ def test_humaneval_format_file(tmp_path, name):
   assert (rows[4]["task_id"], rows[4]["sample"]) == ("Mine/1", 1)
   assert (rows[4]["status"], rows[4]["detail"]) == ("failed", "AssertionError: neg(3)")
   assert set(rows[0]) == {"task_id", "sample", "completion", "raw_completion", "status",
-                          "detail", "passed", "seconds"}
+                          "detail", "passed", "seconds", "unisolated"}
 
 
 def _at(path) -> str:

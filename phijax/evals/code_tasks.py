@@ -203,7 +203,7 @@ def score(problems: Sequence[Problem], completions: Mapping[str, Sequence[str]],
   its problem's stop strings here. Returns the summary ``{"problems", "samples",
   "pass@k"...}`` (only the ks that every problem's sample count allows) and one row per
   sample: task_id, sample, completion (as run), raw_completion, status, detail, passed,
-  seconds. ``limits`` go to ``execute.run_program`` (memory_bytes, ...).
+  seconds, unisolated (what the kernel did not isolate: ``execute.Result``). ``limits`` go to ``execute.run_program`` (memory_bytes, ...).
   """
   problems = list(problems)
   if not problems:
@@ -239,7 +239,7 @@ def score(problems: Sequence[Problem], completions: Mapping[str, Sequence[str]],
   passed = {problem.task_id: 0 for problem in problems}
   for row, result in zip(rows, results):
     row.update(status=result.status, detail=result.detail, passed=result.passed,
-               seconds=round(result.seconds, 3))
+               seconds=round(result.seconds, 3), unisolated=result.unisolated)
     passed[row["task_id"]] += result.passed
   counts = [(len(completions[p.task_id]), passed[p.task_id]) for p in problems]
   summary = {"problems": len(problems), "samples": len(rows),

@@ -194,6 +194,9 @@ def run_code_task(m, problems, args):
   scores["generate_seconds"] = round(gen_s, 1)
   settings = {**sampling, "top_k": 0, "stop": sorted({s for p in problems for s in p.stop}),
               "timeout_s": args.timeout, "limit": args.limit,
+              # What the kernel did not isolate from the programs (isolation.py).
+              "sandbox_unisolated": sorted({r["unisolated"] for r in rows
+                                            if r.get("unisolated")}),
               "problems_file": os.path.abspath(args.problems) if args.problems else None}
   return settings, scores, rows
 

