@@ -116,8 +116,8 @@ def add_config(parser: ArgumentParser, required: bool = True) -> None:
   parser.add_argument(
       "--config", required=required, metavar="NAME[:ARG]",
       help=f"a packaged config ({names}) or a .py file with get_config(); ':runlocal' "
-           "shrinks it to a CPU smoke run. Override any field with --config.a.b=value "
-           "(see phijax/config.py)")
+           "shrinks it to a CPU smoke run. Override any field with --config.a.b=value; "
+           "--help with --config=NAME lists every field, its default and meaning")
   parser._takes_config = True
 
 
@@ -128,6 +128,8 @@ def parse(parser: ArgumentParser, argv: Sequence[str] | None = None) -> argparse
   if parser._takes_config:
     overrides = [a for a in argv if a.startswith("--config.")]
     rest = [a for a in argv if not a.startswith("--config.")]
+    if "-h" in rest or "--help" in rest:
+      _help_with_config(parser, rest, overrides)
     # "--config.a.b value" (two words) is not supported: say so rather than misparse.
     for a in overrides:
       if "=" not in a:
@@ -142,6 +144,27 @@ def parse(parser: ArgumentParser, argv: Sequence[str] | None = None) -> argparse
       parser.error("--config.* overrides need --config=NAME")
     return args
   return parser.parse_args(argv)
+
+
+def _help_with_config(parser: ArgumentParser, rest, overrides) -> None:
+  """``--help``: the flags, then (with ``--config=NAME``) that config's whole tree with
+  its values, defaults and meanings, overrides applied; exits 0."""
+  spec = next((a.split("=", 1)[1] for a in rest if a.startswith("--config=")), None)
+  if spec is None and "--config" in rest[:-1]:
+    spec = rest[rest.index("--config") + 1]
+  parser.print_help()
+  if spec is None:
+    print("\nWith --config=NAME, --help also lists that config's every field: its value, "
+          "its default and what it means.")
+    raise SystemExit(0)
+  try:
+    config = _load_config(spec, overrides)
+  except ConfigError as e:
+    parser.error(str(e))
+  from phijax import config_files
+  print()
+  print(config_files.describe(config, spec))
+  raise SystemExit(0)
 
 
 def _load_config(spec, overrides):

@@ -17,7 +17,9 @@
 - ``mesh``: ``data``, ``fsdp``, ``tensor`` sizes (-1 takes the remaining devices).
 
 Fields are type-locked by ml-collections, so ``--config.train.steps=abc`` and
-unknown keys are errors.
+unknown keys are errors. Every field carries a comment saying what it does: ``--help
+--config=NAME`` prints them beside the values (``config_files.describe``), and a
+test fails for a field without one.
 """
 
 from __future__ import annotations
@@ -60,26 +62,26 @@ def default() -> ConfigDict:
   c.model = model_defaults()
   c.data = data_config.defaults()
   c.train = ConfigDict(dict(
-      steps=1000,
+      steps=1000,  # optimizer steps (unless tokens or epochs is set)
       tokens=0,  # > 0: train until this many tokens instead of `steps`
       # > 0: train this many passes over the sources' train split instead (sets steps
       # from the packed rows of one pass) and evaluate once per epoch (eval_every).
       epochs=0,
-      batch_size=32,
+      batch_size=32,  # rows per optimizer step, over every device and micro-batch
       microbatches=1,  # gradient accumulation
-      seed=0,
-      log_every=10,
-      eval_every=250,
+      seed=0,  # initialisation, data order, dropout and the samples
+      log_every=10,  # a train-loss row every this many steps
+      eval_every=250,  # a held-out evaluation every this many steps; 0 = the final only
       eval_batches=16,  # periodic evaluation; 0 = the whole held-out split
       final_eval_batches=0,  # the final evaluation; 0 = the whole held-out split
       # Also evaluate before the first step (logged at step 0): None = only on a warm
       # start (init_from), where the starting loss is what a fine-tune is compared to.
       eval_at_start=config_dict.placeholder(bool),
-      save_every=250,
-      save_every_minutes=0.0,
-      keep_last=2,
+      save_every=250,  # a checkpoint every this many steps (0 = off), and the last one
+      save_every_minutes=0.0,  # also one every this many minutes of wall time (0 = off)
+      keep_last=2,  # checkpoints kept (the newest); keep_best ones come on top
       keep_best=0,  # > 0: also keep this many checkpoints with the best eval metric
-      best_metric="eval_loss",
+      best_metric="eval_loss",  # what keep_best ranks by (lowest first)
       # "lm" (next-token prediction) or "dpo" (preference pairs from one "preferences"
       # source against a frozen reference model; phijax.train.objectives).
       objective="lm",
@@ -99,14 +101,14 @@ def default() -> ConfigDict:
       # on a fixed batch (power iteration, sharpness_iters Hessian-vector products)
       # beside 2/lr, and Adam's preconditioned one (phijax.train.probes).
       sharpness_every=0,
-      sharpness_iters=20,
+      sharpness_iters=20,  # power-iteration steps of each sharpness probe
       peak_flops=0.0,  # per-device peak FLOP/s for MFU; 0 = data sheet / measured
-      z_loss=0.0,
+      z_loss=0.0,  # PaLM's auxiliary loss on log Z squared (1e-4 in PaLM); 0 = off
       samples=4,  # samples written to samples.txt at the end (seeded by train.seed)
       # Their prompts: "auto" (code prompts for a code corpus, else the first words of
       # held-out documents), "code", "heldout", or your own separated by "||".
       sample_prompts="auto",
-      sample_tokens=96,
+      sample_tokens=96,  # new tokens per sample at most
       sample_temperature=0.8,  # 0 = greedy (a small model's greedy text loops)
       sample_top_k=0,  # > 0: draw from the k most likely tokens only
       sample_top_p=0.95,  # nucleus: the fewest tokens holding this probability
@@ -117,14 +119,27 @@ def default() -> ConfigDict:
       # project is empty. name defaults to the run directory's name; tags are
       # comma-separated; mode is W&B's (online | offline | disabled), empty = WANDB_MODE
       # or W&B's default. A sweep fills in group (the sweep) and name (the arm).
-      wandb=ConfigDict(dict(project="", entity="", group="", name="", tags="", mode="")),
+      wandb=ConfigDict(dict(
+          project="",  # the W&B project; "" = W&B logging off
+          entity="",  # the W&B team or user; "" = your default
+          group="",  # runs grouped together (a sweep sets its name)
+          name="",  # the run's name; "" = the run directory's
+          tags="",  # comma-separated
+          mode="",  # online | offline | disabled; "" = WANDB_MODE or W&B's default
+      )),
   ))
   c.optim = ConfigDict(dict(
-      name="adamw", lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip=1.0,
+      name="adamw",  # adamw | adam | sgd | lion | muon | galore
+      lr=1e-3,  # peak learning rate; curriculum.lr shapes it over the run
+      b1=0.9,  # Adam's first-moment decay (Lion: the update's mix; sgd: momentum, 0 = none)
+      b2=0.95,  # Adam's second-moment decay (Lion: its momentum's decay)
+      eps=1e-8,  # Adam's epsilon
+      weight_decay=0.1,  # decoupled (AdamW's); not on norms and biases
+      clip=1.0,  # global gradient-norm clip; 0 = off
       muon_beta=0.95, muon_rms=0.2,  # muon_*: optim.name="muon" only
       # galore_*: optim.name="galore" only. GaLore's paper pretrains LLaMA with rank
       # 128-512 of hidden 512-2048, update_every 200 and scale 0.25.
-      galore_rank=128, galore_update_every=200, galore_scale=0.25,
+      galore_rank=128, galore_update_every=200, galore_scale=0.25,  # rank, refresh, scale
       # The first moment (momentum) in this dtype, e.g. "bfloat16": a quarter less
       # optimizer memory for Adam, half for Muon, Lion and SGD momentum. "" = float32
       # like the parameters. Adam's second moment stays float32 (bf16 loses small v).
@@ -136,7 +151,10 @@ def default() -> ConfigDict:
       freeze=""))
   c.curriculum = curriculum.defaults()
   c.mesh = ConfigDict(dict(
-      data=-1, fsdp=1, tensor=1, rules="default",
+      data=-1,  # devices on the data axis (batch rows); -1 = the ones left
+      fsdp=1,  # devices sharding parameters and optimizer state (and batch rows)
+      tensor=1,  # devices splitting heads and MLP columns (tensor parallelism)
+      rules="default",  # logical-to-mesh axis rules: a preset or name=axis,... (sharding.py)
       # Multi-host: call jax.distributed.initialize(). Also on whenever JAX_NUM_PROCESSES
       # is set (launch/local.py sets it with JAX_COORDINATOR_ADDRESS, JAX_PROCESS_ID);
       # otherwise the cluster comes from the environment (SLURM, Cloud TPU, MPI).

@@ -56,6 +56,47 @@ def test_help_lists_flags(name, tmp_path):
     assert flag in proc.stdout, (flag, proc.stdout)
 
 
+def test_help_with_a_config_lists_its_tree(tmp_path):
+  """--help with --config: every field with its value (overrides applied), phijax's
+  default where it differs, and its meaning from the comment beside it in the code."""
+  proc = run(["-m", "phijax.train", "--config=tiny:runlocal", "--config.optim.lr=0.5",
+              "--help"], tmp_path)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  out = proc.stdout
+  assert "--workdir" in out and "config tiny:runlocal: every field" in out
+  lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
+  assert "0.5  [default 0.001]  # peak learning rate" in lines["optim.lr"]
+  assert "20  [default 1000]  # optimizer steps" in lines["train.steps"]  # runlocal
+  assert "# \"phi\": phi-1/1.5/2 (parallel block); \"phi3\": phi-3/phi-4" in lines["model.arch"]
+  assert "[default" not in lines["train.seed"] and "# initialisation" in lines["train.seed"]
+  assert "# share of training *tokens*" in lines["data.sources.stdlib.weight"]
+  assert "# sequence-length warmup" in lines["curriculum.seq_warmup.enabled"]
+  bad = run(["-m", "phijax.train", "--config=tiny", "--config.train.stepz=1", "--help"],
+            tmp_path)
+  assert_one_line_error(bad, "train.stepz")
+
+
+def test_every_default_field_has_a_meaning():
+  """A field added to phijax/config.py (or ModelConfig, data or curriculum defaults)
+  without a comment saying what it does fails here: --help would show it bare."""
+  from phijax import config
+  meanings = config_files.field_meanings()
+  bare = []
+
+  def walk(node, path):
+    for key in node.keys():
+      where = f"{path}.{key}" if path else key
+      if isinstance(node[key], type(node)):
+        walk(node[key], where)
+      elif where not in meanings and config_files._source_field(where) not in meanings:
+        bare.append(where)
+
+  walk(config.default(), "")
+  assert bare == []
+  assert config_files._one_line("A first. Then more.") == "A first."
+  assert config_files._one_line("Hu et al. 2024 say so. More.") == "Hu et al. 2024 say so."
+
+
 @pytest.mark.parametrize("script", sorted(CONSOLE_SCRIPTS))
 def test_console_script_help_lists_flags(script, tmp_path):
   exe = shutil.which(script)

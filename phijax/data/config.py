@@ -34,6 +34,7 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
     path: a file, a directory (its files, read in sorted order) or a glob such as
       ``src/**/*.py`` (the files it matches; document keys, and so the held-out
       split, are relative to the directory before the first wildcard).
+    text_field: ``jsonl`` only: the field of each record that holds its text.
     weight: share of training *tokens* (rows) drawn from this source.
     glob: which files of a directory are documents ("": all files for ``text`` and
       ``auto``, ``*.jsonl`` for ``jsonl``/``sft``, ``*.array_record*`` for
@@ -86,7 +87,7 @@ def arithmetic(ops: str = "+", min_digits: int = 1, max_digits: int = 5,
 
 def defaults() -> ConfigDict:
   return ConfigDict(dict(
-      seq_len=256,
+      seq_len=256,  # tokens per training row (the final length under seq_warmup)
       workers=0,  # grain worker processes (0: everything in the calling process)
       read_threads=2,  # threads reading + tokenizing documents per process
       shuffle_rows=1024,  # shuffle packed rows in windows of this many (<= 1: off)
@@ -101,9 +102,9 @@ def defaults() -> ConfigDict:
       fixed_batch=False,
       tokenizer=ConfigDict(dict(
           path="",  # a sentencepiece .model; "" trains one on the sources' train split
-          vocab_size=8192,
+          vocab_size=8192,  # pieces of a trained tokenizer (a loaded one: at most)
           model_type="bpe",  # or "unigram"
-          cache_dir="~/.cache/phijax",
+          cache_dir="~/.cache/phijax",  # trained tokenizers, keyed by settings and files
           train_bytes=64_000_000,  # cap on tokenizer training text
       )),
       sources=ConfigDict(dict(stdlib=source("stdlib"))),

@@ -18,16 +18,16 @@ POSITION_ENCODINGS = ("rope", "nope")
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   arch: str = "phi"  # "phi": phi-1/1.5/2 (parallel block); "phi3": phi-3/phi-4
-  vocab_size: int = 51200
-  hidden_size: int = 2048
-  num_layers: int = 24
-  num_heads: int = 32
+  vocab_size: int = 51200  # embedding rows: at least the tokenizer's pieces (phi-2 pads)
+  hidden_size: int = 2048  # the residual stream's width
+  num_layers: int = 24  # transformer blocks
+  num_heads: int = 32  # query heads
   num_kv_heads: int = 0  # 0 = num_heads (no GQA)
   head_dim: int | None = None  # None = hidden_size // num_heads
   intermediate_size: int | None = None  # None = 4 * hidden_size
-  max_position_embeddings: int = 2048
-  rope_theta: float = 10000.0
-  partial_rotary_factor: float = 1.0
+  max_position_embeddings: int = 2048  # the longest sequence the model takes
+  rope_theta: float = 10000.0  # rotary base frequency
+  partial_rotary_factor: float = 1.0  # the fraction of each head's dims rotated (phi: 0.5)
   # LongRoPE: dict(short_factor=[...], long_factor=[...],
   # original_max_position_embeddings=int, attention_factor=float or None)
   rope_scaling: Any = None
@@ -44,17 +44,17 @@ class ModelConfig:
   # over 30 steps); the paper's offsets act on absolute position embeddings, which
   # phi models do not have. It matters where absolute positions do (LongRoPE's switch).
   random_position_offset: bool = False
-  sliding_window: int | None = None
-  layer_norm_eps: float = 1e-5
-  qk_layernorm: bool = False
-  embd_pdrop: float = 0.0
-  attention_dropout: float = 0.0
-  resid_pdrop: float = 0.0
+  sliding_window: int | None = None  # None = full causal attention; else tokens seen back
+  layer_norm_eps: float = 1e-5  # LayerNorm's (RMSNorm's for phi3) epsilon
+  qk_layernorm: bool = False  # LayerNorm on each head's queries and keys
+  embd_pdrop: float = 0.0  # dropout on the embedding output
+  attention_dropout: float = 0.0  # dropout on the attention probabilities
+  resid_pdrop: float = 0.0  # dropout on each residual branch (attention, MLP)
   resid_pdrop_schedule: str = "constant"  # or "linear": 0 at layer 0 up to p at the top
   dtype: str = "float32"  # compute dtype; params stay float32
-  remat: str = "none"
-  attention_impl: str = "xla"
-  init_std: float = 0.02
+  remat: str = "none"  # none | full (recompute each block) | dots (keep matmul outputs)
+  attention_impl: str = "xla"  # xla | pallas_gpu | pallas_tpu | cudnn | auto | reference
+  init_std: float = 0.02  # the weight matrices' normal init std
   # muP as MiniCPM's "model wind tunnel" (Hu et al. 2024, arXiv 2404.06395; their HF
   # code's scale_emb, scale_depth, dim_model_base), so that hyperparameters tuned at a
   # small width carry over to a wider model. With mup, width_mult = hidden_size /
@@ -66,9 +66,9 @@ class ModelConfig:
   # the compiled model is exactly the standard one. A mup model has no Hugging Face
   # Phi equivalent, so it cannot be exported with to_hf.
   mup: bool = False
-  mup_scale_emb: float = 12.0
-  mup_scale_depth: float = 1.4
-  mup_dim_model_base: int = 256
+  mup_scale_emb: float = 12.0  # muP: the embedding output's multiplier
+  mup_scale_depth: float = 1.4  # muP: each residual branch's, over sqrt(num_layers)
+  mup_dim_model_base: int = 256  # muP: the width the hyperparameters were tuned at
 
   def __post_init__(self):
     if self.rope_scaling is not None and not isinstance(self.rope_scaling, _FrozenDict):

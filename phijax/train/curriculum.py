@@ -109,7 +109,7 @@ def defaults() -> ConfigDict:
   """``config.curriculum``: every field a str/int/float/bool, so all overridable."""
   return ConfigDict(dict(
       seq_warmup=ConfigDict(dict(
-          enabled=False,
+          enabled=False,  # sequence-length warmup (Li et al. 2022): short rows first
           kind="linear",  # linear | root | discrete
           start=64,  # first length (8 for small models, 64 at billion scale: the paper)
           max=0,  # final length; 0 = data.seq_len
