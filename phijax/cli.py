@@ -162,8 +162,11 @@ def _help_with_config(parser: ArgumentParser, rest, overrides) -> None:
   except ConfigError as e:
     parser.error(str(e))
   from phijax import config_files
+  # Every packaged config starts from phijax.config (loaded with it by now), which
+  # reads the fields' meanings from the code; a config built without it gets values.
+  base = sys.modules.get("phijax.config")
   print()
-  print(config_files.describe(config, spec))
+  print(base.describe(config, spec) if base else config_files.describe(config, spec))
   raise SystemExit(0)
 
 

@@ -18,7 +18,7 @@
 
 Fields are type-locked by ml-collections, so ``--config.train.steps=abc`` and
 unknown keys are errors. Every field carries a comment saying what it does: ``--help
---config=NAME`` prints them beside the values (``config_files.describe``), and a
+--config=NAME`` prints them beside the values (``describe``), and a
 test fails for a field without one.
 """
 
@@ -69,7 +69,10 @@ def default() -> ConfigDict:
       epochs=0,
       batch_size=32,  # rows per optimizer step, over every device and micro-batch
       microbatches=1,  # gradient accumulation
-      seed=0,  # initialisation, data order, dropout and the samples
+      seed=0,  # initialisation, dropout and the samples (and data order: data_seed)
+      # The data order (which rows each step sees): None = seed. Set it to vary the
+      # initialisation and the data order separately (h.seeds(n, vary="init"/"data")).
+      data_seed=config_dict.placeholder(int),
       log_every=10,  # a train-loss row every this many steps
       eval_every=250,  # a held-out evaluation every this many steps; 0 = the final only
       eval_batches=16,  # periodic evaluation; 0 = the whole held-out split
@@ -258,3 +261,127 @@ def shrink_for_cpu(c: ConfigDict) -> ConfigDict:
   c.train.save_every = 10
   c.train.eval_batches = 2
   return c
+
+
+# --- what each field means: read from the comments beside it (--help --config) ------
+
+def describe(config: ConfigDict, spec: str = "") -> str:
+  """``config``'s tree, one field a line: value, the default where it differs from
+  ``default()``, and the field's meaning, read from the comment beside it in the code
+  that defines it (this file, ``phijax/data/config.py``, ``phijax/train/curriculum.py``,
+  ``ModelConfig``), so the help cannot disagree with the source."""
+  from phijax import config_files
+  return config_files.describe(config, spec, default(), field_meanings())
+
+
+def field_meanings() -> dict[str, str]:
+  """``{dotted field: one-line meaning}`` from the defining code's comments and the
+  data source helpers' ``Args:`` docstrings."""
+  import inspect
+
+  from phijax.data import config as data_config
+  from phijax.train import curriculum
+  out = {}
+  out.update(_comments(inspect.getsource(ModelConfig), "model"))
+  out.update(_comments(inspect.getsource(default), ""))
+  out.update(_comments(inspect.getsource(data_config.defaults), "data"))
+  out.update(_comments(inspect.getsource(curriculum.defaults), "curriculum"))
+  for helper in (data_config.arithmetic, data_config.source):  # source() wins a tie
+    for names, meaning in _args(inspect.getdoc(helper)).items():
+      for name in names:
+        out[f"data.sources.*.{name}"] = meaning
+  return {k: v for k, v in out.items() if v}
+
+
+def _comments(source: str, prefix: str) -> dict[str, str]:
+  """Meanings of the fields ``source`` defines: ``name=value`` keywords (nested in
+  ``ConfigDict(dict(...))``, under ``c.group = ...`` assignments) and ``name: type =
+  value`` class fields; each takes the comment at the end of its line, else the
+  comment lines right above it."""
+  import ast
+  import io
+  import textwrap
+  import tokenize
+
+  source = textwrap.dedent(source)
+  comments, code_lines, first_col = {}, set(), {}
+  for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+    if tok.type == tokenize.COMMENT:
+      comments[tok.start[0]] = (tok.string.lstrip("#").strip(), tok.start[1])
+    elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
+                          tokenize.DEDENT, tokenize.ENDMARKER):
+      code_lines.add(tok.start[0])
+      first_col.setdefault(tok.start[0], tok.start[1])
+
+  def meaning(first: int, last: int, col: int) -> str:
+    if last in comments and last in code_lines:
+      return _one_line(comments[last][0])
+    if col != first_col.get(first):  # not the line's first field: the comment above
+      return ""                      # is about that one
+    above, line = [], first - 1
+    while line in comments and line not in code_lines:
+      above.insert(0, comments[line][0])
+      line -= 1
+    return _one_line(" ".join(above))
+
+  out = {}
+
+  def visit(node, path):
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+      out[_join(path, node.target.id)] = meaning(node.lineno, node.end_lineno,
+                                                 node.col_offset)
+      return
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+      target = node.targets[0]
+      if isinstance(target, ast.Attribute):  # c.train = ConfigDict(dict(...))
+        visit(node.value, _join(path, target.attr))
+        return
+    if isinstance(node, ast.keyword) and node.arg:
+      where = _join(path, node.arg)
+      out[where] = meaning(node.lineno, node.end_lineno, node.col_offset)
+      visit(node.value, where)
+      return
+    for child in ast.iter_child_nodes(node):
+      visit(child, path)
+
+  visit(ast.parse(source), prefix)
+  return out
+
+
+def _args(doc: str) -> dict[tuple[str, ...], str]:
+  """A Google-style ``Args:`` section: ``{(name, ...): one-line meaning}``."""
+  import re
+  out, names, text, inside = {}, None, [], False
+  for line in (doc or "").splitlines():
+    if line.strip() == "Args:":
+      inside = True
+      continue
+    if not inside:
+      continue
+    m = re.match(r"^  ([\w, ]+):\s*(.*)$", line)
+    if m:
+      if names:
+        out[names] = _one_line(" ".join(text))
+      names, text = tuple(n.strip() for n in m.group(1).split(",")), [m.group(2)]
+    elif line.startswith("    ") and names:
+      text.append(line.strip())
+    elif line.strip():
+      break
+  if names:
+    out[names] = _one_line(" ".join(text))
+  return out
+
+
+def _join(path: str, name: str) -> str:
+  return f"{path}.{name}" if path else name
+
+
+def _one_line(text: str, limit: int = 110) -> str:
+  """The first sentence of ``text``, cut to ``limit`` characters at a word."""
+  import re
+  text = " ".join(text.replace("``", "").split())
+  # A sentence ends at ". " before a capital, not after "et al." or "e.g.".
+  first = re.split(r"(?<!\bal\.)(?<!\be\.g\.)(?<=\.)\s+(?=[A-Z])", text, maxsplit=1)[0]
+  if len(first) <= limit:
+    return first
+  return first[:limit].rsplit(" ", 1)[0] + " ..."

@@ -188,13 +188,12 @@ def check_arg(arg: str | None, accepted: Sequence[str]) -> set[str]:
 
 # --- describing a config: its tree with values, defaults and meanings (--help) --------
 
-def describe(config: ConfigDict, spec: str = "") -> str:
-  """The config tree, one field a line: value, the default where it differs, and the
-  field's meaning, read from the comments beside it in the code that defines it
-  (``phijax/config.py``, ``phijax/data/config.py``, ``phijax/train/curriculum.py``,
-  ``ModelConfig``), so the help can never disagree with the source."""
-  from phijax import config as base
-  defaults, meanings = base.default(), field_meanings()
+def describe(config: ConfigDict, spec: str = "", defaults: ConfigDict | None = None,
+             meanings: dict | None = None) -> str:
+  """The config tree, one field a line: value, the default where it differs
+  (``defaults``), and the field's meaning (``meanings``: ``{dotted field: text}``;
+  ``phijax.config.describe`` passes the ones read from the code's comments)."""
+  meanings = meanings or {}
   lines = [f"config {spec}: every field, as --config.FIELD=VALUE sets it "
            "(value, [default when it differs], meaning)" if spec else ""]
   rows = []
@@ -232,118 +231,3 @@ def _source_field(where: str) -> str:
   if parts[:2] == ["data", "sources"] and len(parts) == 4:
     return f"data.sources.*.{parts[3]}"
   return where
-
-
-def field_meanings() -> dict[str, str]:
-  """``{dotted field: one-line meaning}`` from the defining code's comments and the
-  data source helpers' ``Args:`` docstrings."""
-  import inspect
-
-  from phijax import config as base
-  from phijax.data import config as data_config
-  from phijax.model.config import ModelConfig
-  from phijax.train import curriculum
-  out = {}
-  out.update(_comments(inspect.getsource(ModelConfig), "model"))
-  out.update(_comments(inspect.getsource(base.default), ""))
-  out.update(_comments(inspect.getsource(data_config.defaults), "data"))
-  out.update(_comments(inspect.getsource(curriculum.defaults), "curriculum"))
-  for helper in (data_config.arithmetic, data_config.source):  # source() wins a tie
-    for names, meaning in _args(inspect.getdoc(helper)).items():
-      for name in names:
-        out[f"data.sources.*.{name}"] = meaning
-  return {k: v for k, v in out.items() if v}
-
-
-def _comments(source: str, prefix: str) -> dict[str, str]:
-  """Meanings of the fields ``source`` defines: ``name=value`` keywords (nested in
-  ``ConfigDict(dict(...))``, under ``c.group = ...`` assignments) and ``name: type =
-  value`` class fields; each takes the comment at the end of its line, else the
-  comment lines right above it."""
-  import ast
-  import io
-  import textwrap
-  import tokenize
-
-  source = textwrap.dedent(source)
-  comments, code_lines, first_col = {}, set(), {}
-  for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-    if tok.type == tokenize.COMMENT:
-      comments[tok.start[0]] = (tok.string.lstrip("#").strip(), tok.start[1])
-    elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
-                          tokenize.DEDENT, tokenize.ENDMARKER):
-      code_lines.add(tok.start[0])
-      first_col.setdefault(tok.start[0], tok.start[1])
-
-  def meaning(first: int, last: int, col: int) -> str:
-    if last in comments and last in code_lines:
-      return _one_line(comments[last][0])
-    if col != first_col.get(first):  # not the line's first field: the comment above
-      return ""                      # is about that one
-    above, line = [], first - 1
-    while line in comments and line not in code_lines:
-      above.insert(0, comments[line][0])
-      line -= 1
-    return _one_line(" ".join(above))
-
-  out = {}
-
-  def visit(node, path):
-    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-      out[_join(path, node.target.id)] = meaning(node.lineno, node.end_lineno,
-                                                 node.col_offset)
-      return
-    if isinstance(node, ast.Assign) and len(node.targets) == 1:
-      target = node.targets[0]
-      if isinstance(target, ast.Attribute):  # c.train = ConfigDict(dict(...))
-        visit(node.value, _join(path, target.attr))
-        return
-    if isinstance(node, ast.keyword) and node.arg:
-      where = _join(path, node.arg)
-      out[where] = meaning(node.lineno, node.end_lineno, node.col_offset)
-      visit(node.value, where)
-      return
-    for child in ast.iter_child_nodes(node):
-      visit(child, path)
-
-  visit(ast.parse(source), prefix)
-  return out
-
-
-def _args(doc: str) -> dict[tuple[str, ...], str]:
-  """A Google-style ``Args:`` section: ``{(name, ...): one-line meaning}``."""
-  import re
-  out, names, text, inside = {}, None, [], False
-  for line in (doc or "").splitlines():
-    if line.strip() == "Args:":
-      inside = True
-      continue
-    if not inside:
-      continue
-    m = re.match(r"^  ([\w, ]+):\s*(.*)$", line)
-    if m:
-      if names:
-        out[names] = _one_line(" ".join(text))
-      names, text = tuple(n.strip() for n in m.group(1).split(",")), [m.group(2)]
-    elif line.startswith("    ") and names:
-      text.append(line.strip())
-    elif line.strip():
-      break
-  if names:
-    out[names] = _one_line(" ".join(text))
-  return out
-
-
-def _join(path: str, name: str) -> str:
-  return f"{path}.{name}" if path else name
-
-
-def _one_line(text: str, limit: int = 110) -> str:
-  """The first sentence of ``text``, cut to ``limit`` characters at a word."""
-  import re
-  text = " ".join(text.replace("``", "").split())
-  # A sentence ends at ". " before a capital, not after "et al." or "e.g.".
-  first = re.split(r"(?<!\bal\.)(?<!\be\.g\.)(?<=\.)\s+(?=[A-Z])", text, maxsplit=1)[0]
-  if len(first) <= limit:
-    return first
-  return first[:limit].rsplit(" ", 1)[0] + " ..."

@@ -80,7 +80,7 @@ def test_every_default_field_has_a_meaning():
   """A field added to phijax/config.py (or ModelConfig, data or curriculum defaults)
   without a comment saying what it does fails here: --help would show it bare."""
   from phijax import config
-  meanings = config_files.field_meanings()
+  meanings = config.field_meanings()
   bare = []
 
   def walk(node, path):
@@ -93,8 +93,8 @@ def test_every_default_field_has_a_meaning():
 
   walk(config.default(), "")
   assert bare == []
-  assert config_files._one_line("A first. Then more.") == "A first."
-  assert config_files._one_line("Hu et al. 2024 say so. More.") == "Hu et al. 2024 say so."
+  assert config._one_line("A first. Then more.") == "A first."
+  assert config._one_line("Hu et al. 2024 say so. More.") == "Hu et al. 2024 say so."
 
 
 @pytest.mark.parametrize("script", sorted(CONSOLE_SCRIPTS))

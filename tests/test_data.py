@@ -3,15 +3,18 @@ SFT masks, bad input. Oracles are the input text itself, sentencepiece-independe
 counts (hashlib, UTF-8 lengths, Counter) and hand-written expectations."""
 
 import collections
+import copy
 import hashlib
 import json
 import pathlib
 import pickle
 
+import grain
 import numpy as np
 import pytest
 
 from phijax import data
+from phijax.data import packing
 from phijax.model.attention import attention_mask
 from phijax.data import corpus
 from phijax.data.mixture import choose_source
@@ -58,12 +61,15 @@ def tok(texts):
   return data.train_tokenizer(texts, vocab_size=400)
 
 
-def _cfg(path, *, kind="text", heldout=0.0, workers=0, seq_len=SEQ, shuffle_rows=0, **src):
-  # Row shuffling off by default here: these tests read documents back from the
-  # packed stream's order. The shuffle has its own tests below.
+def _cfg(path, *, kind="text", heldout=0.0, workers=0, seq_len=SEQ, shuffle_rows=0,
+         shuffle="documents", **src):
+  # Documents shuffled, rows in stream order by default here: these tests read
+  # documents back from the packed stream's order. The row shuffles (corpus-wide, the
+  # default, and in windows) have their own tests below.
   c = data.config.defaults()
   c.seq_len = seq_len
   c.workers = workers
+  c.shuffle = shuffle
   c.shuffle_rows = shuffle_rows
   c.heldout_fraction = heldout
   c.sources = {"main": data.config.source(kind, str(path), **src)}
@@ -346,14 +352,97 @@ def test_row_shuffle_permutes_rows_within_windows(tok, corpus_dir):
       np.testing.assert_array_equal(b["positions"][i], src["positions"][j % 2])
 
 
+def test_global_shuffle_reads_every_row_of_one_packing_in_a_new_order_each_epoch(
+    tok, texts, corpus_dir):
+  """data.shuffle="global": an epoch is the rows of one concat-then-split packing
+  (every token once, positions and segments as the streamed packing makes them), in a
+  corpus-wide random order that differs from epoch to epoch."""
+  cfg = _cfg(corpus_dir, shuffle="global")
+  src = data.build_sources(cfg)["main"]
+  seed = data.pipeline.stage_seed(3, 0, "main")
+  packed = packing.PackedRows(src, src.train_indices(), tok, SEQ, order_seed=seed)
+  n = len(packed)
+  it = data.make_train_iterator(cfg, tok, batch_size=1, seed=3, process_index=0,
+                                process_count=1)
+  got = [next(it) for _ in range(2 * n)]
+  want = [packed[r] for r in range(n)]
+  key = lambda row: row["inputs"].tobytes() + row["positions"].tobytes()  # noqa: E731
+  epochs = [[key({k: v[0] for k, v in b.items()}) for b in got[e * n:(e + 1) * n]]
+            for e in (0, 1)]
+  assert sorted(epochs[0]) == sorted(epochs[1]) == sorted(map(key, want))
+  assert epochs[0] != epochs[1] and epochs[0] != [key(r) for r in want]
+  # The packing itself: every token once, targets the next token of the same document.
+  expected = collections.Counter(t for text in texts for t in tok.encode(text))
+  real = np.concatenate([r["inputs"][r["loss_mask"] > 0] for r in want])
+  assert collections.Counter(real.tolist()) == expected
+  docs = {tuple(tok.encode(t) + [tok.eos_id]) for t in texts}
+  for r in want:
+    for seg in np.unique(r["segment_ids"][r["segment_ids"] > 0]):
+      at = r["segment_ids"] == seg
+      assert r["positions"][at].tolist() == list(range(at.sum()))
+      piece = r["inputs"][at].tolist() + [r["targets"][at][-1]]
+      assert any(_contains(d, piece) for d in docs)
+  assert data.packing_efficiency([{"segment_ids": r["segment_ids"]} for r in want]) > 0.99
+
+
+def _contains(seq, piece) -> bool:
+  n = len(piece)
+  return any(list(seq[i:i + n]) == piece for i in range(len(seq) - n + 1))
+
+
+def test_global_shuffle_sees_more_of_the_corpus_early(stdlib_cfg, stdlib_tok):
+  """The default run's first 128 steps (16 rows of 256) read several times as many
+  stdlib files with the corpus-wide shuffle as with documents streamed in order, and
+  the count is the iterator's own: its first rows are the predicted ones."""
+  cfg = copy.deepcopy(stdlib_cfg)
+  cfg.seq_len = 256
+  seen = {}
+  for mode in ("documents", "global"):
+    cfg.shuffle = mode
+    seen[mode] = data.pipeline.documents_seen(cfg, stdlib_tok, seed=0, rows=128 * 16)["stdlib"]
+  assert seen["global"] >= 3 * seen["documents"], seen
+  src = data.build_sources(cfg)["stdlib"]
+  packed = packing.PackedRows(src, src.train_indices(), stdlib_tok, 256,
+                              order_seed=data.pipeline.stage_seed(0, 0, "stdlib"))
+  it = data.make_train_iterator(cfg, stdlib_tok, batch_size=16, seed=0, process_index=0,
+                                process_count=1)
+  order = iter(grain.MapDataset.source(np.arange(len(packed))).shuffle(
+      seed=data.pipeline.stage_seed(0, 0, "stdlib") % (1 << 31)))
+  batch = next(it)
+  for row in batch["inputs"]:
+    np.testing.assert_array_equal(row, packed[next(order)]["inputs"])
+
+
+def test_init_and_data_seeds_are_separate(tok, corpus_dir):
+  """train.data_seed alone decides the batches: the same data seed with another init
+  seed gives identical batches, another data seed different ones."""
+  from ml_collections import ConfigDict
+
+  from phijax.train.objectives import data_seed
+  cfg = _cfg(corpus_dir, shuffle="global")
+
+  def first_batches(seed, dseed):
+    t = ConfigDict(dict(seed=seed, data_seed=dseed))
+    it = data.make_train_iterator(cfg, tok, batch_size=2, seed=data_seed(t),
+                                  process_index=0, process_count=1)
+    return np.stack([next(it)["inputs"] for _ in range(3)])
+
+  same = first_batches(0, 7)
+  np.testing.assert_array_equal(same, first_batches(5, 7))
+  assert not np.array_equal(same, first_batches(0, 8))
+  np.testing.assert_array_equal(first_batches(4, None), first_batches(9, 4))
+
+
 # -------------------------------------------------------------------- resume
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_is_exact(tok, corpus_dir, tmp_path, workers):
+# Grain's worker processes take seconds to start: tested once, with the default shuffle.
+@pytest.mark.parametrize("workers,shuffle", [(0, "documents"), (0, "global"), (2, "global")])
+def test_resume_is_exact(tok, corpus_dir, tmp_path, workers, shuffle):
   import grain
   from etils import epath
-  cfg = _cfg(corpus_dir, workers=workers, shuffle_rows=3)  # windows end mid-batch
+  cfg = _cfg(corpus_dir, workers=workers, shuffle_rows=3,  # windows end mid-batch
+             shuffle=shuffle)
   kw = dict(batch_size=2, seed=1, process_index=0, process_count=1)
   handler = grain.checkpoint.CheckpointHandler()  # what orbax saves the iterator with
   it = data.make_train_iterator(cfg, tok, **kw)

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # layer package is its layer; ``BASE`` modules are base; every other top-level module
 # (phijax/config.py, the tools, the thin command modules) is "top", which may import
 # anything and which no layer imports.
-BASE = ("phijax", "phijax.cli", "phijax.config_files")
+BASE = ("phijax", "phijax.cli", "phijax.config_files", "phijax.files")
 MAY_IMPORT = {
     "base": (),
     "kernels": (),  # Pallas kernels: self-contained

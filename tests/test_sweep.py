@@ -40,6 +40,11 @@ EXPERIMENT = textwrap.dedent('''
 
     EXTRA = []
 
+    from phijax.sweeps import stats
+    COMPARISONS = [stats.Comparison("adamw beats sgd", metric="eval_loss", claim="lower",
+                                    arm={"name": "adamw"}, control={"name": "sgd"})]
+    PLOTS = ("curves",)  # no final.png
+
     def summarize(table, sweep_dir):  # rows read from the arms' directories
       import os
       return [{"arm": r["arm"], "has log": "yes" if os.path.exists(os.path.join(
@@ -104,7 +109,7 @@ def test_sweep_runs_every_arm(clean_sweep):
     assert (workdir / name / "log.txt").exists()
     assert sweep_status.read_status(str(workdir / name))["state"] == "done"
     assert len(losses(str(workdir / name))[0]) == 6
-  for f in ("results.md", "results.csv", "curves.png", "final.png"):
+  for f in ("results.md", "results.csv", "curves.png", "paired.png"):  # PLOTS: no final
     assert (workdir / f).stat().st_size > 0, f
   # summarize(table, sweep_dir) got the sweep directory: every arm's log is there.
   md = (workdir / "results.md").read_text()
@@ -178,6 +183,38 @@ def test_results_csv_matches_each_arms_metrics(clean_sweep):
   own = dict(l.split() for l in open(workdir / "own.txt"))
   assert {r["arm"]: float(r["eval_loss"]) for r in rows} == {
       k: float(v) for k, v in own.items()}
+
+
+def test_results_show_computed_verdicts_and_provenance(clean_sweep):
+  """The declared comparison's paired differences and verdict are recomputed from the
+  table; the provenance block names this checkout's commit and the corpus; PLOTS
+  leaves final.png out."""
+  from phijax.sweeps import stats
+  from phijax.train.pieces import provenance
+  workdir, _ = clean_sweep
+  md = (workdir / "results.md").read_text()
+  table, _ = tables.collect(str(workdir))
+  exp = {}
+  exec(compile(EXPERIMENT, "exp", "exec"), exp)  # noqa: S102 (the test's own text)
+  result = stats.compare(table.rows, exp["COMPARISONS"][0])
+  assert len(result.diffs) == 2  # seeds 0 and 1, each adamw row paired with sgd's
+  for (seed, _), d in result.diffs:
+    adamw, = table.where(name="adamw", seed=seed)
+    sgd, = table.where(name="sgd", seed=seed)
+    assert d == pytest.approx(adamw["eval_loss"] - sgd["eval_loss"])
+  assert stats.markdown([result]).splitlines()[-1] in md
+  assert f"**{result.verdict}**" in md and (workdir / "paired.png").exists()
+  assert (workdir / "curves.png").exists() and not (workdir / "final.png").exists()
+  assert "final.png" not in md
+  commit, _ = provenance.git_state()
+  assert "## Provenance" in md
+  assert f"| commit | {commit[:12] if commit else 'not a git checkout'} |" in md
+  assert "| corpus as this machine reads it now | the same |" in md
+  record = provenance.read(str(workdir / table.rows[0]["arm"]))[0]
+  assert record["command"].startswith("python -m phijax.train --config=")
+  assert f"--workdir={workdir / table.rows[0]['arm']}" in record["command"]
+  assert record["outcome"] == "finished" and record["steps"] == 6
+  assert f"| tokenizer | {record['tokenizer']} |" in md
 
 
 def test_results_of_a_moved_sweep_say_the_experiment_is_missing(clean_sweep, tmp_path,

@@ -10,6 +10,7 @@
 Modules: ``config`` (defaults), ``tokenizer`` (also a command: ``python -m
 phijax.data.tokenizer --help``), ``corpus`` (the built-in stdlib corpus), ``kinds``
 (``Source`` and the registry of source kinds), ``paths`` (which files a source reads),
+``fingerprint`` (what identifies a corpus, for caches and provenance),
 ``sources`` (the kinds read from files; builds a source of any kind), ``arithmetic``
 (a generated kind), ``sft`` (chat rendering), ``packing``, ``mixture``, ``pipeline``.
 """
@@ -30,6 +31,6 @@ _EXPORTS = {
     "Tokenizer": "tokenizer", "check_roundtrip": "tokenizer",
     "load_tokenizer": "tokenizer", "train_tokenizer": "tokenizer",
 }
-_SUBMODULES = ("arithmetic", "config", "corpus", "errors", "kinds", "mixture", "packing",
-               "paths", "pipeline", "sft", "sources", "tokenizer")
+_SUBMODULES = ("arithmetic", "config", "corpus", "errors", "fingerprint", "kinds", "mixture",
+               "packing", "paths", "pipeline", "sft", "sources", "tokenizer")
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

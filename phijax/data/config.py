@@ -90,7 +90,11 @@ def defaults() -> ConfigDict:
       seq_len=256,  # tokens per training row (the final length under seq_warmup)
       workers=0,  # grain worker processes (0: everything in the calling process)
       read_threads=2,  # threads reading + tokenizing documents per process
-      shuffle_rows=1024,  # shuffle packed rows in windows of this many (<= 1: off)
+      # "global": each epoch's packed rows in one random order over the whole train
+      # split (tokenized into memory at the start, 8 bytes a token); "documents":
+      # documents shuffled and streamed, rows shuffled in windows of shuffle_rows.
+      shuffle="global",
+      shuffle_rows=1024,  # shuffle="documents": rows shuffled in windows of this many
       heldout_fraction=0.05,  # documents held out by a stable hash of their key
       # Sources the held-out evaluations (and the gzip baseline) read, comma-separated;
       # "" = every source with weight > 0, their rows shared by weight. Name one to

@@ -49,6 +49,18 @@ class Source:
   def text(self, i: int, tok=None) -> str:
     raise NotImplementedError
 
+  def tokens_of(self, indices, tok, threads: int = 1, chunk: int = 256) -> list[np.ndarray]:
+    """``[tokens(i, tok) for i in indices]``; text kinds encode in batches of ``chunk``
+    documents over ``threads`` (the tokenizer's own threads)."""
+    if type(self).tokens is not Source.tokens or not hasattr(tok, "encode_batch"):
+      return [self.tokens(int(i), tok) for i in indices]
+    out = []
+    for a in range(0, len(indices), chunk):
+      texts = [self.text(int(i)) for i in indices[a:a + chunk]]
+      out.extend(np.asarray(ids + [tok.eos_id], np.int32)
+                 for ids in tok.encode_batch(texts, threads))
+    return out
+
   def __repr__(self):
     return (f"{type(self).__name__}({self.name!r}, {self.num_documents} documents, "
             f"{int(self.heldout.sum())} held out)")

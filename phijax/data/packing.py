@@ -127,14 +127,106 @@ class FinalizeRows:
     return row
 
 
+class PackedRows:
+  """The rows of documents ``indices`` of ``source`` packed concat-then-split in one
+  seeded order, with random access: row ``r`` is positions ``[r L, (r + 1) L)`` of the
+  documents' examples laid end to end (the last row padded). Every document is
+  tokenized once, at construction (``Source.tokens_of``), so an epoch's rows
+  can then be read in any order: grain's ``shuffle`` gives a corpus-wide random order,
+  resumable by index. Memory: 8 bytes a token (inputs and targets)."""
+
+  def __init__(self, source, indices, tok, seq_len: int, *, order_seed: int,
+               read_threads: int = 1, cache_path=None):
+    indices = np.asarray(indices, np.int64)
+    docs = cached_tokens(source, indices, tok, read_threads, cache_path)
+    perm = np.random.default_rng(order_seed).permutation(len(indices))
+    kept = [k for k in perm if len(docs[k]) > 1]
+    self.order = indices[kept]  # the documents in packing order
+    docs = [docs[k] for k in kept]
+    if not docs:
+      raise DataError(f"data source {source.name!r}: its documents hold no tokens")
+    lengths = np.asarray([len(d) - 1 for d in docs], np.int64)  # examples: doc[:-1]
+    self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    self.inputs = np.concatenate([d[:-1] for d in docs]).astype(np.int32)
+    self.targets = np.concatenate([d[1:] for d in docs]).astype(np.int32)
+    self.seq_len, self.pad_id = seq_len, tok.pad_id
+    self.num_documents = len(docs)
+
+  @property
+  def num_tokens(self) -> int:
+    return len(self.inputs)
+
+  def row_documents(self, r: int) -> np.ndarray:
+    """The source's indices of the documents row ``r`` holds pieces of."""
+    a = int(r) * self.seq_len
+    first, last = np.searchsorted(self.starts, [a, a + self.seq_len - 1], "right") - 1
+    return self.order[first:last + 1]
+
+  def __len__(self) -> int:
+    return -(-len(self.inputs) // self.seq_len)
+
+  def __getitem__(self, r):
+    L, n = self.seq_len, len(self.inputs)
+    a = int(r) * L
+    if not 0 <= a < n:
+      raise IndexError(f"row {r} of {len(self)}")
+    at = np.arange(a, min(a + L, n))
+    doc = np.searchsorted(self.starts, at, "right") - 1
+    # A piece starts at its document's start, or at the row's start if it began before.
+    positions = at - np.maximum(self.starts[doc], a)
+    pad = L - len(at)
+    return dict(
+        inputs=np.pad(self.inputs[a:a + L], (0, pad), constant_values=self.pad_id),
+        targets=np.pad(self.targets[a:a + L], (0, pad), constant_values=self.pad_id),
+        segment_ids=np.pad(doc - doc[0] + 1, (0, pad)).astype(np.int32),
+        positions=np.pad(positions, (0, pad)).astype(np.int32),
+        loss_mask=np.pad(np.ones(len(at), np.float32), (0, pad)))
+
+
+def cached_tokens(source, indices, tok, threads: int, path=None) -> list[np.ndarray]:
+  """``source.tokens_of(indices, tok)``, kept in ``path`` (``.npz``) when given: the
+  next run on the same documents with the same tokenizer loads them (milliseconds)
+  instead of tokenizing again (seconds for the stdlib corpus)."""
+  import os
+  if path is not None and os.path.isfile(path):
+    try:
+      with np.load(path) as f:
+        if np.array_equal(f["indices"], indices):
+          return np.split(f["tokens"], np.cumsum(f["lengths"])[:-1])
+    except (OSError, ValueError, KeyError, EOFError) as e:  # a damaged cache: redo it
+      log.warning("token cache %s is unreadable (%s); tokenizing again", path, e)
+  docs = source.tokens_of(indices, tok, threads)
+  if path is not None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp.npz"  # write-then-rename: readers never see half
+    np.savez(tmp, indices=indices, lengths=np.asarray([len(d) for d in docs], np.int64),
+             tokens=np.concatenate(docs).astype(np.int32) if docs else np.zeros(0, np.int32))
+    os.replace(tmp, path)
+  return docs
+
+
 def source_rows(source, indices, tok, seq_len: int, *, shuffle_seed: int | None,
-                read_threads: int, token_bytes=None) -> grain.IterDataset:
+                read_threads: int, token_bytes=None, row_order: str = "documents",
+                token_cache=None) -> grain.IterDataset:
   """Rows from documents ``indices`` of ``source``.
 
   ``shuffle_seed`` set: an endless stream, reshuffled every epoch (grain's
-  ``shuffle`` reseeds per epoch when indexed past the end, which ``repeat`` does).
-  None: one pass in order (evaluation).
+  ``shuffle`` reseeds per epoch when indexed past the end, which ``repeat`` does):
+  with ``row_order="global"`` the rows themselves (``PackedRows``: one packing, every
+  epoch its rows in a new corpus-wide order), else the documents, their rows in
+  stream order. None: one pass in order (evaluation). SFT conversations (never split
+  across rows) always shuffle as documents. ``token_cache``: where ``PackedRows``
+  keeps the documents' tokens between runs (``cached_tokens``).
   """
+  if shuffle_seed is not None and row_order == "global" and source.split_documents:
+    rows = PackedRows(source, indices, tok, seq_len, order_seed=shuffle_seed,
+                      read_threads=read_threads, cache_path=token_cache)
+    log.info("data source %r: %s tokens of %d documents in %s rows, shuffled corpus-wide",
+             source.name, f"{rows.num_tokens:,}", rows.num_documents, f"{len(rows):,}")
+    read_options = grain.ReadOptions(num_threads=read_threads,
+                                     prefetch_buffer_size=max(16, 8 * read_threads))
+    return (grain.MapDataset.source(rows).shuffle(seed=shuffle_seed % (1 << 31)).repeat()
+            .to_iter_dataset(read_options))
   docs = grain.MapDataset.source(np.asarray(indices, np.int64))
   if shuffle_seed is not None:
     docs = docs.shuffle(seed=shuffle_seed).repeat()

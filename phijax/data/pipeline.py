@@ -1,8 +1,11 @@
 """The training and evaluation pipelines the train loop calls.
 
-Train: per source, this process's share of the train-split documents, shuffled with
-a per-epoch seed and repeated forever, tokenized, packed into rows; the sources'
-rows mixed by weight (``phijax.data.mixture``), batched, optionally produced by
+Train: per source, this process's share of the train-split documents, tokenized and
+packed into rows, the rows in a corpus-wide random order that changes every epoch
+(``data.shuffle="global"``; or ``"documents"``: documents shuffled per epoch and
+streamed, their rows in order then shuffled in windows of ``data.shuffle_rows``, for
+a corpus too big to tokenize into memory), repeated forever; the sources' rows mixed
+by weight (``phijax.data.mixture``), batched, optionally produced by
 grain worker processes (``data.fixed_batch``: the first batch, repeated every
 step). ``get_state()`` / ``set_state()`` on the iterator resume
 exactly (grain's checkpointing; orbax saves it with
@@ -29,6 +32,7 @@ from phijax.data.errors import DataError
 from phijax.data.mixture import WeightedMix
 
 log = logging.getLogger(__name__)
+SHUFFLES = ("global", "documents")  # config.data.shuffle
 
 
 def _process(process_index, process_count):
@@ -51,6 +55,8 @@ def _check_cfg(cfg_data):
                     f"{cfg_data.heldout_fraction}")
   if not cfg_data.sources:
     raise DataError("config.data.sources is empty; add at least one source")
+  if cfg_data.shuffle not in SHUFFLES:
+    raise DataError(f"config.data.shuffle={cfg_data.shuffle!r}: choose one of {SHUFFLES}")
 
 
 def source_weights(cfg_data, weights: Mapping[str, float] | None = None) -> dict:
@@ -122,9 +128,10 @@ def make_train_dataset(cfg_data, tok, *, batch_size: int, seed: int,
     share = _shard(src.train_indices(), src, process_index, process_count, "train")
     streams[name] = packing.source_rows(
         src, share, tok, cfg_data.seq_len, shuffle_seed=stage_seed(seed, stage, name),
-        read_threads=cfg_data.read_threads)
+        read_threads=cfg_data.read_threads, row_order=cfg_data.shuffle,
+        token_cache=token_cache_path(cfg_data, name, tok, share))
   rows = WeightedMix(streams, active)
-  if cfg_data.shuffle_rows > 1:
+  if cfg_data.shuffle == "documents" and cfg_data.shuffle_rows > 1:
     # Packed rows come out in document order, so a batch of consecutive rows would
     # hold pieces of only one or two files: very correlated gradients, and (measured
     # on the tiny run) much slower learning. Shuffling rows in a window decorrelates
@@ -187,6 +194,58 @@ def _ensure_absl_flags_parsed():
   from absl import flags
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
+
+
+def token_cache_path(cfg_data, name: str, tok, indices) -> str | None:
+  """Where the tokens of documents ``indices`` of source ``name`` are kept between
+  runs (``packing.cached_tokens``): under ``data.tokenizer.cache_dir``, keyed by the
+  tokenizer's bytes, the source's files (paths, sizes, modification times) and the
+  indices. None (no cache) for generated sources and without a cache directory."""
+  import os
+
+  from phijax.data import fingerprint, kinds
+  scfg = cfg_data.sources[name]
+  if kinds.lookup(name, scfg.kind).generated or not cfg_data.tokenizer.cache_dir:
+    return None
+  label, corpus = fingerprint.corpus_key(cfg_data, [name])
+  digest = hashlib.sha256()
+  for part in (tok.model_proto, repr(sorted(corpus.items())).encode(),
+               np.asarray(indices, np.int64).tobytes()):
+    digest.update(hashlib.sha256(part).digest())
+  return os.path.join(os.path.expanduser(cfg_data.tokenizer.cache_dir), "tokens",
+                      f"{label}-{digest.hexdigest()[:16]}.npz")
+
+
+def documents_seen(cfg_data, tok, *, seed: int, rows: int, stage: int = 0) -> dict:
+  """``{source: distinct documents}`` in the first ``rows`` training rows of one
+  process (each source's share of rows by weight), from the orders the training
+  iterator uses: how much of the corpus a short run sees. With
+  ``data.shuffle="documents"`` the rows are counted before the window shuffle, which
+  moves rows by less than ``data.shuffle_rows``."""
+  active = source_weights(cfg_data)
+  total = sum(active.values())
+  out = {}
+  for name, src in build_sources(cfg_data, list(active)).items():
+    n = max(1, round(rows * active[name] / total))
+    shuffle_seed = stage_seed(seed, stage, name)
+    indices = src.train_indices()
+    if cfg_data.shuffle == "global" and src.split_documents:
+      packed = packing.PackedRows(src, indices, tok, cfg_data.seq_len,
+                                  order_seed=shuffle_seed, read_threads=cfg_data.read_threads,
+                                  cache_path=token_cache_path(cfg_data, name, tok, indices))
+      order = grain.MapDataset.source(np.arange(len(packed))).shuffle(
+          seed=shuffle_seed % (1 << 31)).repeat()
+      seen = {int(d) for k in range(n) for d in packed.row_documents(order[k])}
+    else:
+      docs = grain.MapDataset.source(np.asarray(indices, np.int64)).shuffle(
+          seed=shuffle_seed).repeat()
+      seen, positions, k = set(), 0, 0
+      while positions < n * cfg_data.seq_len:
+        seen.add(int(docs[k]))
+        positions += len(src.tokens(int(docs[k]), tok)) - 1
+        k += 1
+    out[name] = len(seen)
+  return out
 
 
 def eval_source_names(cfg_data) -> list[str]:

@@ -26,14 +26,13 @@ import json
 import logging
 import os
 import pathlib
-import re
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import sentencepiece as spm
 
 from phijax import files
-from phijax.data import config as data_config, corpus, sources
+from phijax.data import config as data_config, fingerprint, sources
 from phijax.data.errors import DataError
 from phijax.data.paths import split_glob
 
@@ -115,6 +114,17 @@ class Tokenizer:
 
   def __repr__(self):
     return f"Tokenizer({self.name!r}, vocab_size={self.vocab_size})"
+
+  def encode_batch(self, texts, num_threads: int = 1) -> list[list[int]]:
+    """``[encode(t) for t in texts]``, the plain texts encoded by sentencepiece in
+    ``num_threads`` threads of its own (it holds the GIL on one text at a time)."""
+    texts = list(texts)
+    out = [None] * len(texts)
+    plain = [i for i, t in enumerate(texts) if not (_SPACE_META in t and self._has_byte_fallback)]
+    for i, ids in zip(plain, self._sp.encode([texts[i] for i in plain],
+                                             num_threads=max(1, num_threads))):
+      out[i] = ids
+    return [ids if ids is not None else self.encode(t) for ids, t in zip(out, texts)]
 
   def encode(self, text: str) -> list[int]:
     if _SPACE_META in text and self._has_byte_fallback:
@@ -259,52 +269,11 @@ def load_tokenizer(cfg_data) -> Tokenizer:
   return _cached_corpus_tokenizer(cfg_data)
 
 
-def _files_digest(lines: Iterable[str]) -> str:
-  return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def _corpus_key(cfg_data, names: Sequence[str]) -> tuple[str, dict]:
-  """``(label, settings)``: a file-name label and what identifies the corpus.
-
-  Reads no documents (a cache hit must stay cheap): files are identified by their
-  paths, sizes and modification times. The built-in stdlib alone keeps the key it
-  always had (relative paths and sizes of its train files), so existing caches stay
-  valid and another Python version (or a patched stdlib) gets its own model.
-  """
-  srcs = {n: cfg_data.sources[n] for n in names}
-  if len(srcs) == 1 and next(iter(srcs.values())).kind == "stdlib":
-    name, scfg = next(iter(srcs.items()))
-    root, files = sources.source_files(name, scfg)
-    rel = [f.relative_to(root) for f in files]
-    train = [f for f in rel if not corpus.is_heldout(f.as_posix(), cfg_data.heldout_fraction)]
-    fingerprint = _files_digest(f"{f.as_posix()}:{(root / f).stat().st_size}" for f in train)
-    return "stdlib", dict(corpus="stdlib", files=fingerprint)
-  described = []
-  for name, scfg in srcs.items():
-    if scfg.kind == "array_record":
-      continue  # ids already: nothing to train on (see _train_texts)
-    root, files = sources.source_files(name, scfg)
-    # The root is part of the key: two directories with the same layout and sizes
-    # are different corpora.
-    described.append(dict(
-        name=name, kind=scfg.kind, text_field=scfg.get("text_field", "text"),
-        root=str(pathlib.Path(root).resolve()),
-        files=_files_digest(_file_id(root, f) for f in files)))
-  label = re.sub(r"[^A-Za-z0-9_.-]+", "_", "+".join(d["name"] for d in described))[:40]
-  return label or "corpus", dict(corpus=described)
-
-
-def _file_id(root, f) -> str:
-  # Size and modification time: an edit that keeps a file's size still retrains.
-  st = pathlib.Path(f).stat()
-  return f"{pathlib.Path(f).relative_to(root).as_posix()}:{st.st_size}:{st.st_mtime_ns}"
-
-
 def _cached_corpus_tokenizer(cfg_data) -> Tokenizer:
   from phijax.data import pipeline  # local: loads grain (seconds), which tokenizing never needs
   tcfg = cfg_data.tokenizer
   names = list(pipeline.source_weights(cfg_data))
-  label, corpus_settings = _corpus_key(cfg_data, names)
+  label, corpus_settings = fingerprint.corpus_key(cfg_data, names)
   settings = dict(**corpus_settings, vocab_size=tcfg.vocab_size,
                   model_type=tcfg.model_type, train_bytes=tcfg.train_bytes,
                   heldout_fraction=cfg_data.heldout_fraction)

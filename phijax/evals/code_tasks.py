@@ -203,7 +203,8 @@ def score(problems: Sequence[Problem], completions: Mapping[str, Sequence[str]],
   its problem's stop strings here. Returns the summary ``{"problems", "samples",
   "pass@k"...}`` (only the ks that every problem's sample count allows) and one row per
   sample: task_id, sample, completion (as run), raw_completion, status, detail, passed,
-  seconds, unisolated (what the kernel did not isolate: ``execute.Result``). ``limits`` go to ``execute.run_program`` (memory_bytes, ...).
+  seconds, unisolated (what the kernel did not isolate: ``execute.Result``). ``limits``
+  go to ``execute.run_program`` (memory_bytes, ...).
   """
   problems = list(problems)
   if not problems:

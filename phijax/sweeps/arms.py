@@ -21,6 +21,7 @@ from phijax.train import wandb_log
 
 SWEEP_FILE = "sweep.json"  # in the sweep directory: the experiment and its arms
 SEED_KEY = "train.seed"
+DATA_SEED_KEY = "train.data_seed"
 CONFIG_KEY = "config"  # an arm's argument to the experiment's get_config(arg)
 ARM_REF = re.compile(r"\{arm:([^{}]*)\}")  # another arm's run directory
 
@@ -36,10 +37,19 @@ class Helpers:
     return [{key: v} for v in values]
 
   @staticmethod
-  def seeds(n_or_seeds: int | Iterable[int]) -> list[dict]:
-    """``train.seed`` 0..n-1 (or the given seeds)."""
+  def seeds(n_or_seeds: int | Iterable[int], vary: str = "both") -> list[dict]:
+    """Seeds 0..n-1 (or the given ones) of what ``vary`` says: ``"both"``
+    (``train.seed``, which the data order follows), ``"init"`` (``train.seed``, the
+    data order fixed by ``train.data_seed=0``) or ``"data"`` (``train.data_seed``
+    only, the initialisation fixed)."""
     seeds = range(n_or_seeds) if isinstance(n_or_seeds, int) else n_or_seeds
-    return Helpers.sweep(SEED_KEY, seeds)
+    if vary == "both":
+      return Helpers.sweep(SEED_KEY, seeds)
+    if vary == "init":
+      return [{SEED_KEY: s, DATA_SEED_KEY: 0} for s in seeds]
+    if vary == "data":
+      return Helpers.sweep(DATA_SEED_KEY, seeds)
+    raise ValueError(f"h.seeds(vary={vary!r}): choose 'both', 'init' or 'data'")
 
   @staticmethod
   def product(*groups: Sequence[dict]) -> list[dict]:

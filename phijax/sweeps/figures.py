@@ -10,7 +10,7 @@ import statistics
 from typing import Any
 
 from phijax.sweeps.runs import SMOOTHING, ema, finite
-from phijax.sweeps.tables import METRICS, SEED_FIELD, Table, format_field, mean_std
+from phijax.sweeps.tables import METRICS, SEED_FIELDS, Table, format_field, mean_std
 
 
 def _colors(n: int) -> list:
@@ -96,7 +96,7 @@ def _numeric_fields(table: Table) -> list[str]:
   out = []
   for f in table.fields:
     values = [r[f] for r in table.rows if r.get(f) is not None]
-    if f != SEED_FIELD and all(finite(v) for v in values) and len(set(values)) > 1:
+    if f not in SEED_FIELDS and all(finite(v) for v in values) and len(set(values)) > 1:
       out.append(f)
   return out
 
@@ -119,13 +119,13 @@ def plot_final(table: Table, path: str, metric: str = "eval_loss") -> None:
       ax.plot([r[metric] for r in members], [y] * len(members), ".", color="gray")
     ax.set_yticks(range(len(groups)), [_group_label(k) for k, _ in groups], fontsize="small")
     ax.set_ylim(-0.5, len(groups) - 0.5)
-    seeds = SEED_FIELD in table.fields
+    seeds = bool(set(SEED_FIELDS) & set(table.fields))
     ax.set(xlabel=f"final {label}", title=f"final {label}" +  # two lines: never clipped
            ("\n(seed mean ± std; gray: seeds)" if seeds else ""))
     ax.grid(alpha=0.3, axis="x")
     ax.margins(x=0.1)
   for ax, field in zip(axes, numeric):
-    others = [f for f in table.fields if f not in (field, SEED_FIELD)]
+    others = [f for f in table.fields if f != field and f not in SEED_FIELDS]
     lines = {}
     for r in table.rows:
       if finite(r.get(field)):
@@ -145,7 +145,8 @@ def plot_final(table: Table, path: str, metric: str = "eval_loss") -> None:
       ax.set_xscale("log")
     ax.set(xlabel=field, ylabel=f"final {label}",
            title=f"final {label} vs {field}" + (" (line: seed mean; dots: seeds)"
-                                                  if SEED_FIELD in table.fields else ""))
+                                                  if set(SEED_FIELDS) & set(table.fields)
+                                                  else ""))
     ax.grid(alpha=0.3)
     if others:
       ax.legend(fontsize="small", loc="best")

@@ -9,14 +9,19 @@ Reads every arm's ``config.json`` and ``metrics.jsonl`` (``DIR/*/``) and writes:
   ``steps``, ``wall_s``, ``tokens_per_sec`` (median of the logged rows), ``skipped``
   (non-finite steps), ``spikes`` and ``max_loss_ratio`` (see ``loss_rises``),
   ``max_grad_norm``, ``gzip_bpb``;
-- ``results.md``: the same table, then arms that differ only in ``train.seed``
-  collapsed to mean ± std (sample std, ddof 1) with n, then the experiment's
-  ``summarize(table)`` (or ``summarize(table, sweep_dir)``) rows, if it has one;
+- ``results.md``: the same table, then arms that differ only in their seeds
+  (``train.seed``, ``train.data_seed``) collapsed to mean ± std (sample std, ddof 1)
+  with n, then the experiment's ``COMPARISONS`` with their paired differences,
+  intervals and verdicts (``phijax.sweeps.stats``; figure ``paired.png``), then its
+  ``summarize(table)`` (or ``summarize(table, sweep_dir)``) rows, if it has one, then
+  the provenance block (commit, corpus, tokenizer, versions, device, command, total
+  wall time: ``phijax.sweeps.provenance``; arms that differ are named, on stderr too);
 - ``curves.png``: training loss over all tokens (EMA; a token-selection arm's
   ``lm_loss``) and held-out loss against tokens, one colour per arm group, seeds as
   thin lines around their mean;
 - ``final.png``: final held-out loss against each swept numeric field (log x for
-  learning rates and fields spanning decades);
+  learning rates and fields spanning decades); an experiment's ``PLOTS`` (a tuple of
+  "curves", "final") picks which of these two it wants;
 - ``tb_hparams/``: TensorBoard HParams, one run per arm (``tensorboard --logdir DIR``);
 - whatever the experiment's optional ``plot(table, sweep_dir)`` writes (it returns the
   paths of its files), for plots only that experiment needs.
@@ -34,6 +39,7 @@ import shutil
 import sys
 
 from phijax import cli, config_files
+from phijax.sweeps import provenance, stats
 from phijax.sweeps.figures import plot_curves, plot_final
 from phijax.sweeps.runs import SMOOTHING, SPIKE_RATIO, finite
 from phijax.sweeps.tables import (CSV_METRICS, Table, arm_table, collect, grouped_table,
@@ -93,6 +99,17 @@ def write_results(sweep_dir: str) -> list[str]:
   grouped = grouped_table(table)
   if grouped:
     parts += ["Seeds collapsed (mean ± sample std over finished seeds):", grouped]
+  comparisons = _experiment_fn(meta, sweep_dir, "COMPARISONS") or []
+  compared = [stats.compare(table.rows, c) for c in comparisons]
+  if compared:
+    parts += [
+        "## Comparisons\n\nWhat the paper claims, as the experiment declares it: each arm "
+        "row paired with its control's row of the same seeds (initialisation and data "
+        f"order); the verdict reads the {stats.LEVEL:.0%} Student-t interval of the mean "
+        "paired difference: reproduced when it lies wholly on the claimed side of zero, "
+        "refuted when wholly on the other, inconclusive when it holds zero "
+        "(`phijax/sweeps/stats.py`). Figure: `paired.png`.",
+        stats.markdown(compared)]
   summarize = _experiment_fn(meta, sweep_dir, "summarize")
   if summarize is not None:
     # summarize(table), or summarize(table, sweep_dir) for rows read from the arms'
@@ -101,15 +118,35 @@ def write_results(sweep_dir: str) -> list[str]:
     extra = summarize(table, sweep_dir) if takes_dir else summarize(table)
     if extra:
       parts.append(extra if isinstance(extra, str) else summary_table(list(extra)))
-  parts.append("Plots: `curves.png` (loss against tokens), `final.png` (final held-out "
-               "loss against the swept fields).")
+  block, differences = provenance.section(table.rows, sweep_dir)
+  parts.append(block)
+  for line in differences:
+    print(f"phijax.results: {sweep_dir}: {line}", file=sys.stderr)
+  # The generic plots an experiment wants (PLOTS; default both): a figure that misleads
+  # for its question (DPO loss beside LM loss, smoothing that hides an oscillation)
+  # is left out rather than committed.
+  wanted = tuple(_experiment_fn(meta, sweep_dir, "PLOTS") or GENERIC_PLOTS)
+  unknown = sorted(set(wanted) - set(GENERIC_PLOTS))
+  if unknown:
+    raise ValueError(f"the experiment's PLOTS names {unknown}; choose from {GENERIC_PLOTS}")
+  shown = {"curves": "`curves.png` (loss against tokens)",
+           "final": "`final.png` (final held-out loss against the swept fields)"}
+  if wanted:
+    parts.append("Plots: " + ", ".join(shown[p] for p in wanted) + ".")
   md_path = os.path.join(sweep_dir, "results.md")
   with open(md_path, "w") as f:
     f.write("\n\n".join(parts) + "\n")
-  curves, final = os.path.join(sweep_dir, "curves.png"), os.path.join(sweep_dir, "final.png")
-  plot_curves(table, curves)
-  plot_final(table, final)
-  paths = [md_path, csv_path, curves, final]
+  paths = [md_path, csv_path]
+  for name, draw in (("curves", plot_curves), ("final", plot_final)):
+    path = os.path.join(sweep_dir, f"{name}.png")
+    if name in wanted:
+      draw(table, path)
+      paths.append(path)
+    elif os.path.exists(path):
+      os.remove(path)  # a stale figure the experiment no longer wants
+  if compared:
+    stats.plot(compared, os.path.join(sweep_dir, "paired.png"))
+    paths.append(os.path.join(sweep_dir, "paired.png"))
   plot = _experiment_fn(meta, sweep_dir, "plot")
   if plot is not None:  # the experiment's own plots
     paths += list(plot(table, sweep_dir) or [])
@@ -117,8 +154,12 @@ def write_results(sweep_dir: str) -> list[str]:
   return paths
 
 
+GENERIC_PLOTS = ("curves", "final")
+
+
 def _experiment_fn(meta: dict, sweep_dir: str, name: str):
-  """The experiment file's function ``name`` (summarize, plot), or None."""
+  """The experiment file's function or setting ``name`` (summarize, plot,
+  COMPARISONS, PLOTS), or None."""
   if not meta:
     return None
   where = os.path.join(sweep_dir, meta["experiment"].split(":")[0])

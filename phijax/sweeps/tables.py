@@ -14,7 +14,7 @@ from typing import Iterable
 from phijax.sweeps.arms import aliases, format_value, read_sweep_file
 from phijax.sweeps.runs import finite, run_summary
 
-SEED_FIELD = "seed"
+SEED_FIELDS = ("seed", "data_seed")  # train.seed, train.data_seed (stats.SEED_FIELDS)
 
 METRICS = [  # (column, markdown header, format)
     ("eval_loss", "held-out loss", ".4f"),
@@ -57,8 +57,8 @@ class Table:
     return mean_std(r.get(column) for r in self.where(**equal))[0]
 
   def groups(self) -> list[tuple[dict, list[dict]]]:
-    """Arms that differ only in the seed: ({field: value} without the seed, rows)."""
-    keys = [f for f in self.fields if f != SEED_FIELD]
+    """Arms that differ only in their seeds: ({field: value} without them, rows)."""
+    keys = [f for f in self.fields if f not in SEED_FIELDS]
     out = {}
     for r in self.rows:
       out.setdefault(tuple(r.get(k) for k in keys), []).append(r)
@@ -146,8 +146,8 @@ def arm_table(table: Table) -> str:
 
 
 def grouped_table(table: Table) -> str | None:
-  """Arms that differ only in the seed: mean ± std (n)."""
-  if SEED_FIELD not in table.fields:
+  """Arms that differ only in their seeds: mean ± std (n)."""
+  if not set(SEED_FIELDS) & set(table.fields):
     return None
   rows = []
   for key, members in table.groups():
@@ -159,7 +159,7 @@ def grouped_table(table: Table) -> str | None:
       row[col] = f"{_fmt(m, spec)} ± {_fmt(s, spec)}" if n > 1 else _fmt(m, spec)
     row["n"] = len(members)
     rows.append(row)
-  keys = [f for f in table.fields if f != SEED_FIELD]
+  keys = [f for f in table.fields if f not in SEED_FIELDS]
   columns = [(f, f, "s") for f in keys] + [("n", "n (done)", "d")] + [
       (c, h, "s") for c, h, _ in METRICS]
   return markdown(rows, columns)

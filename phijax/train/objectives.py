@@ -68,6 +68,11 @@ def load_reference(path, fns, what="init_from", vocab_size=None):
   return jax.device_put(params, fns.state_shardings.params)
 
 
+def data_seed(t) -> int:
+  """The seed of the data order: ``train.data_seed``, or ``train.seed`` when unset."""
+  return t.seed if t.get("data_seed") is None else t.data_seed
+
+
 class LanguageModeling:
   step_args = ()  # the train step's inputs after (state, batch, lr)
   log_keys = ()  # the step's own metrics that go into metrics.jsonl
@@ -79,7 +84,7 @@ class LanguageModeling:
   def train_iterator(self, stage_plan, state=None):
     t = self.config.train
     it = data.make_train_iterator(self.config.data, self.tok, batch_size=t.batch_size,
-                                  seed=t.seed, weights=stage_plan.weights,
+                                  seed=data_seed(t), weights=stage_plan.weights,
                                   stage=stage_plan.stage, **WHOLE)
     if state is not None:
       it.set_state(state)
@@ -133,7 +138,8 @@ class DirectPreference(LanguageModeling):
   def train_iterator(self, stage_plan, state=None):
     t = self.config.train
     it = self.preferences.PairIterator(self.source, self.tok, batch_size=t.batch_size,
-                                       seq_len=self.config.data.seq_len, seed=t.seed)
+                                       seq_len=self.config.data.seq_len,
+                                       seed=data_seed(t))
     if state is not None:
       it.set_state(state)
     return it

@@ -15,18 +15,20 @@ change is the ``Run`` (its position, state, step metrics, ``writer``, ``progress
 
 Modules by job: ``base`` (the protocol: ``Piece``, ``Run``, ``Clock``),
 ``evaluation``, ``checkpoints``, ``stop`` (signals, non-finite steps), ``logs``
-(step rows and progress, probes, the plot), ``samples``.
+(step rows and progress, probes, the plot), ``samples``, ``provenance``.
 """
 
 from phijax.train.pieces.base import Clock, Piece, Run
 from phijax.train.pieces.checkpoints import BestCheckpoints, Checkpoints
 from phijax.train.pieces.evaluation import Done, Evaluation, FinalEval
 from phijax.train.pieces.logs import Plot, Probes, StepLog
+from phijax.train.pieces.provenance import Provenance
 from phijax.train.pieces.samples import Samples
 from phijax.train.pieces.stop import NonFinite, NonFiniteError, Stop, StopFlag
 
 __all__ = ["BestCheckpoints", "Checkpoints", "Clock", "Done", "Evaluation", "FinalEval",
-           "NonFinite", "NonFiniteError", "Piece", "Plot", "Probes", "Run", "Samples",
+           "NonFinite", "NonFiniteError", "Piece", "Plot", "Probes", "Provenance", "Run",
+           "Samples",
            "StepLog", "Stop", "StopFlag", "builtin"]
 
 
@@ -41,6 +43,7 @@ def builtin(run: Run) -> list:
   evaluation = Evaluation()
   final = FinalEval(evaluation)
   pieces = [
+      Provenance(),  # provenance.json: commit, command, corpus, tokenizer, versions
       evaluation,  # train.eval_at_start, train.eval_every
       Probes(),  # train.sharpness_every
       BestCheckpoints(run) if run.train.keep_best else None,

@@ -1,0 +1,143 @@
+"""Comparisons an experiment declares, and the verdict its seeds give.
+
+An experiment file lists what its paper claims, as comparisons of two groups of arms::
+
+    COMPARISONS = [
+        stats.Comparison("warmup lowers the final loss", metric="eval_loss",
+                         claim="lower", arm={"enabled": True}, control={"enabled": False}),
+    ]
+
+``arm`` and ``control`` select rows of the results table by swept fields (short names,
+as the table shows them); each arm row is paired with the control row of the same
+seeds (``seed`` and ``data_seed``: the same initialisation and data order), and the
+verdict comes from the paired differences ``arm - control``: their mean and a 95%
+Student-t interval. ``claim="lower"``: "reproduced" when the whole interval is below
+zero, "refuted" when it is above, "inconclusive" when it holds zero (an effect inside
+the seed-to-seed noise) or fewer than 2 pairs finished. ``"higher"`` mirrors it. The
+sign of two means never decides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+
+from phijax.sweeps.runs import finite
+from phijax.sweeps.tables import SEED_FIELDS  # what pairs an arm's row with its control's
+LEVEL = 0.95
+CLAIMS = ("lower", "higher")
+VERDICTS = ("reproduced", "refuted", "inconclusive")
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+  """``arm`` against ``control`` on ``metric``; the paper says the arm's is ``claim``
+  (lower or higher) than the control's."""
+  name: str
+  metric: str
+  claim: str
+  arm: dict
+  control: dict
+
+  def __post_init__(self):
+    if self.claim not in CLAIMS:
+      raise ValueError(f"comparison {self.name!r}: claim={self.claim!r}; choose one of "
+                       f"{CLAIMS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  comparison: Comparison
+  diffs: tuple  # ((seed key, arm - control), ...) per finished pair
+  mean: float
+  low: float  # the 95% interval of the mean difference
+  high: float
+  verdict: str
+  note: str = ""  # why the verdict is inconclusive without an interval
+
+
+def interval(diffs, level: float = LEVEL) -> tuple[float, float, float]:
+  """``(mean, low, high)``: the mean of ``diffs`` and its two-sided Student-t interval
+  (n - 1 degrees of freedom); NaN bounds for fewer than two values."""
+  from scipy import stats as scipy_stats  # jax depends on scipy: always installed
+  vals = [float(d) for d in diffs]
+  if not vals:
+    return math.nan, math.nan, math.nan
+  mean = statistics.fmean(vals)
+  if len(vals) < 2:
+    return mean, math.nan, math.nan
+  half = (scipy_stats.t.ppf(0.5 + level / 2, len(vals) - 1)
+          * statistics.stdev(vals) / math.sqrt(len(vals)))
+  return mean, mean - half, mean + half
+
+
+def verdict(claim: str, low: float, high: float) -> str:
+  """reproduced / refuted / inconclusive from the interval of ``arm - control``."""
+  if not (finite(low) and finite(high)):
+    return "inconclusive"
+  below, above = high < 0, low > 0
+  if claim == "higher":
+    below, above = above, below
+  return "reproduced" if below else "refuted" if above else "inconclusive"
+
+
+def _matches(row: dict, want: dict) -> bool:
+  return all(row.get(k) == v for k, v in want.items())
+
+
+def _seed_key(row: dict) -> tuple:
+  return tuple(row.get(f) for f in SEED_FIELDS)
+
+
+def compare(rows: list[dict], comparison: Comparison) -> Result:
+  """Pairs the finished ``arm`` rows with the ``control`` rows of the same seeds."""
+  c = comparison
+  arm = {_seed_key(r): r for r in rows if _matches(r, c.arm) and r.get("status") == "done"}
+  control = {_seed_key(r): r for r in rows
+             if _matches(r, c.control) and r.get("status") == "done"}
+  diffs = tuple((k, float(arm[k][c.metric]) - float(control[k][c.metric]))
+                for k in sorted(set(arm) & set(control), key=str)
+                if finite(arm[k].get(c.metric)) and finite(control[k].get(c.metric)))
+  mean, low, high = interval(d for _, d in diffs)
+  note = "" if len(diffs) >= 2 else f"{len(diffs)} finished pair(s): no interval"
+  return Result(c, diffs, mean, low, high, verdict(c.claim, low, high), note)
+
+
+def markdown(results: list[Result]) -> str:
+  """The comparisons table of results.md."""
+  lines = ["| comparison | metric | paper's claim | pairs | mean diff (arm - control) | "
+           f"{LEVEL:.0%} interval | per seed | verdict |", "|" + "---|" * 8]
+  for r in results:
+    c = r.comparison
+    per_seed = ", ".join(f"{d:+.4f}" for _, d in r.diffs) or "-"
+    ci = f"[{r.low:+.4f}, {r.high:+.4f}]" if finite(r.low) else r.note or "-"
+    mean = f"{r.mean:+.4f}" if finite(r.mean) else "-"
+    lines.append(f"| {c.name} | {c.metric} | arm {c.claim} | {len(r.diffs)} | {mean} | "
+                 f"{ci} | {per_seed} | **{r.verdict}** |")
+  return "\n".join(lines)
+
+
+def plot(results: list[Result], path: str) -> None:
+  """``paired.png``: each comparison's per-seed differences (dots), their mean and
+  interval (bar), and zero: what the verdict reads."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(7, 0.7 + 0.55 * len(results)))
+  for y, r in enumerate(results):
+    ds = [d for _, d in r.diffs]
+    ax.scatter(ds, [y] * len(ds), s=18, color="0.4", zorder=3)
+    if finite(r.low):
+      color = {"reproduced": "tab:green", "refuted": "tab:red"}.get(r.verdict, "tab:gray")
+      ax.plot([r.low, r.high], [y, y], color=color, lw=3, alpha=0.6)
+      ax.plot([r.mean], [y], "|", color=color, ms=14, mew=2)
+  ax.axvline(0, color="k", lw=0.8)
+  ax.set_yticks(range(len(results)))
+  ax.set_yticklabels([f"{r.comparison.name}\n({r.comparison.metric}, claim: arm "
+                      f"{r.comparison.claim}; {r.verdict})" for r in results], fontsize=8)
+  ax.invert_yaxis()
+  ax.set_xlabel(f"arm - control, paired by seed (dots); mean and {LEVEL:.0%} interval (bar)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -1,0 +1,74 @@
+"""The verdicts of declared comparisons, on synthetic tables: an effect inside the
+seed noise is inconclusive, a clear one on the claimed side reproduced, on the other
+side refuted; rows pair by both seeds. Oracle: scipy's paired t-test (the interval
+excludes zero exactly when its two-sided p-value is below 0.05)."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from phijax.sweeps import stats
+
+
+def _rows(effect, noise, n=3, seed=0, field="opt"):
+  """Control and arm rows for seeds 0..n-1: arm = control + effect + noise."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for s in range(n):
+    base = 3.0 + rng.normal(0, 0.3)  # seed-to-seed offsets, shared by the pair
+    rows.append({field: "a", "seed": s, "data_seed": None, "status": "done",
+                 "eval_loss": base})
+    rows.append({field: "b", "seed": s, "data_seed": None, "status": "done",
+                 "eval_loss": base + effect + rng.normal(0, noise)})
+  return rows
+
+
+LOWER = stats.Comparison("b lowers the loss", metric="eval_loss", claim="lower",
+                         arm={"opt": "b"}, control={"opt": "a"})
+
+
+@pytest.mark.parametrize("effect, noise, claim, want", [
+    (-0.2, 0.01, "lower", "reproduced"),
+    (+0.2, 0.01, "lower", "refuted"),
+    (+0.2, 0.01, "higher", "reproduced"),
+    (-0.01, 0.1, "lower", "inconclusive"),  # inside the noise
+])
+def test_verdicts(effect, noise, claim, want):
+  c = stats.Comparison("x", "eval_loss", claim, {"opt": "b"}, {"opt": "a"})
+  r = stats.compare(_rows(effect, noise), c)
+  assert r.verdict == want and len(r.diffs) == 3
+  d = [x for _, x in r.diffs]
+  assert r.mean == pytest.approx(np.mean(d))
+  p = scipy_stats.ttest_1samp(d, 0.0).pvalue
+  assert (r.low > 0 or r.high < 0) == (p < 0.05)
+
+
+def test_the_seed_offsets_cancel_in_pairs():
+  """Seed offsets (0.3) ten times the effect (0.03) with little pair noise: the
+  unpaired means would overlap, the paired differences are clear."""
+  r = stats.compare(_rows(-0.03, 0.002, n=4), LOWER)
+  assert r.verdict == "reproduced" and r.high < 0
+
+
+def test_pairs_need_both_seeds_and_finished_runs():
+  rows = _rows(-0.2, 0.01)
+  rows[1]["status"] = "failed"  # seed 0's arm
+  rows[2]["data_seed"] = 5  # seed 1's control ran another data order: no pair
+  r = stats.compare(rows, LOWER)
+  assert [k for k, _ in r.diffs] == [(2, None)]
+  assert r.verdict == "inconclusive" and "1 finished pair" in r.note
+  assert math.isnan(r.low)
+
+
+def test_markdown_and_plot(tmp_path):
+  results = [stats.compare(_rows(-0.2, 0.01), LOWER),
+             stats.compare(_rows(0.0, 0.1, seed=1), LOWER)]
+  md = stats.markdown(results)
+  assert "**reproduced**" in md and "**inconclusive**" in md and "b lowers the loss" in md
+  stats.plot(results, str(tmp_path / "paired.png"))
+  assert os.path.getsize(tmp_path / "paired.png") > 1000
+  with pytest.raises(ValueError, match="claim='smaller'"):
+    stats.Comparison("x", "eval_loss", "smaller", {}, {})
