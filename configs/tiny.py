@@ -5,10 +5,10 @@ on first use.
 
     python -m phijax.train --config=configs/tiny.py --workdir=runs/tiny
 
-Expect on a 2-core CPU: about 8.5 minutes from nothing (tokenizer training and
-compilation included; ~3.5k tokens/s, 400 steps of 16 x 256 tokens); the final line
+Expect on a 2-core CPU: about 7 minutes from nothing (tokenizer training and
+compilation included; ~4.7k tokens/s, 400 steps of 16 x 256 tokens); the final line
 prints held-out bits per byte over the whole held-out split beside gzip -9 on the
-same text (measured: 1.458 vs 2.092 bits/byte, 8m23s).
+same text (measured: 1.410 vs 2.092 bits/byte, 6m38s).
 ``configs/tiny.py:runlocal`` is a seconds-long smoke run.
 """
 

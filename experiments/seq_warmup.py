@@ -9,7 +9,7 @@ arXiv 2108.06084: GPT-2 stable at 8x batch and 4x LR.)
         --only='lr=0.003,seq_warmup=off,seed=0|lr=0.003,.*mode=reshape,seed=0' \\
         --config.train.tokens=100000 --config.train.final_eval_batches=4
 
-Arms: AdamW peak LR {3e-3, 1e-1} x {no warmup; linear sequence-length warmup 32 ->
+Arms: AdamW peak LR {3e-3, 3e-2, 1e-1} x {no warmup; linear sequence-length warmup 32 ->
 256 over 30% of the tokens, pow2 buckets, in mode ``truncate`` (each row's tail
 dropped: a warmup step has fewer tokens, so the same tokens take more, smaller steps)
 or ``reshape`` (each row cut into shorter rows: the same tokens per step and the same
@@ -27,7 +27,7 @@ from phijax.sweeps.stats import Comparison
 
 ALIASES = {"curriculum.seq_warmup.enabled": "seq_warmup",
            "curriculum.seq_warmup.mode": "mode"}
-LRS = (3e-3, 1e-1)
+LRS = (3e-3, 3e-2, 1e-1)
 
 
 def get_config(arg=None):

@@ -447,7 +447,9 @@ def test_resume_is_exact(tok, corpus_dir, tmp_path, workers, shuffle):
   handler = grain.checkpoint.CheckpointHandler()  # what orbax saves the iterator with
   it = data.make_train_iterator(cfg, tok, **kw)
   checks = []
-  for k in (0, 3, 4):  # several points in the stream (0: before the first batch)
+  # Several points in the stream (0: before the first batch); with workers (each fresh
+  # iterator starts processes) two.
+  for k in ((0, 3) if workers else (0, 3, 4)):
     _take(it, k)
     ckpt = epath.Path(tmp_path / f"k{len(checks)}")
     ckpt.mkdir()

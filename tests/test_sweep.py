@@ -499,3 +499,23 @@ def test_a_kept_sweep_file_that_misses_arms_is_named(tmp_path, capsys):
   assert "does not list 1 arm(s)" in err and "lr=0.3" in err and "lr=0.1," not in err
   sweep_command._warn_stale_sweep_file(str(tmp_path), arms[:1])
   assert capsys.readouterr().err == ""
+
+
+def test_provenance_block_names_differences_and_no_machine_paths(tmp_path, monkeypatch):
+  """Arms that ran other commits are named; the command shows paths relative to where
+  results are written (a committed results.md names no path of its machine)."""
+  from phijax.sweeps import provenance as sweep_provenance
+  monkeypatch.chdir(tmp_path)
+  rows = []
+  for arm, commit in (("a", "1" * 40), ("b", "2" * 40)):
+    (tmp_path / "sweep" / arm).mkdir(parents=True)
+    record = {"commit": commit, "dirty": False, "corpus": {"stdlib": "stdlib:x"},
+              "tokenizer": "t", "command": f"python -m phijax.train --workdir={tmp_path}"
+              f"/sweep/{arm} --config={tmp_path}/exp.py"}
+    (tmp_path / "sweep" / arm / "provenance.json").write_text(json.dumps([record]))
+    rows.append({"arm": arm, "wall_s": 60.0})
+  block, warnings = sweep_provenance.section(rows, str(tmp_path / "sweep"))
+  assert "| commit | **differs between arms**: 111111111111 (a); 222222222222 (b) |" in block
+  assert warnings == ["arms differ in commit: 111111111111 (a); 222222222222 (b)"]
+  assert "`python -m phijax.train --workdir=sweep/a --config=exp.py`" in block
+  assert str(tmp_path) not in block and "over 2 arms) | 0.03 h (120 s)" in block

@@ -27,10 +27,11 @@
 # plots loss, learning rate and sequence length against tokens, samples from it with
 # the KV-cache generator (`phijax.model.decode.Generator`) and scores bits per byte
 # on the held-out files beside gzip. Expected: yes. The 400-step tiny run of the
-# README measured 1.458 bits/byte against gzip's 2.092; the shorter CPU run here
-# (150 steps, 614k tokens) measured 1.738, the whole notebook in 4 minutes on 2 CPU
-# cores (tokenizer, compilation and evaluations included; 4.6k tokens/s while
-# training); on a GPU or TPU the notebook runs the full 400 steps. The smoke size
+# README measured 1.410 bits/byte against gzip's 2.092; the shorter CPU run here
+# (150 steps, 614k tokens) measured 1.738 with the row order before 2026-12-05 (the
+# committed outputs), the whole notebook in 4 minutes on 2 CPU cores (tokenizer,
+# compilation and evaluations included; 4.6k tokens/s while training); on a GPU or
+# TPU the notebook runs the full 400 steps. The smoke size
 # (20 steps of a 1M-parameter model) stays above gzip: it only checks that every
 # cell runs.
 

@@ -66,7 +66,10 @@ def section(rows: list[dict], sweep_dir: str) -> tuple[str, list[str]]:
       warnings.append(f"arms differ in {field}: {parts}")
   first = next((recs[0] for recs in by_arm.values() if recs), None)
   if first:
-    lines.append(f"| command (first arm) | `{first.get('command', '-')}` |")
+    # Paths under the directory results are written from, relative to it: a committed
+    # results.md names no path of the machine it was made on.
+    command = first.get("command", "-").replace(os.getcwd() + os.sep, "")
+    lines.append(f"| command (first arm) | `{command}` |")
     now = current_corpus(os.path.join(sweep_dir, next(a for a, r in by_arm.items() if r)))
     if now is not None:
       same = now == first.get("corpus")

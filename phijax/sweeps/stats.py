@@ -120,24 +120,32 @@ def markdown(results: list[Result]) -> str:
 
 def plot(results: list[Result], path: str) -> None:
   """``paired.png``: each comparison's per-seed differences (dots), their mean and
-  interval (bar), and zero: what the verdict reads."""
+  interval (bar, green: reproduced, red: refuted, gray: inconclusive) and zero: what
+  the verdict reads. One panel per metric, each on its own scale."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(7, 0.7 + 0.55 * len(results)))
-  for y, r in enumerate(results):
-    ds = [d for _, d in r.diffs]
-    ax.scatter(ds, [y] * len(ds), s=18, color="0.4", zorder=3)
-    if finite(r.low):
-      color = {"reproduced": "tab:green", "refuted": "tab:red"}.get(r.verdict, "tab:gray")
-      ax.plot([r.low, r.high], [y, y], color=color, lw=3, alpha=0.6)
-      ax.plot([r.mean], [y], "|", color=color, ms=14, mew=2)
-  ax.axvline(0, color="k", lw=0.8)
-  ax.set_yticks(range(len(results)))
-  ax.set_yticklabels([f"{r.comparison.name}\n({r.comparison.metric}, claim: arm "
-                      f"{r.comparison.claim}; {r.verdict})" for r in results], fontsize=8)
-  ax.invert_yaxis()
-  ax.set_xlabel(f"arm - control, paired by seed (dots); mean and {LEVEL:.0%} interval (bar)")
+  metrics = list(dict.fromkeys(r.comparison.metric for r in results))
+  counts = [sum(r.comparison.metric == m for r in results) for m in metrics]
+  fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 1.2 + 0.5 * len(results)
+                                                      + 0.6 * len(metrics)),
+                           gridspec_kw={"height_ratios": counts}, squeeze=False)
+  for ax, metric in zip(axes[:, 0], metrics):
+    mine = [r for r in results if r.comparison.metric == metric]
+    for y, r in enumerate(mine):
+      ds = [d for _, d in r.diffs]
+      ax.scatter(ds, [y] * len(ds), s=18, color="0.3", zorder=3)
+      if finite(r.low):
+        color = {"reproduced": "tab:green", "refuted": "tab:red"}.get(r.verdict, "tab:gray")
+        ax.plot([r.low, r.high], [y, y], color=color, lw=4, alpha=0.5)
+        ax.plot([r.mean], [y], "|", color=color, ms=14, mew=2)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(mine)))
+    ax.set_yticklabels([f"{r.comparison.name}: {r.verdict}" for r in mine], fontsize=8)
+    ax.set_ylim(len(mine) - 0.5, -0.5)
+    ax.set_xlabel(f"{metric}: arm - control (dots: seeds; bar: mean and {LEVEL:.0%} "
+                  "interval)", fontsize=8)
+    ax.grid(alpha=0.3, axis="x")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
