@@ -32,8 +32,9 @@ class CorruptFile(BadFile):
 def reading(path, what: str):
   """Turns any error a library raises while the block parses ``path`` into a
   ``CorruptFile`` naming ``path`` and ``what`` it should be. phijax's own bad-input
-  errors pass through, prefixed with ``path`` when they do not name the file;
-  interrupts pass through unchanged."""
+  errors pass through, prefixed with ``path`` when they do not name the file; the OS
+  refusing (permissions, a directory) is a ``BadFile`` saying so; interrupts,
+  ``MemoryError`` and ``ImportError`` pass through unchanged."""
   drop_late_callbacks()  # installed first: they can fire before the error reaches us
   try:
     yield
@@ -44,6 +45,14 @@ def reading(path, what: str):
       if os.path.basename(os.fspath(path)) in str(e):
         raise  # ours, and it names the file
       raise BadFile(f"{os.fspath(path)}: {e}") from e
+    if isinstance(e, OSError) and e.errno is not None:  # the OS refused, in a library
+      raise BadFile(f"{os.fspath(path)}: {e.strerror or e}") from e
+    raise corrupt(path, what, e) from e
+  except (MemoryError, ImportError):
+    raise  # not the file's fault
+  except OSError as e:
+    if e.errno is not None:  # the OS refused (permission, a directory, no space)
+      raise BadFile(f"{os.fspath(path)}: {e.strerror or e}") from e
     raise corrupt(path, what, e) from e
   except Exception as e:  # a library's parse error: any type (RuntimeError, KeyError, ...)
     raise corrupt(path, what, e) from e
@@ -98,5 +107,20 @@ def drop_late_callbacks() -> None:
 
   hook._phijax_drops_closed_loop = True
   sys.unraisablehook = hook
-  logging.getLogger("asyncio").addFilter(
-      lambda record: "exception was never retrieved" not in str(record.msg))
+  logging.getLogger("asyncio").addFilter(_not_an_abandoned_read)
+
+
+# What tensorstore's errors say: an unretrieved one of these is an abandoned read.
+_READ_ERRORS = ("OCDBT", "zarr", "tensorstore", "DATA_LOSS", "OUT_OF_RANGE",
+                "FAILED_PRECONDITION")
+
+
+def _not_an_abandoned_read(record) -> bool:
+  """False (drop it) only for asyncio's "exception was never retrieved" about a
+  tensorstore read error; every other asyncio record passes."""
+  try:
+    text = record.getMessage()
+  except Exception:  # a record whose arguments do not format: keep it
+    return True
+  return not ("exception was never retrieved" in text
+              and any(word in text for word in _READ_ERRORS))

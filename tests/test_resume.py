@@ -187,3 +187,15 @@ def test_a_run_started_before_new_model_fields_still_resumes(tmp_path):
   with pytest.raises(train.ConfigError, match=r"different model config \(fields "
                                               r"\['hidden_size'\]\)"):
     setup.write_config(config, str(tmp_path))
+
+
+def test_a_run_from_before_data_shuffle_resumes_with_its_row_order():
+  """Its saved iterator state belongs to the documents pipeline it started with."""
+  from phijax import config_files
+  from phijax.train import setup
+  c = config_files.load("tiny:runlocal")
+  setup.keep_row_order(c, {"data": {"seq_len": 64}})  # an old run's config.json
+  assert c.data.shuffle == "documents"
+  c = config_files.load("tiny:runlocal")
+  setup.keep_row_order(c, {"data": {"shuffle": "global"}})
+  assert c.data.shuffle == "global"

@@ -72,3 +72,14 @@ def test_markdown_and_plot(tmp_path):
   assert os.path.getsize(tmp_path / "paired.png") > 1000
   with pytest.raises(ValueError, match="claim='smaller'"):
     stats.Comparison("x", "eval_loss", "smaller", {}, {})
+
+
+def test_a_selector_that_is_ambiguous_or_unknown_is_an_error():
+  rows = _rows(-0.2, 0.01) + [dict(r, opt2="x", arm=f"x{i}") for i, r in
+                              enumerate(_rows(-0.2, 0.01))]
+  rows = [dict(r, arm=r.get("arm", f"r{i}")) for i, r in enumerate(rows)]
+  with pytest.raises(ValueError, match="same seeds; add the field"):
+    stats.compare(rows, LOWER)
+  with pytest.raises(ValueError, match=r"names \['optt'\], not fields"):
+    stats.compare(rows, stats.Comparison("x", "eval_loss", "lower", {"optt": "b"},
+                                         {"opt": "a"}))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+import zipfile
 
 import grain
 import numpy as np
@@ -193,15 +194,20 @@ def cached_tokens(source, indices, tok, threads: int, path=None) -> list[np.ndar
       with np.load(path) as f:
         if np.array_equal(f["indices"], indices):
           return np.split(f["tokens"], np.cumsum(f["lengths"])[:-1])
-    except (OSError, ValueError, KeyError, EOFError) as e:  # a damaged cache: redo it
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # damaged
       log.warning("token cache %s is unreadable (%s); tokenizing again", path, e)
   docs = source.tokens_of(indices, tok, threads)
   if path is not None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp.npz"  # write-then-rename: readers never see half
-    np.savez(tmp, indices=indices, lengths=np.asarray([len(d) for d in docs], np.int64),
-             tokens=np.concatenate(docs).astype(np.int32) if docs else np.zeros(0, np.int32))
-    os.replace(tmp, path)
+    try:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      np.savez(tmp, indices=indices, lengths=np.asarray([len(d) for d in docs], np.int64),
+               tokens=(np.concatenate(docs).astype(np.int32) if docs
+                       else np.zeros(0, np.int32)))
+      os.replace(tmp, path)
+    except OSError as e:  # a read-only or full cache directory: train without it
+      log.warning("cannot keep the token cache at %s (%s); the next run tokenizes again",
+                  path, e)
   return docs
 
 

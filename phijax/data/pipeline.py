@@ -208,6 +208,8 @@ def token_cache_path(cfg_data, name: str, tok, indices) -> str | None:
   if kinds.lookup(name, scfg.kind).generated or not cfg_data.tokenizer.cache_dir:
     return None
   label, corpus = fingerprint.corpus_key(cfg_data, [name])
+  if not corpus.get("corpus"):  # no files to identify it by (array_record: ids already)
+    return None
   digest = hashlib.sha256()
   for part in (tok.model_proto, repr(sorted(corpus.items())).encode(),
                np.asarray(indices, np.int64).tobytes()):

@@ -101,7 +101,7 @@ class Tokenizer:
       with files.reading(path, "a sentencepiece model"):  # sentencepiece's parse errors
         return cls(path.read_bytes(), name=str(path))
     except files.CorruptFile as e:
-      raise DataError(str(e)) from None
+      raise DataError(str(e)) from e
 
   def save(self, path: str | os.PathLike) -> None:
     _atomic_write(pathlib.Path(path), self.model_proto)

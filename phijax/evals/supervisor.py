@@ -38,6 +38,10 @@ def _supervise(config: dict) -> None:
     config["running"] = _user_processes(os.getuid())
   isolation = _isolation_module()
   kernel = isolation.enter()  # single-threaded here, as unshare(CLONE_NEWUSER) needs
+  if not kernel["pid"] and os.getuid() != 0:
+    # RLIMIT_NPROC counts per user namespace (Linux >= 5.14): in the new one only the
+    # init and the program run so far.
+    config["running"] = 2
   as_init = not kernel["pid"]
   init_r, init_w = os.pipe() if as_init else (None, None)
 
@@ -62,7 +66,8 @@ def _supervise(config: dict) -> None:
     except BaseException as e:  # the sandbox's own setup failed: say so
       print(f"sandbox setup failed: {e!r}", file=sys.stderr, flush=True)
     finally:
-      exit_now(max(0, min(code, 255)))  # never fall back into the supervisor's code
+      # -N (killed by signal N) exits 128 + N, as a shell says it: never 0.
+      exit_now(code if 0 <= code <= 255 else 128 - code if code < 0 else 1)
   if as_init:
     os.close(init_w)
   else:

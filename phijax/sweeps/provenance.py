@@ -25,7 +25,7 @@ def _shown(field: str, value) -> str:
   if field == "commit":
     return str(value)[:12] if value else "not a git checkout"
   if field == "dirty":
-    return {True: "uncommitted changes", False: "clean", None: "-"}[value]
+    return {True: "uncommitted changes", False: "clean"}.get(value, "-")
   if isinstance(value, dict):
     return ", ".join(f"{k} {v}" for k, v in value.items())
   return str(value)

@@ -4,7 +4,8 @@ An experiment file lists what its paper claims, as comparisons of two groups of 
 
     COMPARISONS = [
         stats.Comparison("warmup lowers the final loss", metric="eval_loss",
-                         claim="lower", arm={"enabled": True}, control={"enabled": False}),
+                         claim="lower", arm={"seq_warmup": True},
+                         control={"seq_warmup": False}),
     ]
 
 ``arm`` and ``control`` select rows of the results table by swept fields (short names,
@@ -90,12 +91,31 @@ def _seed_key(row: dict) -> tuple:
   return tuple(row.get(f) for f in SEED_FIELDS)
 
 
+def _select(rows: list[dict], want: dict, c: Comparison, side: str) -> dict:
+  """``{seed key: row}`` of the finished rows ``want`` selects; an unknown field or two
+  rows with the same seeds (the selector misses a field that tells them apart) is an
+  error naming them."""
+  known = {k for r in rows for k in r}
+  unknown = sorted(set(want) - known)
+  if unknown:
+    raise ValueError(f"comparison {c.name!r}: {side} names {unknown}, not fields of the "
+                     f"table ({', '.join(sorted(known - {'arm'}))})")
+  out = {}
+  for r in rows:
+    if _matches(r, want) and r.get("status") == "done":
+      key = _seed_key(r)
+      if key in out:
+        raise ValueError(f"comparison {c.name!r}: {side} {want} selects arms "
+                         f"{out[key]['arm']!r} and {r['arm']!r} with the same seeds; add "
+                         "the field that tells them apart")
+      out[key] = r
+  return out
+
+
 def compare(rows: list[dict], comparison: Comparison) -> Result:
   """Pairs the finished ``arm`` rows with the ``control`` rows of the same seeds."""
   c = comparison
-  arm = {_seed_key(r): r for r in rows if _matches(r, c.arm) and r.get("status") == "done"}
-  control = {_seed_key(r): r for r in rows
-             if _matches(r, c.control) and r.get("status") == "done"}
+  arm, control = _select(rows, c.arm, c, "arm"), _select(rows, c.control, c, "control")
   diffs = tuple((k, float(arm[k][c.metric]) - float(control[k][c.metric]))
                 for k in sorted(set(arm) & set(control), key=str)
                 if finite(arm[k].get(c.metric)) and finite(control[k].get(c.metric)))

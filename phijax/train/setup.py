@@ -65,12 +65,13 @@ def apply_epochs(config, tok) -> str | None:
 def write_config(config, workdir):
   """config.json: the resolved config. A resumed run must have the same model."""
   path = os.path.join(workdir, "config.json")
-  resolved = json.loads(config.to_json_best_effort())
   if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
     old = files.read_json_object(path, "a phijax run config")
+    keep_row_order(config, old)
     # Compared as ModelConfigs: fields added since the run started take their
     # defaults, so an older run still resumes.
     old_model = _model_fields(old.get("model", {}))
+    resolved = json.loads(config.to_json_best_effort())
     new_model = _model_fields(resolved["model"])
     if old_model != new_model:
       diff = sorted(k for k in set(old_model) | set(new_model)
@@ -78,10 +79,20 @@ def write_config(config, workdir):
       raise ConfigError(
           f"{workdir} holds a run with a different model config (fields {diff}); "
           "use a new --workdir, or the same config to resume")
+  resolved = json.loads(config.to_json_best_effort())
   if jax.process_index() == 0:  # every process checks; one writes (atomically: the
     with open(f"{path}.tmp", "w") as f:  # others may be reading the old one)
       json.dump(resolved, f, indent=2)
     os.replace(f"{path}.tmp", path)
+
+
+def keep_row_order(config, old: dict) -> None:
+  """A run started before ``data.shuffle`` existed streamed documents in order; its
+  saved data iterator state belongs to that pipeline, so it resumes with it."""
+  if "shuffle" not in old.get("data", {"shuffle": None}) and config.data.shuffle == "global":
+    log.info("resuming a run started before data.shuffle existed: keeping its row order "
+             "(data.shuffle=documents)")
+    config.data.shuffle = "documents"
 
 
 def _model_fields(model: dict) -> dict:
