@@ -93,8 +93,11 @@ def test_humaneval_canonical_solutions_pass_and_pass_statements_fail():
   summary, rows = score(problems, {p.task_id: [p.canonical_solution] for p in problems})
   assert summary == {"problems": 164, "samples": 164, "pass@1": 1.0}
   assert [r["status"] for r in rows] == ["passed"] * 164
-  summary, rows = score(problems, {p.task_id: ["    pass\n"] for p in problems})
-  assert summary == {"problems": 164, "samples": 164, "pass@1": 0.0}
+  # An empty body fails the asserts: a sample of problems says so (all 164 would add
+  # 164 sandboxed runs to the suite's time for no new path).
+  sample = problems[::4]
+  summary, rows = score(sample, {p.task_id: ["    pass\n"] for p in sample})
+  assert summary == {"problems": 41, "samples": 41, "pass@1": 0.0}
   assert {r["status"] for r in rows} == {"failed"}
 
 
