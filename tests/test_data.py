@@ -406,6 +406,7 @@ def test_global_shuffle_sees_more_of_the_corpus_early(stdlib_cfg, stdlib_tok):
                               order_seed=data.pipeline.stage_seed(0, 0, "stdlib"))
   it = data.make_train_iterator(cfg, stdlib_tok, batch_size=16, seed=0, process_index=0,
                                 process_count=1)
+  # Oracle for the order: grain's own shuffle of the row indices with the stage's seed.
   order = iter(grain.MapDataset.source(np.arange(len(packed))).shuffle(
       seed=data.pipeline.stage_seed(0, 0, "stdlib") % (1 << 31)))
   batch = next(it)

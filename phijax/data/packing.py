@@ -16,6 +16,7 @@ first-fit, padding the rest of a row.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import warnings
 import zipfile
@@ -184,11 +185,16 @@ class PackedRows:
         loss_mask=np.pad(np.ones(len(at), np.float32), (0, pad)))
 
 
+def shuffled_rows(rows: grain.MapDataset, shuffle_seed: int) -> grain.MapDataset:
+  """An epoch's ``PackedRows`` in their corpus-wide order (grain reseeds it per epoch
+  past the end); ``pipeline.documents_seen`` reads the same order from row indices."""
+  return rows.shuffle(seed=shuffle_seed % (1 << 31))
+
+
 def cached_tokens(source, indices, tok, threads: int, path=None) -> list[np.ndarray]:
   """``source.tokens_of(indices, tok)``, kept in ``path`` (``.npz``) when given: the
   next run on the same documents with the same tokenizer loads them (milliseconds)
   instead of tokenizing again (seconds for the stdlib corpus)."""
-  import os
   if path is not None and os.path.isfile(path):
     try:
       with np.load(path) as f:
@@ -231,8 +237,8 @@ def source_rows(source, indices, tok, seq_len: int, *, shuffle_seed: int | None,
              source.name, f"{rows.num_tokens:,}", rows.num_documents, f"{len(rows):,}")
     read_options = grain.ReadOptions(num_threads=read_threads,
                                      prefetch_buffer_size=max(16, 8 * read_threads))
-    return (grain.MapDataset.source(rows).shuffle(seed=shuffle_seed % (1 << 31)).repeat()
-            .to_iter_dataset(read_options))
+    return shuffled_rows(grain.MapDataset.source(rows), shuffle_seed).repeat().to_iter_dataset(
+        read_options)
   docs = grain.MapDataset.source(np.asarray(indices, np.int64))
   if shuffle_seed is not None:
     docs = docs.shuffle(seed=shuffle_seed).repeat()

@@ -235,8 +235,8 @@ def documents_seen(cfg_data, tok, *, seed: int, rows: int, stage: int = 0) -> di
       packed = packing.PackedRows(src, indices, tok, cfg_data.seq_len,
                                   order_seed=shuffle_seed, read_threads=cfg_data.read_threads,
                                   cache_path=token_cache_path(cfg_data, name, tok, indices))
-      order = grain.MapDataset.source(np.arange(len(packed))).shuffle(
-          seed=shuffle_seed % (1 << 31)).repeat()
+      order = packing.shuffled_rows(grain.MapDataset.source(np.arange(len(packed))),
+                                    shuffle_seed).repeat()
       seen = {int(d) for k in range(n) for d in packed.row_documents(order[k])}
     else:
       docs = grain.MapDataset.source(np.asarray(indices, np.int64)).shuffle(

@@ -33,6 +33,7 @@ values differ between the arms' ``config.json``.
 from __future__ import annotations
 
 import csv
+import functools
 import inspect
 import os
 import shutil
@@ -171,8 +172,15 @@ def _experiment_fn(meta: dict, sweep_dir: str, name: str):
           f"{name}() is skipped; run this on the sweep directory where the runner wrote "
           "it, or restore the file there", file=sys.stderr)
     return None
-  module = config_files._load_module(where)  # pylint: disable=protected-access
-  return getattr(module, name, None)
+  return getattr(_load_experiment(os.path.abspath(where), os.path.getmtime(where)), name,
+                 None)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_experiment(path: str, mtime: float):
+  """The experiment module, imported once per version of the file (results asks it for
+  COMPARISONS, PLOTS, summarize and plot)."""
+  return config_files._load_module(path)  # pylint: disable=protected-access
 
 
 def run(argv=None):
