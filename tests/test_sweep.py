@@ -45,6 +45,20 @@ EXPERIMENT = textwrap.dedent('''
                                     arm={"name": "adamw"}, control={"name": "sgd"})]
     PLOTS = ("curves",)  # no final.png
 
+    from phijax.sweeps import evals
+
+    def _log_bytes(arm_dir):  # an in-process measurement; counts its calls
+      import os
+      with open(os.path.join(os.path.dirname(arm_dir), "fn_calls.txt"), "a") as f:
+        f.write(os.path.basename(arm_dir) + "\\n")
+      return {"log_bytes": os.path.getsize(os.path.join(arm_dir, "log.txt"))}
+
+    EVALS = [  # the adamw arms' models scored again by phijax.evaluate; every arm's log
+        evals.ArmEval("again", task="bpb", args=("--eval_batches=1",),
+                      columns={"again_bpb": "eval_bpb"}, where={"name": "adamw"}),
+        evals.ArmEval("logsize", fn=_log_bytes, fmt=",.0f"),
+    ]
+
     def summarize(table, sweep_dir):  # rows read from the arms' directories
       import os
       return [{"arm": r["arm"], "has log": "yes" if os.path.exists(os.path.join(
@@ -215,6 +229,43 @@ def test_results_show_computed_verdicts_and_provenance(clean_sweep):
   assert f"--workdir={workdir / table.rows[0]['arm']}" in record["command"]
   assert record["outcome"] == "finished" and record["steps"] == 6
   assert f"| tokenizer | {record['tokenizer']} |" in md
+
+
+def test_arm_evals_are_columns_cached_and_rerun_when_the_arm_changes(clean_sweep):
+  """EVALS: phijax.evaluate ran on the selected arms' final models (its held-out
+  bits/byte equal the run's own final evaluation of the same rows), an in-process fn on
+  every arm; the columns are in results.csv and results.md; a second results run
+  evaluates nothing, a changed final step evaluates that arm again."""
+  workdir, _ = clean_sweep
+  with open(workdir / "results.csv") as f:
+    rows = {r["arm"]: r for r in csv.DictReader(f)}
+  for arm, row in rows.items():
+    if "name=adamw" in arm:
+      assert float(row["again_bpb"]) == pytest.approx(float(row["eval_bpb"]), rel=1e-5)
+      assert (workdir / arm / "evals-again.log").exists()
+    else:
+      assert row["again_bpb"] == "nan"
+    assert int(row["log_bytes"]) == os.path.getsize(workdir / arm / "log.txt")
+  md = (workdir / "results.md").read_text()
+  assert "| again_bpb | log_bytes |" in md
+  calls = (workdir / "fn_calls.txt").read_text().split()
+  assert sorted(calls) == sorted(rows)
+  one = next(a for a in rows if "name=adamw" in a)
+  logs = {a: (workdir / a / "evals-again.log").stat().st_mtime_ns
+          for a in rows if "name=adamw" in a}
+  results.write_results(str(workdir))  # all cached
+  assert (workdir / "fn_calls.txt").read_text().split() == calls
+  assert logs == {a: (workdir / a / "evals-again.log").stat().st_mtime_ns for a in logs}
+  # A newer final checkpoint (the arm was trained on): both evals run again for it.
+  ckpt = workdir / one / "checkpoints"
+  newest = max(int(d.name) for d in ckpt.iterdir() if d.name.isdigit())
+  shutil.copytree(ckpt / str(newest), ckpt / str(newest + 1))
+  try:
+    results.write_results(str(workdir))
+  finally:
+    shutil.rmtree(ckpt / str(newest + 1))
+  assert (workdir / "fn_calls.txt").read_text().split() == calls + [one]
+  assert (workdir / one / "evals-again.log").stat().st_mtime_ns > logs[one]
 
 
 def test_results_of_a_moved_sweep_say_the_experiment_is_missing(clean_sweep, tmp_path,

@@ -104,7 +104,7 @@ def _numeric_fields(table: Table) -> list[str]:
 def plot_final(table: Table, path: str, metric: str = "eval_loss") -> None:
   from matplotlib.figure import Figure
 
-  label = dict((c, h) for c, h, _ in METRICS)[metric]
+  label = dict((c, h) for c, h, _ in table.metrics)[metric]
   numeric = _numeric_fields(table)
   height = 4.8 if numeric else max(3.0, 1.5 + 0.35 * len(table.groups()))
   fig = Figure(figsize=(6.5 * max(1, len(numeric)), height), layout="constrained")

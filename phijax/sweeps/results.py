@@ -40,7 +40,7 @@ import shutil
 import sys
 
 from phijax import cli, config_files
-from phijax.sweeps import provenance, stats
+from phijax.sweeps import evals, provenance, stats
 from phijax.sweeps.figures import plot_curves, plot_final
 from phijax.sweeps.runs import SMOOTHING, SPIKE_RATIO, finite
 from phijax.sweeps.tables import (CSV_METRICS, Table, arm_table, collect, grouped_table,
@@ -71,13 +71,18 @@ def write_results(sweep_dir: str) -> list[str]:
   """Writes results.csv, results.md, curves.png, final.png (and tb_hparams/); returns
   the paths of the files."""
   table, meta = collect(sweep_dir)
+  arm_evals = _experiment_fn(meta, sweep_dir, "EVALS")
+  if arm_evals:
+    table.extra = evals.add_columns(table, sweep_dir, arm_evals,
+                                    _experiment_path(meta, sweep_dir))
   csv_path = os.path.join(sweep_dir, "results.csv")
   with open(csv_path, "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow(["arm", *table.fields, *CSV_METRICS])
+    extra = [c for c, _, _ in table.extra]
+    w.writerow(["arm", *table.fields, *CSV_METRICS, *extra])
     for r in table.rows:
       w.writerow([r["arm"], *(r.get(x) for x in table.fields),
-                  *(r.get(m) for m in CSV_METRICS)])
+                  *(r.get(m) for m in CSV_METRICS + extra)])
   title = (os.path.basename(meta["experiment"].split(":")[0])[:-3] if meta
            else os.path.basename(os.path.abspath(sweep_dir)))
   parts = [f"# Sweep: {title}"]
@@ -156,6 +161,10 @@ def write_results(sweep_dir: str) -> list[str]:
 
 
 GENERIC_PLOTS = ("curves", "final")
+
+
+def _experiment_path(meta: dict, sweep_dir: str) -> str:
+  return os.path.abspath(os.path.join(sweep_dir, meta["experiment"].split(":")[0]))
 
 
 def _experiment_fn(meta: dict, sweep_dir: str, name: str):

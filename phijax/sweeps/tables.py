@@ -46,6 +46,12 @@ class Table:
 
   def __init__(self, rows: list[dict], fields: list[str]):
     self.rows, self.fields = rows, fields
+    self.extra = []  # (column, header, format) of the experiment's EVALS
+
+  @property
+  def metrics(self) -> list[tuple[str, str, str]]:
+    """The columns results.md shows: the run's numbers, then the EVALS' columns."""
+    return METRICS + self.extra
 
   def values(self, field: str) -> list:
     return sorted({r[field] for r in self.rows if field in r}, key=_sort_key)
@@ -141,7 +147,7 @@ def arm_table(table: Table) -> str:
       shown["eval_loss"] = r["status"] + (f": {r['error']}" if r.get("error") else "")
       shown["eval_loss"] = shown["eval_loss"].replace("|", "/")
     rows.append(shown)
-  columns = [("arm", "arm", "s")] + [(f, f, "s") for f in table.fields] + METRICS
+  columns = [("arm", "arm", "s")] + [(f, f, "s") for f in table.fields] + table.metrics
   return markdown(rows, columns)
 
 
@@ -153,7 +159,7 @@ def grouped_table(table: Table) -> str | None:
   for key, members in table.groups():
     row = {f: format_field(v) for f, v in key.items()}
     members = [r for r in members if r["status"] == "done"]
-    for col, _, spec in METRICS:
+    for col, _, spec in table.metrics:
       m, s, n = mean_std(r.get(col) for r in members)
       spec = ".1f" if spec.endswith("d") and spec != ",d" else spec
       row[col] = f"{_fmt(m, spec)} ± {_fmt(s, spec)}" if n > 1 else _fmt(m, spec)
@@ -161,7 +167,7 @@ def grouped_table(table: Table) -> str | None:
     rows.append(row)
   keys = [f for f in table.fields if f not in SEED_FIELDS]
   columns = [(f, f, "s") for f in keys] + [("n", "n (done)", "d")] + [
-      (c, h, "s") for c, h, _ in METRICS]
+      (c, h, "s") for c, h, _ in table.metrics]
   return markdown(rows, columns)
 
 
