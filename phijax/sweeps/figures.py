@@ -10,7 +10,7 @@ import statistics
 from typing import Any
 
 from phijax.sweeps.runs import SMOOTHING, ema, finite
-from phijax.sweeps.tables import METRICS, SEED_FIELDS, Table, format_field, mean_std
+from phijax.sweeps.tables import SEED_FIELDS, Table, format_field, mean_std
 
 
 def _colors(n: int) -> list:
