@@ -36,7 +36,7 @@
 # at this scale. The exact losses move by up to 0.1 nats from one machine or code
 # version to another: 80 unclipped steps at LR 0.3 amplify float rounding. On CPU
 # the notebook runs those 3 arms (33-53 s each on idle cores, 2 at a time); on a GPU
-# or TPU all 24 arms of the experiment. The smoke size runs 2 arms for 4 steps.
+# or TPU all 36 arms of the experiment. The smoke size runs 2 arms for 4 steps.
 
 # %%
 # Install: in Colab (or anywhere without phijax) clone the repository and install
@@ -113,7 +113,7 @@ SIZES = {  # which arms, settings for every arm
     "smoke": (r"^lr_warmup=0,lr=0.3,seq_warmup=(off|on,mode=reshape),seed=0$",
               SMOKE_OVERRIDES),
     "cpu": (r"^lr_warmup=0,lr=0.3,.*seed=0$", []),  # 3 arms, 80-139 steps each
-    "gpu": (r".", []),  # all 24 arms
+    "gpu": (r".", []),  # all 36 arms
     "tpu": (r".", []),
 }
 size = "smoke" if SMOKE else PLATFORM if PLATFORM in SIZES else "cpu"
@@ -125,7 +125,7 @@ print(f"{jax.device_count()} {PLATFORM} device(s): size {size!r}, arms matching 
 # %% [markdown]
 # ## The arms
 #
-# The experiment file's `get_sweep` lists 24 arms; each becomes an ordinary run
+# The experiment file's `get_sweep` lists 36 arms; each becomes an ordinary run
 # directory named by its overrides. `sweep.json` records them for the results.
 
 # %%
