@@ -45,6 +45,20 @@ EXPERIMENT = textwrap.dedent('''
                                     arm={"name": "adamw"}, control={"name": "sgd"})]
     PLOTS = ("curves",)  # no final.png
 
+    def summarize(table, sweep_dir):  # rows read from the arms' directories
+      import os
+      return [{"arm": r["arm"], "has log": "yes" if os.path.exists(os.path.join(
+          sweep_dir, r["arm"], "log.txt")) else "no"} for r in table.rows]
+
+    def plot(table, sweep_dir):  # an experiment's own figure: arms and final losses
+      import os
+      path = os.path.join(sweep_dir, "own.txt")
+      with open(path, "w") as f:
+        f.write("".join(f"{r['arm']} {r['eval_loss']}\\n" for r in table.rows))
+      return [path]
+''')
+# Per-arm evaluations (the clean sweep only: the killed sweep need not pay for them).
+WITH_EVALS = textwrap.dedent('''
     from phijax.sweeps import evals
 
     def _log_bytes(arm_dir):  # an in-process measurement; counts its calls
@@ -58,18 +72,6 @@ EXPERIMENT = textwrap.dedent('''
                       columns={"again_bpb": "eval_bpb"}, where={"name": "adamw"}),
         evals.ArmEval("logsize", fn=_log_bytes, fmt=",.0f"),
     ]
-
-    def summarize(table, sweep_dir):  # rows read from the arms' directories
-      import os
-      return [{"arm": r["arm"], "has log": "yes" if os.path.exists(os.path.join(
-          sweep_dir, r["arm"], "log.txt")) else "no"} for r in table.rows]
-
-    def plot(table, sweep_dir):  # an experiment's own figure: arms and final losses
-      import os
-      path = os.path.join(sweep_dir, "own.txt")
-      with open(path, "w") as f:
-        f.write("".join(f"{r['arm']} {r['eval_loss']}\\n" for r in table.rows))
-      return [path]
 ''')
 # Passes the config checks, fails when the run starts (its warmup is longer than seq_len).
 BAD_ARM = ('EXTRA = [{"curriculum.seq_warmup.enabled": True, '
@@ -108,7 +110,7 @@ def losses(arm_dir):
 def clean_sweep(tmp_path_factory):
   """An uninterrupted run of the 8-arm sweep."""
   root = tmp_path_factory.mktemp("clean")
-  experiment = write(root / "exp.py", EXPERIMENT)
+  experiment = write(root / "exp.py", EXPERIMENT + WITH_EVALS)
   proc = run(sweep_cmd(experiment, root / "sweep"))
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   return root / "sweep", proc
