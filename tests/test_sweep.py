@@ -324,7 +324,8 @@ def test_bad_input_is_one_line(case, expected, tmp_path):
       "no_get_sweep": head + config,
       "no_get_config": "def get_sweep(h):\n  return h.sweep('optim.lr', [1e-3])\n",
       "unknown_key": head + config + "def get_sweep(h):\n  return h.sweep('optim.lrr', [1])\n",
-      "same_name": head + config + "def get_sweep(h):\n  return h.sweep('optim.lr', [1e-3, 0.001])\n",
+      "same_name": head + config
+                   + "def get_sweep(h):\n  return h.sweep('optim.lr', [1e-3, 0.001])\n",
   }
   experiment = write(tmp_path / "exp.py", texts.get(case, texts["same_name"]))
   flags = {"parallel_0": ["--parallel=0"],
@@ -560,15 +561,41 @@ def test_provenance_block_names_differences_and_no_machine_paths(tmp_path, monke
   from phijax.sweeps import provenance as sweep_provenance
   monkeypatch.chdir(tmp_path)
   rows = []
-  for arm, commit in (("a", "1" * 40), ("b", "2" * 40)):
+  for arm, commit, dirty in (("a", "1" * 40, False), ("b", "2" * 40, True)):
     (tmp_path / "sweep" / arm).mkdir(parents=True)
-    record = {"commit": commit, "dirty": False, "corpus": {"stdlib": "stdlib:x"},
+    record = {"commit": commit, "dirty": dirty, "changed": ["experiments/x.py"] * dirty,
+              "corpus": {"stdlib": "stdlib:x"},
               "tokenizer": "t", "command": f"python -m phijax.train --workdir={tmp_path}"
               f"/sweep/{arm} --config={tmp_path}/exp.py"}
     (tmp_path / "sweep" / arm / "provenance.json").write_text(json.dumps([record]))
     rows.append({"arm": arm, "wall_s": 60.0})
   block, warnings = sweep_provenance.section(rows, str(tmp_path / "sweep"))
   assert "| commit | **differs between arms**: 111111111111 (a); 222222222222 (b) |" in block
-  assert warnings == ["arms differ in commit: 111111111111 (a); 222222222222 (b)"]
+  assert warnings[0] == "arms differ in commit: 111111111111 (a); 222222222222 (b)"
+  # which files were uncommitted, so a reader can judge whether they matter
+  assert warnings[1] == ("arms differ in dirty: clean (a); uncommitted changes in "
+                         "experiments/x.py (b)")
   assert "`python -m phijax.train --workdir=sweep/a --config=exp.py`" in block
   assert str(tmp_path) not in block and "over 2 arms) | 0.03 h (120 s)" in block
+
+
+def test_empty_plots_draws_no_generic_figure(tmp_path):
+  """PLOTS = () asks for neither generic figure (an empty tuple is not the default,
+  both); a stale one from an earlier results run is removed."""
+  write(tmp_path / "exp.py", "def get_config(arg=None):\n  pass\n\n\n"
+        "def get_sweep(h):\n  pass\n\n\nPLOTS = ()\n")
+  sweep = tmp_path / "sweep"
+  names = ["lr=0.1", "lr=0.2"]
+  for name in names:
+    (sweep / name).mkdir(parents=True)
+    (sweep / name / "metrics.jsonl").write_text(
+        json.dumps({"step": 1, "tokens": 8, "loss": 3.0}) + "\n"
+        + json.dumps({"step": 1, "tokens": 8, "eval_loss": 2.0, "final": True}) + "\n")
+  (sweep / sweep_arms.SWEEP_FILE).write_text(json.dumps(
+      {"experiment": "../exp.py", "common_overrides": [], "aliases": {"optim.lr": "lr"},
+       "arms": [{"name": n, "overrides": {"optim.lr": float(n[3:])}} for n in names]}))
+  (sweep / "final.png").write_bytes(b"stale")
+  paths = results.write_results(str(sweep))
+  assert not any(p.endswith((".png")) for p in paths)
+  assert not (sweep / "curves.png").exists() and not (sweep / "final.png").exists()
+  assert "Plots:" not in (sweep / "results.md").read_text()

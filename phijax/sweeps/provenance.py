@@ -55,7 +55,10 @@ def section(rows: list[dict], sweep_dir: str) -> tuple[str, list[str]]:
     values = {}
     for arm, recs in by_arm.items():
       for rec in recs:
-        values.setdefault(_shown(field, rec.get(field)), set()).add(arm)
+        shown = _shown(field, rec.get(field))
+        if field == "dirty" and rec.get("dirty") and rec.get("changed"):
+          shown += f" in {', '.join(rec['changed'])}"  # which files, to judge them by
+        values.setdefault(shown, set()).add(arm)
     if not values:
       continue
     if len(values) == 1:

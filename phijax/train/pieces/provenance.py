@@ -75,11 +75,12 @@ def describe(config, tok) -> dict:
     except metadata.PackageNotFoundError:
       pass
   devices = jax.devices()
-  commit, dirty = git_state()
+  commit, dirty, changed = git_state(paths=True)
   return {
       "started": _now(),
       "commit": commit,
       "dirty": dirty,
+      "changed": changed,  # which files were uncommitted: "dirty" alone cannot be judged
       "command": command_line(),
       "corpus": corpus_fingerprints(config.data),
       "tokenizer": hashlib.sha256(tok.model_proto).hexdigest()[:16],
@@ -108,22 +109,30 @@ def corpus_fingerprints(cfg_data) -> dict:
   return out
 
 
-def git_state() -> tuple[str | None, bool | None]:
-  """(commit, dirty) of the checkout phijax runs from; (None, None) when it is not
-  a git checkout (an installed wheel) or git is missing."""
+def git_state(paths: bool = False):
+  """(commit, dirty) of the checkout phijax runs from; with ``paths``, also the paths
+  with uncommitted changes (the first MAX_CHANGED). (None, None[, []]) when it is not a
+  git checkout (an installed wheel) or git is missing."""
   import phijax
   root = os.path.dirname(os.path.dirname(os.path.abspath(phijax.__file__)))
+  none = (None, None, []) if paths else (None, None)
   try:
     commit = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
                             text=True, timeout=10)
     if commit.returncode:
-      return None, None
+      return none
     status = subprocess.run(["git", "-C", root, "status", "--porcelain",
                              "--untracked-files=no"], capture_output=True, text=True,
                             timeout=10)
-    return commit.stdout.strip(), bool(status.stdout.strip())
   except (OSError, subprocess.SubprocessError):
-    return None, None
+    return none
+  changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+  if paths:
+    return commit.stdout.strip(), bool(changed), changed[:MAX_CHANGED]
+  return commit.stdout.strip(), bool(changed)
+
+
+MAX_CHANGED = 40
 
 
 def command_line() -> str:
