@@ -83,3 +83,34 @@ def test_a_selector_that_is_ambiguous_or_unknown_is_an_error():
   with pytest.raises(ValueError, match=r"names \['optt'\], not fields"):
     stats.compare(rows, stats.Comparison("x", "eval_loss", "lower", {"optt": "b"},
                                          {"opt": "a"}))
+
+
+def test_a_stated_value_as_control():
+  """control=1.0: each arm row against the number (a one-sample interval); rows the
+  arm selector leaves out (the control arms here) play no part."""
+  rows = _rows(0.0, 0.01)
+  for r, v in zip([r for r in rows if r["opt"] == "b"], (1.2, 1.3, 1.25)):
+    r["ratio"] = v
+  c = stats.Comparison("b's ratio is above 1", "ratio", "higher", {"opt": "b"}, 1.0)
+  r = stats.compare(rows, c)
+  assert r.verdict == "reproduced" and len(r.diffs) == 3
+  assert r.mean == pytest.approx(0.25)
+  assert scipy_stats.ttest_1samp([0.2, 0.3, 0.25], 0.0).pvalue < 0.05 and r.low > 0
+  assert stats.compare(rows, stats.Comparison("x", "ratio", "lower", {"opt": "b"},
+                                              1.28)).verdict == "inconclusive"
+  assert "arm higher than 1 " in stats.markdown([r])
+  with pytest.raises(ValueError, match="a stated value"):
+    stats.Comparison("x", "ratio", "higher", {"opt": "b"}, "1")
+
+
+def test_a_none_selector_means_the_arm_does_not_set_the_field():
+  """``{"lr": None}`` picks the arms without an ``lr`` override, apart from those with
+  one; in a table where no arm sets it (a partial run), every row, not an error."""
+  rows = _rows(-0.2, 0.01)
+  rows = [dict(r, arm=f"r{i}") for i, r in enumerate(rows)]
+  c = stats.Comparison("b lowers the loss", "eval_loss", "lower", {"opt": "b", "lr": None},
+                       {"opt": "a", "lr": None})
+  assert stats.compare(rows, c).verdict == "reproduced"
+  worse = [dict(r, lr=0.5, eval_loss=r["eval_loss"] + 1, arm=r["arm"] + "x") for r in rows]
+  r = stats.compare(rows + worse, c)
+  assert r.verdict == "reproduced" and all(d < 0 for _, d in r.diffs)

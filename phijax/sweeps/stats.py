@@ -16,6 +16,10 @@ Student-t interval. ``claim="lower"``: "reproduced" when the whole interval is b
 zero, "refuted" when it is above, "inconclusive" when it holds zero (an effect inside
 the seed-to-seed noise) or fewer than 2 pairs finished. ``"higher"`` mirrors it. The
 sign of two means never decides.
+
+A claim about a quantity with a stated value (sharpness x lr / 2 against 1, accuracy
+against chance) gives that number as ``control``: the differences are then each arm
+row's ``metric - control``, and the same interval decides.
 """
 
 from __future__ import annotations
@@ -34,17 +38,20 @@ VERDICTS = ("reproduced", "refuted", "inconclusive")
 @dataclasses.dataclass(frozen=True)
 class Comparison:
   """``arm`` against ``control`` on ``metric``; the paper says the arm's is ``claim``
-  (lower or higher) than the control's."""
+  (lower or higher) than the control's, or than ``control`` itself if it is a number."""
   name: str
   metric: str
   claim: str
   arm: dict
-  control: dict
+  control: dict | float
 
   def __post_init__(self):
     if self.claim not in CLAIMS:
       raise ValueError(f"comparison {self.name!r}: claim={self.claim!r}; choose one of "
                        f"{CLAIMS}")
+    if not isinstance(self.control, dict) and not finite(self.control):
+      raise ValueError(f"comparison {self.name!r}: control={self.control!r}; give the "
+                       "control arms' fields (a dict) or a stated value (a number)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +103,9 @@ def _select(rows: list[dict], want: dict, c: Comparison, side: str) -> dict:
   rows with the same seeds (the selector misses a field that tells them apart) is an
   error naming them."""
   known = {k for r in rows for k in r}
-  unknown = sorted(set(want) - known)
+  # ``field: None`` selects the arms that do not set the field: every row, in a table
+  # where no arm sets it (a smoke run of some of the arms).
+  unknown = sorted(k for k in set(want) - known if want[k] is not None)
   if unknown:
     raise ValueError(f"comparison {c.name!r}: {side} names {unknown}, not fields of the "
                      f"table ({', '.join(sorted(known - {'arm'}))})")
@@ -115,7 +124,11 @@ def _select(rows: list[dict], want: dict, c: Comparison, side: str) -> dict:
 def compare(rows: list[dict], comparison: Comparison) -> Result:
   """Pairs the finished ``arm`` rows with the ``control`` rows of the same seeds."""
   c = comparison
-  arm, control = _select(rows, c.arm, c, "arm"), _select(rows, c.control, c, "control")
+  arm = _select(rows, c.arm, c, "arm")
+  if isinstance(c.control, dict):
+    control = _select(rows, c.control, c, "control")
+  else:  # a stated value: every arm row's seeds have it
+    control = {k: {c.metric: c.control} for k in arm}
   diffs = tuple((k, float(arm[k][c.metric]) - float(control[k][c.metric]))
                 for k in sorted(set(arm) & set(control), key=str)
                 if finite(arm[k].get(c.metric)) and finite(control[k].get(c.metric)))
@@ -133,7 +146,8 @@ def markdown(results: list[Result]) -> str:
     per_seed = ", ".join(f"{d:+.4f}" for _, d in r.diffs) or "-"
     ci = f"[{r.low:+.4f}, {r.high:+.4f}]" if finite(r.low) else r.note or "-"
     mean = f"{r.mean:+.4f}" if finite(r.mean) else "-"
-    lines.append(f"| {c.name} | {c.metric} | arm {c.claim} | {len(r.diffs)} | {mean} | "
+    claim = f"arm {c.claim}" + ("" if isinstance(c.control, dict) else f" than {c.control:g}")
+    lines.append(f"| {c.name} | {c.metric} | {claim} | {len(r.diffs)} | {mean} | "
                  f"{ci} | {per_seed} | **{r.verdict}** |")
   return "\n".join(lines)
 
