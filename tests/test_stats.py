@@ -114,3 +114,16 @@ def test_a_none_selector_means_the_arm_does_not_set_the_field():
   worse = [dict(r, lr=0.5, eval_loss=r["eval_loss"] + 1, arm=r["arm"] + "x") for r in rows]
   r = stats.compare(rows + worse, c)
   assert r.verdict == "reproduced" and all(d < 0 for _, d in r.diffs)
+
+
+def test_a_field_of_arms_not_started_selects_nothing():
+  """``fields`` (the sweep's, from sweep.json) names fields no started arm sets yet (an
+  --only run): a selector naming one finds no rows, 0 pairs, rather than an error. A
+  field in neither the rows nor ``fields`` is still an error (a typo)."""
+  rows = [dict(r, arm=f"r{i}") for i, r in enumerate(_rows(-0.2, 0.01))]
+  c = stats.Comparison("b at lr 0.5", "eval_loss", "lower", {"opt": "b", "lr": 0.5},
+                       {"opt": "a"})
+  r = stats.compare(rows, c, fields={"opt", "lr"})
+  assert (r.verdict, r.diffs) == ("inconclusive", ()) and "0 finished" in r.note
+  with pytest.raises(ValueError, match=r"names \['lr'\], not fields"):
+    stats.compare(rows, c)

@@ -596,6 +596,19 @@ def test_empty_plots_draws_no_generic_figure(tmp_path):
        "arms": [{"name": n, "overrides": {"optim.lr": float(n[3:])}} for n in names]}))
   (sweep / "final.png").write_bytes(b"stale")
   paths = results.write_results(str(sweep))
-  assert not any(p.endswith((".png")) for p in paths)
+  assert not any(p.endswith(".png") for p in paths)
   assert not (sweep / "curves.png").exists() and not (sweep / "final.png").exists()
   assert "Plots:" not in (sweep / "results.md").read_text()
+
+
+def test_an_only_run_records_every_arms_field_names(tmp_path):
+  """A first --only run writes sweep.json for all arms, with the short names of all
+  their fields (results check a comparison's fields against them), not only those of
+  the arms it ran."""
+  experiment = write(tmp_path / "exp.py", EXPERIMENT + BAD_ARM)
+  proc = run(sweep_cmd(experiment, tmp_path / "sweep", "--only=seq_warmup", "--no-results"))
+  assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]  # the bad arm
+  record = sweep_arms.read_sweep_file(str(tmp_path / "sweep"))
+  assert len(record["arms"]) == N_ARMS + 1
+  assert {"optim.lr": "lr", "optim.name": "name", "train.seed": "seed",
+          "curriculum.seq_warmup.enabled": "seq_warmup"}.items() <= record["aliases"].items()

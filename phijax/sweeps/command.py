@@ -125,7 +125,7 @@ def main(args, overrides: Sequence[str], launcher_args: Sequence[str] = ()) -> i
   if args.wandb_project:  # an override like any other: recorded in sweep.json
     overrides = [*overrides, f"--config.train.wandb.project={args.wandb_project}"]
   module = load_experiment(spec)
-  arms = make_arms(spec, module, workdir, overrides)
+  arms = all_arms = make_arms(spec, module, workdir, overrides)
   if args.only:
     try:
       pattern = re.compile(args.only)
@@ -151,11 +151,11 @@ def main(args, overrides: Sequence[str], launcher_args: Sequence[str] = ()) -> i
     print(status_table(arms))
     return 0
   parallel = min(args.parallel or default_parallel(), len(arms))
-  names = aliases([k for a in arms for k in a.overrides], getattr(module, "ALIASES", None))
-  if not args.only:
-    write_sweep_file(workdir, spec, arms, overrides, names)
-  elif not os.path.exists(os.path.join(workdir, SWEEP_FILE)):
-    all_arms = make_arms(spec, module, workdir, overrides)
+  # The short names of every arm's fields, as the arm names have them (an --only run's
+  # record lists all arms: a later run, a comparison, may name the others' fields).
+  names = aliases([k for a in all_arms for k in a.overrides],
+                  getattr(module, "ALIASES", None))
+  if not args.only or not os.path.exists(os.path.join(workdir, SWEEP_FILE)):
     write_sweep_file(workdir, spec, all_arms, overrides, names)
   else:  # kept (a smoke --only run must not rewrite a full sweep's record), but said
     _warn_stale_sweep_file(workdir, arms)

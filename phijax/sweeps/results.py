@@ -106,7 +106,8 @@ def write_results(sweep_dir: str) -> list[str]:
   if grouped:
     parts += ["Seeds collapsed (mean ± sample std over finished seeds):", grouped]
   comparisons = _experiment_fn(meta, sweep_dir, "COMPARISONS") or []
-  compared = [stats.compare(table.rows, c) for c in comparisons]
+  declared = set((meta.get("aliases") or {}).values()) if meta else ()
+  compared = [stats.compare(table.rows, c, declared) for c in comparisons]
   if compared:
     parts += [
         "## Comparisons\n\nWhat the paper claims, as the experiment declares it: each arm "
@@ -131,7 +132,8 @@ def write_results(sweep_dir: str) -> list[str]:
   # The generic plots an experiment wants (PLOTS; default both): a figure that misleads
   # for its question (DPO loss beside LM loss, smoothing that hides an oscillation)
   # is left out rather than committed.
-  wanted = tuple(_experiment_fn(meta, sweep_dir, "PLOTS") or GENERIC_PLOTS)
+  wanted = _experiment_fn(meta, sweep_dir, "PLOTS")  # () wants none: not the default
+  wanted = GENERIC_PLOTS if wanted is None else tuple(wanted)
   unknown = sorted(set(wanted) - set(GENERIC_PLOTS))
   if unknown:
     raise ValueError(f"the experiment's PLOTS names {unknown}; choose from {GENERIC_PLOTS}")

@@ -98,11 +98,12 @@ def _seed_key(row: dict) -> tuple:
   return tuple(row.get(f) for f in SEED_FIELDS)
 
 
-def _select(rows: list[dict], want: dict, c: Comparison, side: str) -> dict:
+def _select(rows: list[dict], want: dict, c: Comparison, side: str,
+            fields=()) -> dict:
   """``{seed key: row}`` of the finished rows ``want`` selects; an unknown field or two
   rows with the same seeds (the selector misses a field that tells them apart) is an
   error naming them."""
-  known = {k for r in rows for k in r}
+  known = {k for r in rows for k in r} | set(fields)
   # ``field: None`` selects the arms that do not set the field: every row, in a table
   # where no arm sets it (a smoke run of some of the arms).
   unknown = sorted(k for k in set(want) - known if want[k] is not None)
@@ -121,12 +122,14 @@ def _select(rows: list[dict], want: dict, c: Comparison, side: str) -> dict:
   return out
 
 
-def compare(rows: list[dict], comparison: Comparison) -> Result:
-  """Pairs the finished ``arm`` rows with the ``control`` rows of the same seeds."""
+def compare(rows: list[dict], comparison: Comparison, fields=()) -> Result:
+  """Pairs the finished ``arm`` rows with the ``control`` rows of the same seeds.
+  ``fields``: the sweep's field names, which no started arm may set yet (an --only
+  run): a selector naming one then finds no rows rather than being an error."""
   c = comparison
-  arm = _select(rows, c.arm, c, "arm")
+  arm = _select(rows, c.arm, c, "arm", fields)
   if isinstance(c.control, dict):
-    control = _select(rows, c.control, c, "control")
+    control = _select(rows, c.control, c, "control", fields)
   else:  # a stated value: every arm row's seeds have it
     control = {k: {c.metric: c.control} for k in arm}
   diffs = tuple((k, float(arm[k][c.metric]) - float(control[k][c.metric]))
