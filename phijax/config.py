@@ -11,8 +11,8 @@
   ``project`` is empty, see ``phijax.train.wandb_log``).
 - ``optim``: ``name`` (adamw | adam | sgd | lion | muon | galore), ``lr``, ``b1``,
   ``b2``, ``eps``, ``weight_decay``, ``clip``; ``muon_beta``, ``muon_rms``;
-  ``galore_rank``, ``galore_update_every``, ``galore_scale``; ``mu_dtype``, ``freeze``
-  (``phijax.train.optim``).
+  ``galore_rank``, ``galore_update_every``, ``galore_scale``; ``block_scale``,
+  ``mu_dtype``, ``freeze`` (``phijax.train.optim``).
 - ``curriculum``: sequence-length warmup, LR schedule, stages (``phijax.train.curriculum``).
 - ``mesh``: ``data``, ``fsdp``, ``tensor`` sizes (-1 takes the remaining devices).
 
@@ -96,6 +96,10 @@ def default() -> ConfigDict:
       # each batch's tokens, those whose loss most exceeds the reference model's (per
       # micro-batch with microbatches > 1); 0 = off, every token.
       token_selection=0.0,
+      # What token_selection keeps: "excess" (Rho-1: the highest loss minus the
+      # reference's) or "random" (its control: the same fraction drawn uniformly each
+      # step, seeded by train.seed; no reference model is read).
+      token_selection_by="excess",
       # Warm start params: a run dir, a phijax params dir or an HF dir; its
       # tokenizer.model, if it has one, is the run's tokenizer (data.tokenizer.path "").
       init_from="",
@@ -143,6 +147,10 @@ def default() -> ConfigDict:
       # galore_*: optim.name="galore" only. GaLore's paper pretrains LLaMA with rank
       # 128-512 of hidden 512-2048, update_every 200 and scale 0.25.
       galore_rank=128, galore_update_every=200, galore_scale=0.25,  # rank, refresh, scale
+      # The block matrices' update (before weight decay) times this, for any optimizer:
+      # galore_scale without GaLore's projection (adamw at block_scale=galore_scale has
+      # GaLore's per-group learning rates). 1 = off.
+      block_scale=1.0,
       # The first moment (momentum) in this dtype, e.g. "bfloat16": a quarter less
       # optimizer memory for Adam, half for Muon, Lion and SGD momentum. "" = float32
       # like the parameters. Adam's second moment stays float32 (bf16 loses small v).

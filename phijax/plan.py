@@ -108,7 +108,8 @@ def plan(config, mesh_sizes: dict, activations: bool = True) -> dict:
     t = config.train
     return build(model_cfg, tx, mesh, rules, microbatches=t.microbatches,
                  objective=t.objective, dpo_beta=t.dpo_beta,
-                 token_selection=t.token_selection)
+                 token_selection=t.token_selection,
+                 token_selection_by=t.token_selection_by)
 
   fns = step_fns("xla")
   model_cfg = fns.model.cfg

@@ -57,3 +57,34 @@ def test_muon_direction_is_orthogonal_at_adamw_rms_and_adam_elsewhere():
   e = np.asarray(direction["embed"])
   np.testing.assert_array_equal(np.sign(e), -np.sign(np.asarray(grads["embed"])))
   assert np.allclose(np.abs(e), np.abs(e).flat[0], rtol=1e-4)
+
+
+def test_block_scale_scales_the_block_matrices_update_not_the_rest_nor_the_decay():
+  """adamw at block_scale=s: GaLore's per-group learning rates without its projection
+  (the block matrices' Adam update times s, weight decay at the full lr, the rest as
+  adamw)."""
+  params = _tiny_params("phi")
+  params = jax.tree_util.tree_map(lambda p: p + 0.1, params)  # decay: nonzero weights
+  cfg = ConfigDict(base.default().optim.to_dict())
+  cfg.update(name="adamw", weight_decay=0.1, clip=0.0)
+  rng = np.random.default_rng(0)
+  grads = jax.tree_util.tree_map(
+      lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params)
+
+  def direction(scale, decay):
+    c = ConfigDict(cfg.to_dict())
+    c.update(block_scale=scale, weight_decay=decay)
+    tx = optim.make_direction(c)
+    return tx.update(grads, tx.init(params), params)[0]
+
+  plain, scaled = direction(1.0, 0.1), direction(0.25, 0.1)
+  adam, decay_only = direction(1.0, 0.0), jax.tree_util.tree_map(
+      lambda p: -0.1 * p * (p.ndim >= 2), params)
+  block = jax.tree_util.tree_leaves(optim.block_matrix_mask(params))
+  assert any(block) and not all(block)
+  for b, p, s, a, d in zip(block, *(jax.tree_util.tree_leaves(t) for t in (
+      plain, scaled, adam, decay_only))):
+    if b:  # 0.25 x Adam's update, then the decay at full strength
+      np.testing.assert_allclose(s, 0.25 * a + d, rtol=1e-5, atol=1e-7)
+    else:
+      np.testing.assert_array_equal(s, p)

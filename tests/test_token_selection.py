@@ -1,8 +1,9 @@
 """``train.token_selection`` (Rho-1, Lin et al. 2024): the step's loss and gradients
 against a brute-force numpy selection of the tokens whose loss most exceeds the
 reference model's (per micro-batch too); ratio 1 is plain language modelling; off
-compiles the plain step; the settings' errors; and a real run against a reference
-directory, resumed from a checkpoint bit for bit."""
+compiles the plain step; the random-selection control (``token_selection_by="random"``:
+the same count, seeded, drawn anew each step); the settings' errors; and a real run
+against a reference directory, resumed from a checkpoint bit for bit."""
 
 import functools
 import json
@@ -24,7 +25,8 @@ from phijax.model import params_io, sharding
 from phijax.config_files import ConfigError
 from phijax.model import Transformer, abstract_params
 from phijax.model.config import ModelConfig
-from phijax.train.step import TrainState, build, device_batch, random_batch, select_top
+from phijax.train.step import (build, device_batch, random_batch, random_selection,
+                               select_top)
 
 CFG = ModelConfig(arch="phi", vocab_size=300, hidden_size=32, num_layers=1, num_heads=4,
                   intermediate_size=64, max_position_embeddings=64)
@@ -32,13 +34,14 @@ B, L = 4, 16
 
 
 @functools.cache
-def _fns(ratio=0.0, microbatches=1):
+def _fns(ratio=0.0, microbatches=1, by="excess", seed=0):
   # SGD without momentum, decay or clipping at lr 1: the update is minus the gradient.
   opt = ConfigDict(base.default().optim.to_dict())
   opt.update(name="sgd", b1=0.0, weight_decay=0.0, clip=0.0)
   mesh = sharding.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
   return build(CFG, optim.make_direction(opt), mesh, sharding.DEFAULT_RULES,
-               microbatches=microbatches, token_selection=ratio)
+               microbatches=microbatches, token_selection=ratio, token_selection_by=by,
+               seed=seed)
 
 
 def _random_params(seed):
@@ -79,12 +82,13 @@ def _brute_force_selection(excess, mask, ratio):
   return chosen
 
 
-def _step(fns, params, batch, *ref):
-  """The step's gradients (SGD at lr 1: the old minus the new parameters) and metrics."""
+def _step(fns, params, batch, *ref, step=0):
+  """The step's gradients (SGD at lr 1: the old minus the new parameters) and metrics,
+  from a state at ``step`` (fns.init's key: PRNGKey(seed))."""
   zero = lambda: jnp.zeros((), jnp.int32)  # one buffer each: the step donates them
-  state = TrainState(step=zero(), params=jax.device_put(params),
-                     opt_state=fns.tx.init(params), rng=jax.random.PRNGKey(0),
-                     nonfinite_streak=zero(), skipped=zero())
+  state = fns.init(jax.random.key(0)).replace(
+      step=jnp.asarray(step, jnp.int32), params=jax.device_put(params),
+      opt_state=fns.tx.init(params), nonfinite_streak=zero(), skipped=zero())
   new, m = fns.train_step(state, device_batch(batch, fns.batch_sharding), jnp.float32(1.0),
                           *ref)
   return jax.tree.map(np.subtract, params, jax.device_get(new.params)), jax.device_get(m)
@@ -130,6 +134,56 @@ def test_ratio_one_is_plain_language_modelling(models):
   assert float(got["loss_tokens"]) == float(lm["loss_tokens"]) == batch["loss_mask"].sum()
   _assert_close(got_grads, lm_grads, got, {"loss": float(lm["loss"]),
                                            "lm_loss": float(lm["loss"])})
+
+
+@pytest.mark.parametrize("ratio,microbatches", [(0.6, 1), (0.3, 2)])
+def test_random_selection_trains_on_a_seeded_draw_of_the_same_count_new_each_step(
+    models, ratio, microbatches):
+  """The control: the step trains on exactly ``random_selection``'s tokens for its key
+  (``fold_in(PRNGKey(train.seed), step)``, and per micro-batch ``fold_in(key, i)``),
+  as many as the excess selection keeps; another step or seed draws other tokens."""
+  params, _ = models
+  batch = _batch()
+  mask = batch["loss_mask"]
+  valid = jnp.asarray(mask > 0)
+  rows = B // microbatches
+  nll = np.asarray(_token_nll(params, batch), np.float64)
+  want_count = sum(_brute_force_selection(nll[i:i + rows], mask[i:i + rows], ratio).sum()
+                   for i in range(0, B, rows))
+  drawn = []
+  for seed, step in ((0, 0), (0, 1), (1, 0)):
+    fns = _fns(ratio, microbatches, "random", seed)
+    assert not fns.takes_reference  # no reference forward, no reference argument
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
+    keys = [key] if microbatches == 1 else [jax.random.fold_in(key, i)
+                                            for i in range(microbatches)]
+    chosen = np.concatenate([np.asarray(random_selection(k, valid[i * rows:(i + 1) * rows],
+                                                         ratio))
+                             for i, k in enumerate(keys)])
+    assert chosen.sum() == want_count and not (chosen * (mask == 0)).any()
+    got_grads, got = _step(fns, params, batch, step=step)
+    want_grads, _ = _step(_fns(), params, _batch(loss_mask=chosen))
+    assert float(got["loss_tokens"]) == want_count and "excess_loss" not in got
+    _assert_close(got_grads, want_grads, got, {
+        "loss": (nll * chosen).sum() / chosen.sum(),
+        "lm_loss": (nll * mask).sum() / mask.sum(),
+        "selected_fraction": chosen.sum() / (mask > 0).sum()})
+    drawn.append(chosen)
+  # Seeded: the same key draws the same tokens; another step or seed, other tokens.
+  assert not any(np.array_equal(a, b) for i, a in enumerate(drawn) for b in drawn[i + 1:])
+
+
+def test_random_selection_is_exact_and_uniform():
+  valid = jnp.asarray(np.random.default_rng(0).random((4, 50)) < 0.8)
+  n = int(valid.sum())
+  picks = np.stack([np.asarray(random_selection(jax.random.PRNGKey(i), valid, 0.6))
+                    for i in range(400)])
+  assert (picks.sum(axis=(1, 2)) == math.ceil(0.6 * n)).all()  # the count, every draw
+  assert not (picks * ~np.asarray(valid)).any()
+  np.testing.assert_array_equal(picks[0], random_selection(jax.random.PRNGKey(0), valid, 0.6))
+  # Every valid token is kept about 60% of the time (400 draws: std 2.4 points).
+  freq = picks.mean(axis=0)[np.asarray(valid)]
+  assert abs(freq.mean() - 0.6) < 0.01 and np.abs(freq - 0.6).max() < 0.15
 
 
 def test_select_top_counts_exactly_breaks_ties_early_and_skips_masked_tokens():
@@ -189,6 +243,11 @@ def test_selection_needs_a_reference_and_the_lm_objective():
   with pytest.raises(ConfigError, match="train.token_selection needs a reference model: "
                                         "set train.reference"):
     objectives.check(_config(token_selection=0.5))
+  objectives.check(_config(token_selection=0.5, token_selection_by="random"))  # none read
+  with pytest.raises(ConfigError, match="train.token_selection_by='top'; choose one of"):
+    objectives.check(_config(token_selection=0.5, token_selection_by="top"))
+  with pytest.raises(ValueError, match="train.token_selection_by='top'"):
+    _fns.__wrapped__(0.5, 1, "top")
   with pytest.raises(ConfigError, match="it does not take train.objective='dpo'"):
     objectives.check(_config(token_selection=0.5, objective="dpo", reference="/ref"))
   objectives.check(_config())  # off: nothing to check
@@ -271,4 +330,27 @@ def test_run_against_a_reference_and_resume(tmp_path):
   assert sorted(resumed) == [3, 4]
   for s in (3, 4):
     for k in ("loss", "grad_norm", "lm_loss", "selected_fraction", "excess_loss"):
+      assert resumed[s][k] == steps[s][k], (s, k)
+
+
+def test_random_selection_run_needs_no_reference_and_resumes_bit_for_bit(tmp_path):
+  config = _run_config()
+  config.train.token_selection_by = "random"
+  train.train(config, str(tmp_path / "rand"))
+  rows = _rows(tmp_path / "rand")
+  steps = {r["step"]: r for r in rows if "loss" in r}
+  assert sorted(steps) == [1, 2, 3, 4]
+  for r in steps.values():
+    assert r["selected_fraction"] == pytest.approx(154 / 256) and "excess_loss" not in r
+  # The draw is the state's (train.seed, step): a resumed run repeats steps 3 and 4.
+  cut = tmp_path / "cut"
+  shutil.copytree(tmp_path / "rand", cut)
+  shutil.rmtree(cut / "checkpoints" / "4")
+  resume = _run_config()
+  resume.train.token_selection_by = "random"
+  train.train(resume, str(cut))
+  resumed = {r["step"]: r for r in _rows(cut)[len(rows):] if "loss" in r}
+  assert sorted(resumed) == [3, 4]
+  for s in (3, 4):
+    for k in ("loss", "grad_norm", "lm_loss"):
       assert resumed[s][k] == steps[s][k], (s, k)

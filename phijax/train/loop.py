@@ -159,7 +159,8 @@ def _prepare(config, workdir: str) -> Run:
   fns = build(model_cfg, tx, mesh, rules,
               microbatches=t.microbatches, z_loss=t.z_loss, seed=t.seed,
               objective=t.objective, dpo_beta=t.dpo_beta,
-              token_selection=t.token_selection, trainable=optim.trainable(config.optim))
+              token_selection=t.token_selection, token_selection_by=t.token_selection_by,
+              trainable=optim.trainable(config.optim))
   objective = objectives.make(config, tok, fns)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_last)
   abstract = jax.eval_shape(fns.init.jitted, jax.random.key(t.seed))

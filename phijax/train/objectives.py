@@ -13,6 +13,8 @@ loop calls these pieces and knows no objective by name.
   clean data, same architecture and tokenizer; there is no default). The log adds the
   loss over all tokens (``lm_loss``), ``selected_fraction`` and ``excess_loss``;
   held-out evaluation stays plain language modelling, so it compares with ``lm`` runs.
+  ``train.token_selection_by="random"`` is the control: the same fraction drawn at
+  random each step, no reference model (``train.reference`` is not read).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from phijax import data
 from phijax.convert import weights
 from phijax.config_files import ConfigError
 from phijax.train import perplexity
-from phijax.train.step import BATCH_KEYS, PAIR_KEYS, device_batch
+from phijax.train.step import BATCH_KEYS, PAIR_KEYS, SELECTIONS, device_batch
 
 # Every process reads the global stream (process_index=0 of 1) and device_batch puts
 # each process's shards on its devices: N processes train on exactly the rows, in the
@@ -41,13 +43,16 @@ def check(config) -> None:
   if not 0.0 <= ratio <= 1.0:  # NaN fails too
     raise ConfigError(f"train.token_selection={ratio} is the fraction of tokens kept: 0 "
                       "(off) or a value in (0, 1]")
+  if t.token_selection_by not in SELECTIONS:
+    raise ConfigError(f"train.token_selection_by={t.token_selection_by!r}; choose one of "
+                      f"{SELECTIONS}")
   if not ratio:
     return
   if t.objective != "lm":
     raise ConfigError(f"train.token_selection (Rho-1) selects tokens of the language-"
                       f"modelling loss; it does not take train.objective={t.objective!r}: "
                       "set train.token_selection=0 or train.objective='lm'")
-  if not t.reference:
+  if not t.reference and t.token_selection_by == "excess":
     raise ConfigError("train.token_selection needs a reference model: set "
                       "train.reference to a run, params or HF directory of a model trained "
                       "on the data you want to emphasise (same architecture and tokenizer)")
@@ -177,12 +182,16 @@ class SelectiveLanguageModeling(LanguageModeling):
   """Rho-1: language modelling on the tokens whose loss most exceeds the reference
   model's. The step (``train_step.build(token_selection=...)``) takes the reference's
   parameters, loaded once and sharded like the model's; a resumed run loads them
-  again (the selection keeps no state of its own)."""
+  again (the selection keeps no state of its own). ``token_selection_by="random"``:
+  no reference, and no excess loss to log."""
 
   log_keys = ("lm_loss", "selected_fraction", "excess_loss")
 
   def __init__(self, config, tok, fns):
     super().__init__(config, tok, fns)
+    if config.train.token_selection_by == "random":
+      self.log_keys = ("lm_loss", "selected_fraction")
+      return
     path = os.path.abspath(os.path.expanduser(config.train.reference))
     check_reference_tokenizer(path, tok)  # the two losses must read the same token ids
     self.reference = load_reference(path, fns, "train.reference",

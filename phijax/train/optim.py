@@ -19,6 +19,12 @@ projected back and scaled by ``optim.galore_scale``; everything else takes plain
 Adam. Weight decay as for adamw. The Adam moments of a projected ``m x n`` matrix
 are ``r x n`` (or ``m x r``), plus the ``m x r`` projector.
 
+``optim.block_scale`` (any optimizer; 1 = off) multiplies the block matrices' update
+before weight decay, as ``galore_scale`` does GaLore's: ``adamw`` at
+``block_scale=galore_scale`` takes GaLore's per-group learning rates (``lr`` times the
+scale on the block matrices, ``lr`` on the rest, decay at ``lr``) without its
+projection, the control that separates the projection from the smaller step.
+
 ``optim.mu_dtype`` (e.g. ``"bfloat16"``) keeps the first moment (Adam's m, Muon's,
 Lion's and SGD's momentum) in that dtype to save optimizer memory; the arithmetic
 of each update still runs in float32 and the second moment stays float32.
@@ -231,6 +237,9 @@ def _direction(cfg_optim, mup=None) -> optax.GradientTransformation:
       parts.append(optax.trace(decay=cfg_optim.b1, accumulator_dtype=mu_dtype))
   else:
     raise ValueError(f"optim.name: unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+  block_scale = float(cfg_optim.get("block_scale", 1.0))
+  if block_scale != 1.0:
+    parts.append(optax.masked(optax.scale(block_scale), block_matrix_mask))
   if cfg_optim.weight_decay and name != "adam":
     parts.append(optax.add_decayed_weights(cfg_optim.weight_decay, mask=decay_mask))
   if mup is not None:  # after weight decay: a group's lr scales its decay too (torch)

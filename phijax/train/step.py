@@ -13,7 +13,10 @@ finite leaves the state unchanged and is counted.
 ``train_step(state, batch, lr, ref_params)`` scores every token by how much its loss
 exceeds a frozen reference model's and trains on the top fraction only (``slm_sums``;
 with micro-batches, each micro-batch keeps its own top fraction). 0 compiles the plain
-step, the same program as before the switch existed.
+step, the same program as before the switch existed. ``token_selection_by="random"``
+is its control: the same fraction of the valid tokens, drawn uniformly at random each
+step (``random_selection``, keyed by the step's ``fold_in(rng, step)``, so seeded by
+``train.seed`` and different every step), with no reference model.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ BATCH_KEYS = tuple(BATCH_DTYPES)
 # DPO batches (phijax.data.preferences) also mark their real pairs: [2B, 1].
 PAIR_KEYS = BATCH_KEYS + ("pair_mask",)
 OBJECTIVES = ("lm", "dpo")
+SELECTIONS = ("excess", "random")  # token_selection_by: Rho-1's score, or its control
 
 
 def select_top(scores_BxT, valid_BxT, ratio: float):
@@ -57,6 +61,14 @@ def select_top(scores_BxT, valid_BxT, ratio: float):
   rank = jnp.zeros_like(order).at[order].set(jnp.arange(order.size, dtype=order.dtype))
   k = selected_count(jnp.sum(valid.astype(jnp.int32)), ratio)
   return ((rank < k) & valid).astype(jnp.float32).reshape(scores_BxT.shape)
+
+
+def random_selection(rng, valid_BxT, ratio: float):
+  """``select_top`` of uniform random scores: exactly as many valid tokens as Rho-1
+  would keep, drawn uniformly without replacement, from ``rng`` (the train step's key
+  for this step and micro-batch; folded with 1 so the draw is not dropout's)."""
+  scores = jax.random.uniform(jax.random.fold_in(rng, 1), valid_BxT.shape)
+  return select_top(scores, valid_BxT, ratio)
 
 
 def selected_count(n, ratio: float):
@@ -128,14 +140,16 @@ class StepFns:
 
 def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 0.0,
           seed: int = 0, objective: str = "lm", dpo_beta: float = 0.1,
-          token_selection: float = 0.0, trainable=None) -> StepFns:
+          token_selection: float = 0.0, token_selection_by: str = "excess",
+          trainable=None) -> StepFns:
   """The step functions. ``trainable`` (``optim.trainable``): ``params -> tree of
   bools``; the logged ``grad_norm`` (and the non-finite check) then covers the trained
   parameters only. ``objective="dpo"``: batches of preference pairs
   (``phijax.data.preferences``), and ``train_step(state, batch, lr, ref_params)``
   takes the frozen reference model's parameters (sharded like ``params``).
   ``token_selection`` > 0 (``lm`` only): the step takes the reference's parameters
-  the same way and trains on that fraction of the tokens (``slm_sums``)."""
+  the same way and trains on that fraction of the tokens (``slm_sums``);
+  ``token_selection_by="random"`` draws that fraction at random and takes no reference."""
   if objective not in OBJECTIVES:
     raise ValueError(f"train.objective={objective!r}; choose one of {OBJECTIVES}")
   if objective == "dpo" and microbatches > 1:
@@ -147,7 +161,11 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
   if token_selection and objective != "lm":
     raise ValueError(f"train.token_selection selects tokens of the language-modelling "
                      f"loss; it does not take train.objective={objective!r}")
-  takes_reference = objective == "dpo" or token_selection > 0
+  if token_selection_by not in SELECTIONS:
+    raise ValueError(f"train.token_selection_by={token_selection_by!r}; choose one of "
+                     f"{SELECTIONS}")
+  by_excess = token_selection > 0 and token_selection_by == "excess"
+  takes_reference = objective == "dpo" or by_excess
   model = Transformer(model_cfg)
   rules = list(rules)
   dummy = jnp.zeros((1, 8), jnp.int32)
@@ -207,30 +225,37 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
     same (dropout) forward the loss does; the reference runs without dropout. Token
     scores come from the head's forward by chunks (``head_loss.token_nll``), and the
     loss from ``head_loss_sums`` with the selection as its weights: no ``[B, T, V]``
-    logits, for either model."""
+    logits, for either model. ``token_selection_by="random"``: a random selection of
+    the same size (``random_selection``) and no reference forward."""
     x, w, b = model.apply({"params": params}, batch["inputs"], batch["positions"],
                           batch["segment_ids"], deterministic=False, rngs={"dropout": rng},
                           head_inputs=True)
     nll = head_loss.token_nll(x, w, b, batch["targets"])
-    ref_nll = head_loss.token_nll(
-        *model.apply({"params": ref_params}, batch["inputs"], batch["positions"],
-                     batch["segment_ids"], deterministic=True, head_inputs=True),
-        batch["targets"])
-    # The model's head forward runs twice (scores here, the loss with its gradients
-    # below): selection needs every token's score before any loss, and the recompute
-    # costs one head matmul where keeping the logits would cost [B, T, V] floats.
-    excess = nll - ref_nll
     mask = batch["loss_mask"].astype(jnp.float32)
     valid = mask > 0
-    selected = select_top(excess, valid, token_selection)
+    excess = None
+    if by_excess:
+      ref_nll = head_loss.token_nll(
+          *model.apply({"params": ref_params}, batch["inputs"], batch["positions"],
+                       batch["segment_ids"], deterministic=True, head_inputs=True),
+          batch["targets"])
+      # The model's head forward runs twice (scores here, the loss with its gradients
+      # below): selection needs every token's score before any loss, and the recompute
+      # costs one head matmul where keeping the logits would cost [B, T, V] floats.
+      excess = nll - ref_nll
+      selected = select_top(excess, valid, token_selection)
+    else:
+      selected = random_selection(rng, valid, token_selection)
     weight = mask * selected  # the loss mask's weights, on the selected tokens only
     objective, nll_sum = head_loss.head_loss_sums(x, w, b, batch["targets"], weight, z_loss)
-    return objective, {
+    sums = {
         "nll_sum": nll_sum, "count": jnp.sum(weight),
-        "excess_loss": losses.masked_sum(excess, weight),
         # Own denominators (metric_mean): comparable with a plain LM run's loss.
         "lm_loss": (losses.masked_sum(nll, mask), jnp.sum(mask)),
         "selected_fraction": (jnp.sum(selected), jnp.sum(valid.astype(jnp.float32)))}
+    if excess is not None:
+      sums["excess_loss"] = losses.masked_sum(excess, weight)
+    return objective, sums
 
   if objective == "dpo":
     loss_sums = dpo_sums
