@@ -44,6 +44,23 @@ def current_corpus(run_dir: str) -> dict | None:
     return None
 
 
+def _relative_command(command: str, arm_dir: str) -> str:
+  """The command with paths relative to the directory results are written from: a
+  committed results.md names no path of the machine it was made on. The arms may have
+  run in another checkout (a clean worktree): its root is the recorded --workdir
+  less the arm's path relative to here."""
+  rel = os.path.relpath(arm_dir)
+  roots = [os.getcwd() + os.sep]
+  for word in command.split():
+    if word.startswith("--workdir="):
+      workdir = word.split("=", 1)[1]
+      if not rel.startswith("..") and workdir.endswith(os.sep + rel):
+        roots.insert(0, workdir[:-len(rel)])
+  for root in roots:
+    command = command.replace(root, "")
+  return command
+
+
 def section(rows: list[dict], sweep_dir: str) -> tuple[str, list[str]]:
   """(markdown, warnings): the values every arm shares, and per field what differs
   (every start of every arm counts: a resume under another commit shows)."""
@@ -67,11 +84,11 @@ def section(rows: list[dict], sweep_dir: str) -> tuple[str, list[str]]:
       parts = "; ".join(f"{v} ({', '.join(sorted(a))})" for v, a in sorted(values.items()))
       lines.append(f"| {field} | **differs between arms**: {parts} |")
       warnings.append(f"arms differ in {field}: {parts}")
-  first = next((recs[0] for recs in by_arm.values() if recs), None)
-  if first:
-    # Paths under the directory results are written from, relative to it: a committed
-    # results.md names no path of the machine it was made on.
-    command = first.get("command", "-").replace(os.getcwd() + os.sep, "")
+  first_arm = next((a for a, recs in by_arm.items() if recs), None)
+  if first_arm:
+    first = by_arm[first_arm][0]
+    command = _relative_command(first.get("command", "-"),
+                                os.path.join(sweep_dir, first_arm))
     lines.append(f"| command (first arm) | `{command}` |")
     now = current_corpus(os.path.join(sweep_dir, next(a for a, r in by_arm.items() if r)))
     if now is not None:

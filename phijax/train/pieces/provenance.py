@@ -126,13 +126,17 @@ def git_state(paths: bool = False):
                             timeout=10)
   except (OSError, subprocess.SubprocessError):
     return none
-  changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+  # Committed experiment results are outputs, not inputs: a sweep writing its own
+  # sweep.json into experiments/results/ does not make the code its arms run dirty.
+  changed = [line[3:] for line in status.stdout.splitlines()
+             if line.strip() and not line[3:].startswith(OUTPUTS)]
   if paths:
     return commit.stdout.strip(), bool(changed), changed[:MAX_CHANGED]
   return commit.stdout.strip(), bool(changed)
 
 
 MAX_CHANGED = 40
+OUTPUTS = "experiments/results/"
 
 
 def command_line() -> str:
