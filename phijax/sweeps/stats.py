@@ -180,8 +180,9 @@ def plot(results: list[Result], path: str) -> None:
     ax.set_yticks(range(len(mine)))
     ax.set_yticklabels([f"{r.comparison.name}: {r.verdict}" for r in mine], fontsize=8)
     ax.set_ylim(len(mine) - 0.5, -0.5)
-    ax.set_xlabel(f"{metric}: arm - control (dots: seeds; bar: mean and {LEVEL:.0%} "
-                  "interval)", fontsize=8)
+    stated = all(not isinstance(r.comparison.control, dict) for r in mine)
+    ax.set_xlabel(f"{metric}: arm - {'stated value' if stated else 'control'} (dots: seeds; "
+                  f"bar: mean and {LEVEL:.0%} interval)", fontsize=8)
     ax.grid(alpha=0.3, axis="x")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
