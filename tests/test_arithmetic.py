@@ -76,6 +76,46 @@ def test_documents_are_seeded_infinite_and_span_the_lengths():
     assert all(len(str(n)) == d for n in ns) and len(set(ns)) > 5
 
 
+def test_heldout_split_is_stable_and_kept_out_of_training():
+  share = 0.1
+  # Stable: a hash of the problem (pinned here: a change to it would move held-out
+  # problems into training between runs and their evaluations).
+  held = sorted((a, b) for a in range(10) for b in range(10)
+                if ar.in_heldout(ar.Problem(a, b, "+"), share))
+  assert held == [(0, 4), (2, 7), (4, 3), (5, 0), (5, 6), (5, 9), (9, 0), (9, 3)]
+  assert ar.in_heldout(ar.Problem(12, 34, "+"), share)
+  assert not ar.in_heldout(ar.Problem(12, 34, "*"), share)
+  assert not ar.in_heldout(ar.Problem(0, 4, "+"), 0.0)  # share 0: no split
+  # The training stream skips held-out problems; the held-out stream has only them; in
+  # every format and seed, the same split.
+  for fmt, seed in (("plain", 0), ("spaces", 3), ("padded", 1)):
+    spec = ar.Spec(min_digits=1, max_digits=3, format=fmt, seed=seed, heldout_share=share)
+    for split, want in ((ar.TRAIN, False), (ar.HELDOUT, True)):
+      for i in range(300):
+        a, b, op, _ = ar.decode(spec.document(split, i), fmt)
+        assert ar.in_heldout(ar.Problem(a, b, op), share) == want
+  # The evaluation's problems, in range (1-3 digits) and past it, are all held out: none
+  # is in the training stream, which does hold every other 1-digit problem.
+  spec = ar.Spec(min_digits=1, max_digits=3, format="reversed", heldout_share=share)
+  train = {ar.decode(t, "reversed")[:3] for t in itertools.islice(spec.stream(), 20_000)}
+  one_digit = {(a, b, "+") for a in range(10) for b in range(10)}
+  assert one_digit & train == {(a, b, "+") for a in range(10) for b in range(10)
+                               if (a, b) not in held}
+  scfg = data_config.arithmetic("+", 1, 3, "reversed", heldout_share=share).to_dict()
+  run_config = {"data": {"sources": {"add": scfg}}}
+  settings = arith_eval.settings_of(
+      _eval_args(["--arith_digits=1-5", "--arith_per_length=50"]), run_config)
+  assert settings["heldout_share"] == share
+  rows = arith_eval.problems(settings)
+  tested = [(r["a"], r["b"], r["op"]) for r in rows]
+  assert len(set(tested)) == len(tested) and not set(tested) & train
+  assert {p for p, r in zip(tested, rows) if r["digits"] == 1} == {(a, b, "+") for a, b in held}
+  assert [sum(r["digits"] == d for r in rows) for d in range(1, 6)] == [8, 50, 50, 50, 50]
+  # A run from before the split (no heldout_share in its config) trained on everything.
+  del run_config["data"]["sources"]["add"]["heldout_share"]
+  assert ar.spec_of_run(run_config).heldout_share == 0.0
+
+
 def test_longest_document_bound_is_tight():
   for fmt in ar.FORMATS:
     for ops in ("+", "*", "+*"):
@@ -147,6 +187,7 @@ def test_source_bad_input_is_one_clear_line(arith_cfg, tmp_path):
       (dict(format="roman"), "arith.format: 'roman' is not one of"),
       (dict(format="padded", max_digits=6, width=4), "arith.width: 4 is below max_digits=6"),
       (dict(size=0), "arith.size must be >= 1"),
+      (dict(heldout_share=1.0), r"arith.heldout_share: must be in \[0, 1\), got 1.0"),
       (dict(ops="*", max_digits=20), r"up to max_digits=20 digits in format 'plain' "
        r"takes up to 82 tokens .* more than config.data.seq_len=64; lower "
        r"config.data.sources.arith.max_digits"),
@@ -378,6 +419,17 @@ def test_eval_on_a_random_model_recounts_from_its_rows(arith_cfg, arith_tok):
     assert r["correct"] == (r["finish"] == "eos" and r["output"] == r["expected"])
   by = {d: [r["correct"] for r in rows if r["digits"] == d] for d in range(1, 8)}
   assert scores["accuracy_by_digits"] == {str(d): sum(v) / len(v) for d, v in by.items()}
+  def places_right(output, answer):  # reversed: the output starts at the units
+    if not (output.isascii() and output.isdigit()):
+      return 0
+    units_first = str(int(output[::-1]))[::-1]  # as a number: no leading zeros
+    return sum(x == y for x, y in zip(str(answer)[::-1], units_first))
+  for d in range(1, 8):  # digit accuracy, recounted place by place from the outputs
+    mine = [r for r in rows if r["digits"] == d]
+    answers = [PY[r["op"]](r["a"], r["b"]) for r in mine]
+    right = sum(places_right(r["output"], c) for r, c in zip(mine, answers))
+    assert scores["digit_accuracy_by_digits"][str(d)] == pytest.approx(
+        right / sum(len(str(c)) for c in answers))
   assert scores["accuracy"] == sum(r["correct"] for r in rows) / len(rows)
   assert {r["finish"] for r in rows} >= {"eos"}
   forward = jax.jit(lambda p, t: Transformer(cfg).apply({"params": p}, t))
@@ -422,6 +474,16 @@ def test_eval_scores_count_exact_answers_by_length(arith_tok, monkeypatch):
   expect = {str(d): np.mean([ok for n, ok in _Oracle.log if n == d]) for d in (2, 3, 4)}
   assert scores["accuracy_by_digits"] == pytest.approx(expect)
   assert 0 < scores["accuracy"] < 1
+
+
+def test_digits_right_counts_places_from_the_units():
+  for output, fmt, want in [
+      ("168", "plain", (3, 3)), ("178", "plain", (2, 3)), ("68", "plain", (2, 3)),
+      ("1168", "plain", (3, 3)), ("861", "reversed", (3, 3)), ("86", "reversed", (2, 3)),
+      ("00000168", "padded", (3, 3)), ("00000268", "padded", (2, 3)),
+      ("1 68", "spaces", (3, 3)), ("1 68", "plain", (0, 3)), ("", "plain", (0, 3)),
+      ("=16", "plain", (0, 3))]:
+    assert arith_eval.digits_right(output, 168, fmt) == want, (output, fmt)
 
 
 def test_eval_bad_input_is_one_clear_line(arith_tok):

@@ -124,7 +124,7 @@ def test_every_kind_is_registered_once_and_listed_in_one_order():
   ``config.source`` takes, then the generated ones; errors list them in that order."""
   from phijax.data import kinds, sources
   assert sources.kind_names(generated=False) == (
-      "stdlib", "auto", "text", "jsonl", "sft", "preferences", "array_record")
+      "stdlib", "auto", "text", "jsonl", "sft", "preferences", "chosen", "array_record")
   assert sources.kind_names(generated=True) == ("arithmetic",)
   for kind in sources.kind_names(generated=False):
     assert data.config.source(kind).kind == kind

@@ -174,3 +174,66 @@ def test_dpo_run_from_a_pretrained_run(tmp_path):
   final = [r for r in rows if r.get("final")][-1]
   assert final["eval_pairs"] > 0 and 0.0 <= final["eval_reward_accuracy"] <= 1.0
   assert "held-out DPO loss" in proc.stdout
+
+
+# ------------------------------------------- the SFT baseline and held-out scores
+
+def test_chosen_source_is_the_chosen_side_as_sft_with_the_pairs_split(tmp_path, tok):
+  """kind "chosen" reads a preferences file as SFT conversations (prompt, chosen), with
+  the preferences source's train / held-out split, and trains as SFT: packed rows
+  whose loss falls on the chosen responses and their end-of-turn only."""
+  path = tmp_path / "p.jsonl"
+  path.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
+  prefs, chosen = (data.build_sources(_cfg(path, kind=k, heldout=0.2))["main"]
+                   for k in ("preferences", "chosen"))
+  assert chosen.heldout.tolist() == prefs.heldout.tolist()
+  assert 0 < chosen.heldout.sum() < len(PAIRS)
+  assert [chosen.conversation(i) for i in range(len(PAIRS))] == [
+      [("user", p["prompt"]), ("assistant", p["chosen"])] for p in PAIRS]
+  train = {p["chosen"] for k, p in enumerate(PAIRS) if not prefs.heldout[k]}
+  it = data.make_train_iterator(_cfg(path, kind="chosen", heldout=0.2), tok, batch_size=2,
+                                seed=0, process_index=0, process_count=1)
+  learned = []
+  for row in (r for b in (next(it) for _ in range(3)) for r in zip(
+      b["targets"], b["loss_mask"], b["segment_ids"])):
+    targets, mask, seg = (np.asarray(x) for x in row)
+    for s in set(seg[seg > 0].tolist()):
+      ids = targets[(seg == s) & (mask > 0)].tolist()
+      assert ids[-1] == tok.eot_id
+      learned.append(tok.decode(ids[:-1]))
+  assert learned and set(learned) <= train
+
+
+def test_held_out_pair_scores_equal_per_sequence_log_probs(tok):
+  """evals.preferences: each response's logp is its own forward's, and the reward
+  columns are DPO's (0 and ln 2 for a policy equal to its reference)."""
+  from phijax.evals import model_source, preferences as pref_eval
+  cfg = ModelConfig(arch="phi", vocab_size=tok.vocab_size, hidden_size=32, num_layers=1,
+                    num_heads=4, intermediate_size=64, max_position_embeddings=64)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda s: (0.3 * rng.standard_normal(s.shape)).astype(s.dtype),
+                        nn.unbox(abstract_params(cfg)))
+  m = model_source.Loaded(cfg, params, tok, "random", "unused")
+  pairs = PAIRS[:5]
+  chosen, rejected = pref_eval.pair_logps(m, pairs, batch_size=4)
+  forward = jax.jit(Transformer(cfg).apply)
+  for k, p in enumerate(pairs):
+    for side, got in (("chosen", chosen[k]), ("rejected", rejected[k])):
+      ids, mask, _ = sft.render([("user", p["prompt"]), ("assistant", p[side])], tok, 64)
+      logp = _np_log_softmax(np.asarray(forward({"params": params}, ids[None, :-1])[0],
+                                        np.float64))
+      want = sum(logp[t, ids[t + 1]] for t in range(len(ids) - 1) if mask[t + 1])
+      assert got == pytest.approx(want, rel=1e-4)
+  same = pref_eval.scores((chosen, rejected), (chosen, rejected))
+  assert same["pref_accuracy"] == np.mean(chosen > rejected)
+  assert same["reward_margin"] == same["reward_accuracy"] == 0.0
+  assert same["dpo_loss"] == pytest.approx(np.log(2.0))
+  # Margins 0.5 ((-1 + 1) - (-2 + 1)) = 0.5 and 0.5 ((-5 + 1) - (-3 + 1)) = -1.
+  got = pref_eval.scores(([-1.0, -5.0], [-2.0, -3.0]), ([-1.0, -1.0], [-1.0, -1.0]), 0.5)
+  assert got == pytest.approx({
+      "pref_accuracy": 0.5, "logp_margin": -0.5, "logp_chosen": -3.0,
+      "reward_accuracy": 0.5, "reward_margin": -0.25,
+      "dpo_loss": (np.log1p(np.exp(-0.5)) + np.log1p(np.exp(1.0))) / 2})
+  assert "reward_margin" not in pref_eval.scores(([-1.0], [-2.0]))
+  with pytest.raises(ValueError, match="longer than the model's context"):
+    pref_eval.pair_logps(m, [dict(PAIRS[0], chosen="x = 1\n" * 64)])

@@ -349,7 +349,19 @@ def test_exact_match_compares_the_normalised_greedy_body(tiny):
   assert [r["name"] for r in rows] == ["own", e1.name]
   assert rows[0]["generated"] == rows[1]["generated"] == "    self)\n" * 4
   assert [r["exact"] for r in rows] == [True, False] and scores["exact_match"] == 0.5
-  assert [r["finish"] for r in rows] == ["length", "length"]
+  assert [r["finish"] for r in rows] == ["length", "length"] and scores["ended"] == 0.0
+
+
+def test_ended_counts_the_bodies_the_model_stopped_itself(tiny):
+  """A model that writes an indented line, then a line at column 0: it ends every body
+  itself (a stop), where the model above ran out of budget."""
+  tok = tiny.tokenizer
+  cycle = [tok.encode(p) for p in ("    ", "self", ")\n", "x")]
+  assert all(len(c) == 1 for c in cycle)
+  m = _cycling_model(tiny, [c[0] for c in cycle])
+  _, scores, rows = task.run(m, _args(max_new_tokens=12))
+  assert [r["finish"] for r in rows] == ["stop", "stop"] and scores["ended"] == 1.0
+  assert rows[0]["generated"] == "    self)"
 
 
 # ------------------------------------------------------------------ preference pairs

@@ -22,6 +22,14 @@ Operands of ``n`` digits are uniform over the
 ``n``-digit numbers (0-9 for one digit); each operand's length is uniform in
 ``[min_digits, max_digits]``. Numbers are Python ints, so any length works.
 
+Held-out problems: with ``heldout_share`` > 0 the problem space itself is split. A
+problem ``(a, op, b)`` is held out when a stable hash of ``f"{a}{op}{b}"`` falls below
+the share (``in_heldout``; the same split for every seed, format and length range), the
+training split redraws until it gets a problem that is not held out, the held-out split
+until it gets one that is, and ``phijax.evals.arithmetic`` tests held-out problems
+only. So in-range test problems are unseen even where the space is small (1-2 digit
+operands: 100 and 8,100 problems, all seen by any long run without the split).
+
 Tokens are one per character (``char_ids``): a BPE tokenizer would merge digit runs
 into pieces whose boundaries move with the number, hiding place value; the paper's
 models see digits one by one.
@@ -38,6 +46,7 @@ from typing import Iterator
 import numpy as np
 
 from phijax.data import kinds
+from phijax.data.corpus import heldout_score
 from phijax.data.errors import DataError
 from phijax.data.kinds import Source
 
@@ -75,6 +84,27 @@ def draw(rng: np.random.Generator, ops: str, min_digits: int, max_digits: int) -
   op = ops[int(rng.integers(0, len(ops)))]
   la, lb = rng.integers(min_digits, max_digits + 1, size=2)
   return Problem(number(rng, int(la)), number(rng, int(lb)), op)
+
+
+def in_heldout(p: Problem, share: float) -> bool:
+  """Whether ``p`` is on the held-out side of a ``share`` split of the problem space:
+  a stable hash of the problem (not of its spelling), below ``share``."""
+  return share > 0 and heldout_score(f"{p.a}{p.op}{p.b}") < share
+
+
+MAX_DRAWS = 10_000  # redraws for one problem on the wanted side of the split
+
+
+def draw_in_split(rng: np.random.Generator, ops: str, min_digits: int, max_digits: int,
+                  heldout: bool, share: float) -> Problem:
+  """``draw`` until the problem is on the wanted side (held out or not) of the split
+  (``share`` 0: no split, the first draw)."""
+  for _ in range(MAX_DRAWS):
+    p = draw(rng, ops, min_digits, max_digits)
+    if share <= 0 or in_heldout(p, share) == heldout:
+      return p
+  raise ValueError(f"no {'held-out' if heldout else 'training'} problem of {min_digits}-"
+                   f"{max_digits} digits in {MAX_DRAWS} draws with heldout_share={share}")
 
 
 def draw_of_length(rng: np.random.Generator, op: str, digits: int) -> Problem:
@@ -167,6 +197,7 @@ class Spec:
   format: str = "plain"
   width: int = 0  # padded: operand digits (0: max_digits)
   seed: int = 0
+  heldout_share: float = 0.1  # problems held out of training (see the module docstring)
   where: str = "arithmetic"  # how errors name the config (a source's field prefix)
 
   def __post_init__(self):
@@ -183,6 +214,8 @@ class Spec:
     if self.width and self.width < self.max_digits:
       bad("width", f"{self.width} is below max_digits={self.max_digits}: the longest "
           "operands would not fit the padding; raise it or set 0 (= max_digits)")
+    if not 0 <= self.heldout_share < 1:
+      bad("heldout_share", f"must be in [0, 1), got {self.heldout_share}")
 
   @property
   def pad_width(self) -> int | None:
@@ -198,7 +231,8 @@ class Spec:
   def document(self, split: int, i: int) -> str:
     """Problem ``i`` of ``split`` (TRAIN or HELDOUT): a pure function of the seed."""
     rng = np.random.default_rng([self.seed, split, i])
-    p = draw(rng, self.ops, self.min_digits, self.max_digits)
+    p = draw_in_split(rng, self.ops, self.min_digits, self.max_digits, split == HELDOUT,
+                      self.heldout_share)
     return encode(p.a, p.b, p.op, self.format, rng, width=self.pad_width)
 
   def stream(self, split: int = TRAIN) -> Iterator[str]:
@@ -210,7 +244,7 @@ class Spec:
     return cls(ops=scfg.ops, min_digits=int(scfg.min_digits),
                max_digits=int(scfg.max_digits), format=scfg.format,
                width=int(scfg.width), seed=int(scfg.seed),
-               where=f"config.data.sources.{name}")
+               heldout_share=float(scfg.heldout_share), where=f"config.data.sources.{name}")
 
 
 def spec_of_run(run_config) -> Spec | None:
@@ -222,15 +256,18 @@ def spec_of_run(run_config) -> Spec | None:
       return Spec(ops=scfg["ops"], min_digits=scfg["min_digits"],
                   max_digits=scfg["max_digits"], format=scfg["format"],
                   width=scfg.get("width", 0), seed=scfg.get("seed", 0),
+                  # runs from before the split trained on every problem
+                  heldout_share=scfg.get("heldout_share", 0.0),
                   where=f"config.data.sources.{name}")
   return None
 
 
 class ArithmeticSource(Source):
   """``size`` training problems and ``heldout`` held-out ones (a disjoint seed
-  stream), generated on demand: document ``i < size`` is ``document(TRAIN, i)``, the
-  rest ``document(HELDOUT, i - size)``. Epochs reshuffle the same ``size`` problems
-  (the paper trains on 120k-300k). ``data.heldout_fraction`` does not apply."""
+  stream, and with ``heldout_share`` > 0 the held-out side of the problem split),
+  generated on demand: document ``i < size`` is ``document(TRAIN, i)``, the rest
+  ``document(HELDOUT, i - size)``. Epochs reshuffle the same ``size`` problems (the
+  paper trains on 120k-300k). ``data.heldout_fraction`` does not apply."""
 
   kind = "arithmetic"
 

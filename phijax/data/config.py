@@ -18,7 +18,9 @@ from phijax.data import sources
 
 def source(kind: str = "text", path: str = "", *, text_field: str = "text",
            weight: float = 1.0, glob: str = "", exclude: str = "",
-           max_tokens: int = 0, template: str = "plain") -> ConfigDict:
+           max_tokens: int = 0, template: str = "plain", dedup: str = "",
+           dedup_threshold: float = 0.8, decontaminate: str = "",
+           decontaminate_n: int = 13) -> ConfigDict:
   """One data source.
 
   Args:
@@ -27,7 +29,9 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
       file), ``jsonl`` (one document per line, text in ``text_field``), ``sft``
       (JSON Lines of ``{"prompt", "response"}`` or ``{"messages": [{"role",
       "content"}]}`` records), ``preferences`` (JSON Lines of ``{"prompt", "chosen",
-      "rejected"}`` for ``train.objective="dpo"``), ``array_record`` (pre-tokenized: one record per
+      "rejected"}`` for ``train.objective="dpo"``), ``chosen`` (a ``preferences`` file's
+      chosen responses as ``sft`` conversations, with the same train / held-out split:
+      the SFT baseline of a DPO run), ``array_record`` (pre-tokenized: one record per
       document, little-endian int32 token ids; see ``phijax.data.write_array_record``),
       ``auto`` (``jsonl`` if every file the path names ends in ``.jsonl``, else
       ``text``; decided when the source is built).
@@ -44,24 +48,37 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
       source's root (``*`` crosses ``/``): files left out, e.g. ``"email/*,json/*"``
       to hold whole packages back for a fine-tuning run. A pattern (here or in a
       ``stdlib`` glob) that matches no file is an error.
-    max_tokens: ``sft`` only: truncate a rendered conversation to this many tokens
-      (0: ``seq_len + 1``, one full row).
-    template: ``sft`` only: the chat template, ``plain`` (turns and end-of-turn
-      tokens), ``phi3`` (``<|user|>``/``<|assistant|>``/``<|end|>``) or ``phi15``
-      (``Instruct:``/``Output:``); see ``phijax.data.sft``.
+    max_tokens: ``sft``, ``preferences`` and ``chosen``: truncate a rendered
+      conversation to this many tokens (0: ``seq_len + 1``, one full row).
+    template: ``sft``, ``preferences`` and ``chosen``: the chat template, ``plain``
+      (turns and end-of-turn tokens), ``phi3`` (``<|user|>``/``<|assistant|>``/
+      ``<|end|>``) or ``phi15`` (``Instruct:``/``Output:``); see ``phijax.data.sft``.
+    dedup: drop duplicate training documents, one kept per cluster: ``exact`` (same
+      text once whitespace runs are collapsed), ``near`` (also a MinHash-LSH Jaccard
+      of at least ``dedup_threshold``), "" off; training copies of a held-out document
+      are all dropped (``python -m phijax.data.quality dedup`` reports them).
+    dedup_threshold: ``dedup="near"``: the Jaccard similarity of two documents' sets of
+      5-word shingles (MinHash estimate) at which they are duplicates.
+    decontaminate: drop training documents that share a ``decontaminate_n``-gram of
+      lowercased words with an evaluation set (comma-separated ``humaneval``,
+      ``heldout`` = this source's held-out documents, or HumanEval/MBPP ``.jsonl``
+      files); "" off.
+    decontaminate_n: the n-gram length ``decontaminate`` matches (GPT-3 used 13).
   """
   read_kinds = sources.kind_names(generated=False)
   if kind not in read_kinds:
     raise ValueError(f"unknown data source kind {kind!r}; choose one of {read_kinds}")
   return ConfigDict(dict(kind=kind, path=path, text_field=text_field,
                          weight=float(weight), glob=glob, exclude=exclude,
-                         max_tokens=int(max_tokens),
+                         max_tokens=int(max_tokens), dedup=dedup,
+                         dedup_threshold=float(dedup_threshold),
+                         decontaminate=decontaminate, decontaminate_n=int(decontaminate_n),
                          template=template))
 
 
 def arithmetic(ops: str = "+", min_digits: int = 1, max_digits: int = 5,
                format: str = "plain", *, width: int = 0, seed: int = 0,
-               size: int = 100_000, heldout: int = 1000,
+               size: int = 100_000, heldout: int = 1000, heldout_share: float = 0.1,
                weight: float = 1.0) -> ConfigDict:
   """An arithmetic source (``phijax.data.arithmetic``): one problem per document,
   tokenized one character per token.
@@ -78,11 +95,13 @@ def arithmetic(ops: str = "+", min_digits: int = 1, max_digits: int = 5,
     size: distinct training problems, reshuffled every epoch.
     heldout: held-out problems, from a disjoint seed stream
       (``data.heldout_fraction`` does not apply).
+    heldout_share: share of all problems (a, op, b) held out of training by a stable
+      hash; held-out loss and the arithmetic evaluation use only those (0: no split).
   """
   return ConfigDict(dict(kind="arithmetic", ops=ops, min_digits=int(min_digits),
                          max_digits=int(max_digits), format=format, width=int(width),
                          seed=int(seed), size=int(size), heldout=int(heldout),
-                         weight=float(weight)))
+                         heldout_share=float(heldout_share), weight=float(weight)))
 
 
 def defaults() -> ConfigDict:

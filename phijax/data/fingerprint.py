@@ -9,6 +9,7 @@ import re
 from typing import Iterable, Sequence
 
 from phijax.data import corpus, sources
+from phijax.data.quality import filters
 
 
 def _files_digest(lines: Iterable[str]) -> str:
@@ -21,7 +22,9 @@ def corpus_key(cfg_data, names: Sequence[str]) -> tuple[str, dict]:
   Reads no documents (a cache hit must stay cheap): files are identified by their
   paths, sizes and modification times. The built-in stdlib alone keeps the key it
   always had (relative paths and sizes of its train files), so existing caches stay
-  valid and another Python version (or a patched stdlib) gets its own model.
+  valid and another Python version (or a patched stdlib) gets its own model. A source
+  with quality filters on (``dedup``, ``decontaminate``) adds their settings: its train
+  split is another corpus.
   """
   srcs = {n: cfg_data.sources[n] for n in names}
   if len(srcs) == 1 and next(iter(srcs.values())).kind == "stdlib":
@@ -30,7 +33,11 @@ def corpus_key(cfg_data, names: Sequence[str]) -> tuple[str, dict]:
     rel = [f.relative_to(root) for f in files]
     train = [f for f in rel if not corpus.is_heldout(f.as_posix(), cfg_data.heldout_fraction)]
     fingerprint = _files_digest(f"{f.as_posix()}:{(root / f).stat().st_size}" for f in train)
-    return "stdlib", dict(corpus="stdlib", files=fingerprint)
+    key = dict(corpus="stdlib", files=fingerprint)
+    wanted = filters.settings(name, scfg)
+    if wanted:
+      key["filters"] = wanted
+    return "stdlib", key
   described = []
   for name, scfg in srcs.items():
     if scfg.kind == "array_record":
@@ -38,10 +45,14 @@ def corpus_key(cfg_data, names: Sequence[str]) -> tuple[str, dict]:
     root, files = sources.source_files(name, scfg)
     # The root is part of the key: two directories with the same layout and sizes
     # are different corpora.
-    described.append(dict(
+    entry = dict(
         name=name, kind=scfg.kind, text_field=scfg.get("text_field", "text"),
         root=str(pathlib.Path(root).resolve()),
-        files=_files_digest(_file_id(root, f) for f in files)))
+        files=_files_digest(_file_id(root, f) for f in files))
+    wanted = filters.settings(name, scfg)
+    if wanted:
+      entry["filters"] = wanted
+    described.append(entry)
   label = re.sub(r"[^A-Za-z0-9_.-]+", "_", "+".join(d["name"] for d in described))[:40]
   return label or "corpus", dict(corpus=described)
 

@@ -27,6 +27,10 @@ class Source:
   kind = ""
   # False: examples must not be split across rows (SFT conversations).
   split_documents = True
+  # [num_documents] bool: training documents a quality filter (config.data.sources.NAME.
+  # dedup / decontaminate, phijax.data.quality) removed. They are neither trained on nor
+  # held out, so the held-out split means what it did without the filter. None: none.
+  dropped = None
 
   def __init__(self, name: str):
     self.name = name
@@ -37,7 +41,9 @@ class Source:
     return len(self.heldout)
 
   def train_indices(self) -> np.ndarray:
-    return np.flatnonzero(~self.heldout)
+    if self.dropped is None:
+      return np.flatnonzero(~self.heldout)
+    return np.flatnonzero(~self.heldout & ~self.dropped)
 
   def heldout_indices(self) -> np.ndarray:
     return np.flatnonzero(self.heldout)
@@ -48,6 +54,11 @@ class Source:
 
   def text(self, i: int, tok=None) -> str:
     raise NotImplementedError
+
+  def key(self, i: int) -> str:
+    """What names document ``i`` in reports (a relative path, ``file:line``): the key
+    the held-out split hashes; its index where the kind has no other name."""
+    return str(i)
 
   def tokens_of(self, indices, tok, threads: int = 1, chunk: int = 256) -> list[np.ndarray]:
     """``[tokens(i, tok) for i in indices]``; text kinds encode in batches of ``chunk``
@@ -62,8 +73,9 @@ class Source:
     return out
 
   def __repr__(self):
+    dropped = "" if self.dropped is None else f", {int(self.dropped.sum())} filtered out"
     return (f"{type(self).__name__}({self.name!r}, {self.num_documents} documents, "
-            f"{int(self.heldout.sum())} held out)")
+            f"{int(self.heldout.sum())} held out{dropped})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -93,6 +93,9 @@ class TextFiles(Source):
   def paths_of(self, indices) -> list[str]:
     return [self.paths[i] for i in indices]
 
+  def key(self, i: int) -> str:
+    return self.keys[i]
+
   def text(self, i: int, tok=None) -> str:
     with open(self.paths[i], "rb") as f:  # bytes: no newline translation
       return f.read().decode("utf-8")
@@ -131,10 +134,11 @@ class JsonLines(Source):
                text_field: str = "text"):
     super().__init__(name)
     self.files = [str(f) for f in files]
+    self.rel_files = [pathlib.Path(f).relative_to(root).as_posix() for f in files]
     self.text_field = text_field
-    file_ids, offsets, lengths, keys, empty = [], [], [], [], []
+    file_ids, offsets, lengths, linenos, keys, empty = [], [], [], [], [], []
     for fid, f in enumerate(files):
-      rel = pathlib.Path(f).relative_to(root).as_posix()
+      rel = self.rel_files[fid]
       offset = 0
       with open(f, "rb") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -148,6 +152,7 @@ class JsonLines(Source):
               file_ids.append(fid)
               offsets.append(offset)
               lengths.append(n)
+              linenos.append(lineno)
               keys.append(f"{rel}:{lineno}")
           offset += n
     self.skipped = {"empty": empty}  # no tokens lost: counted, not warned about
@@ -157,7 +162,11 @@ class JsonLines(Source):
     self.file_ids = np.asarray(file_ids, np.int32)
     self.offsets = np.asarray(offsets, np.int64)
     self.lengths = np.asarray(lengths, np.int64)
+    self.linenos = np.asarray(linenos, np.int64)  # keys rebuilt on demand (key())
     self.heldout = _split(keys, heldout_fraction)
+
+  def key(self, i: int) -> str:
+    return f"{self.rel_files[self.file_ids[i]]}:{self.linenos[i]}"
 
   def _parse(self, line: bytes, where: str):
     """Validates one line; returns what ``_is_empty`` needs."""
@@ -251,6 +260,20 @@ class PreferenceJsonLines(SftJsonLines):
   def text(self, i: int, tok=None) -> str:
     r = self.pair(i)
     return r["prompt"] + "\n" + r["chosen"]
+
+
+class ChosenJsonLines(PreferenceJsonLines):
+  """The chosen side of preference pairs as SFT conversations: the prompt, then the
+  chosen response, loss on the response and its end-of-turn. It reads the same file
+  with the same document keys as a ``preferences`` source of it, so it has the same
+  train / held-out split: plain SFT on exactly the pairs DPO trains on, the baseline a
+  DPO gain is measured against (``experiments/exercise_dpo.py``)."""
+
+  kind = "chosen"
+
+  def conversation(self, i: int):
+    r = self.pair(i)
+    return [("user", r["prompt"]), ("assistant", r["chosen"])]
 
 
 class ArrayRecordTokens(Source):
@@ -370,6 +393,12 @@ def _preferences(name, scfg, root, files, heldout_fraction):
                              scfg.get("max_tokens", 0), scfg.get("template", "plain"))
 
 
+@_reads_files("chosen", "**/*.jsonl")
+def _chosen(name, scfg, root, files, heldout_fraction):
+  return ChosenJsonLines(name, root, files, heldout_fraction, scfg.get("max_tokens", 0),
+                         scfg.get("template", "plain"))
+
+
 @_reads_files("array_record", "**/*.array_record*")
 def _array_record(name, scfg, root, files, heldout_fraction):
   return ArrayRecordTokens(name, root, files, heldout_fraction)
@@ -384,8 +413,14 @@ def kind_names(generated: bool | None = None) -> tuple[str, ...]:
 def build_source(name: str, scfg, heldout_fraction: float,
                  seq_len: int | None = None) -> Source:
   """The source ``config.data.sources[name]`` describes. ``seq_len`` (the rows it
-  feeds) lets a generated source refuse documents longer than a row."""
-  return kinds.lookup(name, scfg.kind).build(name, scfg, heldout_fraction, seq_len)
+  feeds) lets a generated source refuse documents longer than a row. With ``dedup`` or
+  ``decontaminate`` set, its training documents are filtered (``src.dropped``)."""
+  src = kinds.lookup(name, scfg.kind).build(name, scfg, heldout_fraction, seq_len)
+  if scfg.get("dedup", "") or scfg.get("decontaminate", ""):
+    # Local: the filters (and datasketch) load only for a source that asks for them.
+    from phijax.data.quality import filters
+    filters.apply(src, scfg, heldout_fraction)
+  return src
 
 
 def source_files(name: str, scfg):

@@ -6,14 +6,20 @@ was trained on (``phijax.data.arithmetic``); the model continues ``a+b=`` greedi
 one token per character as in training, and a problem counts as solved when the
 text it writes before ``<|endoftext|>`` is exactly the answer's spelling. Lengths
 past the training range measure length generalization (Shen et al. 2023 train up
-to N digits and test on N+1, N+2).
+to N digits and test on N+1, N+2). ``digit_accuracy_by_digits`` is the softer share of
+answer digits right at their place value (``digits_right``; chance is about 0.1).
 
 Defaults come from the run's config when it trained on an arithmetic source (its
 ops, format, padding width; lengths 1 to max_digits + 2, or to the padded width if
 that is less), else from the flags.
-Problems are drawn from ``default_rng([--seed, d, op])``: the same problems for
-every model, whatever the range or batch size. Short problems (1-2 digits) are so
-few that training has seen them all; longer ones are new with near certainty.
+Problems are drawn from ``default_rng([--seed, d, op])``, distinct within a length:
+the same problems for every model, whatever the range or batch size. When the run's
+source holds problems out of training (its ``heldout_share`` > 0, see
+``phijax.data.arithmetic``), only held-out problems are drawn, at every length, so
+in-range accuracy is measured on problems training never showed; a length with fewer
+held-out problems than ``--arith_per_length`` (1 digit: about 100 x the share) tests
+those it has (``problems_by_digits``). Without the split, short problems (1-2 digits)
+are so few that training has seen them all.
 
 Interface for ``phijax.evaluate``: ``add_args(group)`` and ``run(m, args) ->
 (settings, scores, rows)``; ``args.batch_size`` and ``args.seed`` are the
@@ -23,6 +29,7 @@ evaluate parser's.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import numpy as np
@@ -85,20 +92,29 @@ def settings_of(args, run_config) -> dict:
           f"tested operands ({hi} digits, --arith_digits): they would not fit; raise "
           "--arith_width or lower --arith_digits")
   return {"ops": ops, "format": fmt, "digits": [lo, hi], "width": width,
+          "heldout_share": trained.heldout_share if trained else 0.0,
           "per_length": args.arith_per_length, "seed": args.seed,
           "batch_size": args.batch_size, "decoding": "greedy",
           "from_run_config": trained is not None}
 
 
 def problems(settings: dict) -> list[dict]:
-  """The test problems: ``per_length`` per (length, op), as prompt/answer texts."""
+  """The test problems: up to ``per_length`` distinct ones per (length, op), on the
+  held-out side of the run's split, as prompt/answer texts."""
   out = []
   lo, hi = settings["digits"]
+  share, n = settings.get("heldout_share", 0.0), settings["per_length"]
   for d in range(lo, hi + 1):
     for op in settings["ops"]:
       rng = np.random.default_rng([settings["seed"], d, ord(op)])
-      for _ in range(settings["per_length"]):
+      seen = set()
+      for _ in range(100 * n):  # 1 digit: enough draws to find every held-out problem
+        if len(seen) == n:
+          break
         p = arithmetic.draw_of_length(rng, op, d)
+        if p in seen or (share > 0 and not arithmetic.in_heldout(p, share)):
+          continue
+        seen.add(p)
         doc = arithmetic.encode(p.a, p.b, op, settings["format"], rng,
                                 width=settings["width"])
         prompt, answer = arithmetic.split_document(doc)
@@ -141,14 +157,39 @@ def run(m, args):
       r["output"], r["finish"] = o.text, o.finish
       # Solved: the answer's exact spelling, then end-of-text.
       r["correct"] = o.finish == "eos" and o.text == r["expected"]
+      r["digits_right"], r["answer_digits"] = digits_right(
+          o.text, arithmetic.OPS[r["op"]](r["a"], r["b"]), settings["format"])
+  lengths = range(settings["digits"][0], settings["digits"][1] + 1)
   scores = {"accuracy": _mean(r["correct"] for r in rows),
             "accuracy_by_digits": {
                 str(d): _mean(r["correct"] for r in rows if r["digits"] == d)
-                for d in range(settings["digits"][0], settings["digits"][1] + 1)},
+                for d in lengths},
+            "digit_accuracy_by_digits": {
+                str(d): _ratio([r for r in rows if r["digits"] == d]) for d in lengths},
+            "problems_by_digits": {
+                str(d): sum(r["digits"] == d for r in rows) for d in lengths},
             "problems": len(rows), "generate_seconds": round(time.time() - t0, 1)}
   return settings, scores, rows
 
 
+def digits_right(output: str, answer: int, fmt: str) -> tuple[int, int]:
+  """``(right, digits)``: how many of the answer's digits ``output``, read as a number
+  in ``fmt``, has at their place value (units first; a longer or shorter number keeps
+  its places aligned), and how many digits the answer has. Not a number: none right.
+  A softer signal than exact match where that is zero past the trained lengths."""
+  want = str(answer)[::-1]
+  try:
+    got = str(arithmetic.read_number(output, fmt))[::-1]
+  except ValueError:
+    got = ""
+  return sum(a == b for a, b in zip(want, got)), len(want)
+
+
+def _ratio(rows) -> float:
+  total = sum(r["answer_digits"] for r in rows)
+  return sum(r["digits_right"] for r in rows) / total if total else math.nan
+
+
 def _mean(flags) -> float:
   flags = list(flags)
-  return sum(flags) / max(len(flags), 1)
+  return sum(flags) / len(flags) if flags else math.nan  # no problem: no accuracy

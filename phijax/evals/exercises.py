@@ -34,6 +34,9 @@ Scores:
   compared as written: it is syntax, and the prompt's docstring shows its width.
   Each body gets ``min(--max_new_tokens, 1.25 x reference tokens + 16)`` new tokens:
   exact match needs no more, and a model that never ends a body costs no more.
+- ``ended``: the share of greedy bodies the model ended itself (end-of-text, or
+  end-of-turn in ``chat`` format, or a line at column 0) before that budget: whether
+  it learned where a body stops, which exact match cannot show while it is 0.
 """
 
 from __future__ import annotations
@@ -266,6 +269,8 @@ def run(m, args, exercises=None):
   total = float(nll[kept].sum()) if kept else 0.0
   scores = {"exercises": len(exercises),
             "exact_match": sum(exact) / max(len(exercises), 1),
+            "ended": sum(o is not None and o.finish in ("eos", "stop") for o in outs)
+                     / max(len(exercises), 1),
             "response_loss": total / max(n_tok, 1),
             "response_bpb": total / math.log(2) / max(n_bytes, 1),
             "response_tokens": n_tok, "too_long": len(exercises) - len(kept),
