@@ -12,7 +12,9 @@ phijax.data.tokenizer --help``), ``corpus`` (the built-in stdlib corpus), ``kind
 (``Source`` and the registry of source kinds), ``paths`` (which files a source reads),
 ``fingerprint`` (what identifies a corpus, for caches and provenance),
 ``sources`` (the kinds read from files; builds a source of any kind), ``arithmetic``
-(a generated kind), ``sft`` (chat rendering), ``packing``, ``mixture``, ``pipeline``.
+(a generated kind), ``sft`` (chat rendering), ``packing``, ``mixture``, ``pipeline``;
+``quality/`` (dedup and contamination reports and filters: ``python -m
+phijax.data.quality --help``).
 """
 
 from phijax import lazy_exports
