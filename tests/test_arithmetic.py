@@ -114,6 +114,20 @@ def test_heldout_split_is_stable_and_kept_out_of_training():
   # A run from before the split (no heldout_share in its config) trained on everything.
   del run_config["data"]["sources"]["add"]["heldout_share"]
   assert ar.spec_of_run(run_config).heldout_share == 0.0
+  # So does the source built from that config.json (evaluate --task=bpb reads it), and a
+  # resume of it keeps its problems rather than taking today's default share.
+  import ml_collections
+  from phijax.train import setup
+  old = ml_collections.ConfigDict(run_config)
+  assert ar.Spec.from_config("add", old.data.sources.add).heldout_share == 0.0
+  c = default_config()
+  c.data.sources = ml_collections.ConfigDict(
+      {"add": data_config.arithmetic("+", 1, 3, "reversed")})
+  setup.keep_problem_split(c, run_config)
+  assert c.data.sources.add.heldout_share == 0.0
+  c.data.sources.add.heldout_share = share  # a run that started with the split keeps it
+  setup.keep_problem_split(c, {"data": {"sources": {"add": dict(scfg, heldout_share=share)}}})
+  assert c.data.sources.add.heldout_share == share
 
 
 def test_longest_document_bound_is_tight():

@@ -127,3 +127,12 @@ def test_a_field_of_arms_not_started_selects_nothing():
   assert (r.verdict, r.diffs) == ("inconclusive", ()) and "0 finished" in r.note
   with pytest.raises(ValueError, match=r"names \['lr'\], not fields"):
     stats.compare(rows, c)
+
+
+def test_a_metric_that_is_no_column_is_named():
+  """A typo in the metric reads as an error naming the table's columns, not as a
+  comparison with 0 finished pairs."""
+  rows = [dict(r, arm=f"r{i}") for i, r in enumerate(_rows(-0.2, 0.01))]
+  c = stats.Comparison("typo", "eval_los", "lower", {"opt": "b"}, {"opt": "a"})
+  with pytest.raises(ValueError, match=r"metric 'eval_los' is not a column.*eval_loss"):
+    stats.compare(rows, c)

@@ -270,6 +270,26 @@ def test_arm_evals_are_columns_cached_and_rerun_when_the_arm_changes(clean_sweep
   assert (workdir / one / "evals-again.log").stat().st_mtime_ns > logs[one]
 
 
+def test_arm_eval_cache_does_not_depend_on_how_the_sweep_dir_is_spelled(tmp_path,
+                                                                          monkeypatch):
+  """The sweep runner writes results with an absolute directory, `python -m
+  phijax.results runs/x` with the one typed: the same cached report serves both."""
+  from phijax.sweeps import evals
+  arm = tmp_path / "sweep" / "a"
+  (arm / "checkpoints" / "6").mkdir(parents=True)
+  ev = evals.ArmEval("again", task="bpb", columns={"bpb": "eval_bpb"})
+  report = evals._report_path(ev, str(arm))  # pylint: disable=protected-access
+  os.makedirs(os.path.dirname(report))
+  with open(report, "w") as f:
+    json.dump({"scores": {"eval_bpb": 1.25}}, f)
+  evals._store(ev, str(arm), "exp.py", None)  # as the runner stamps it: absolute
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(evals, "_run_tasks", lambda *a: pytest.fail("evaluated again"))
+  table = tables.Table([{"arm": "a", "status": "done"}], [])
+  evals.add_columns(table, "sweep", [ev], "exp.py")
+  assert table.rows[0]["bpb"] == 1.25
+
+
 def test_results_of_a_moved_sweep_say_the_experiment_is_missing(clean_sweep, tmp_path,
                                                                  capsys):
   """sweep.json names the experiment relative to the sweep directory: a copy elsewhere

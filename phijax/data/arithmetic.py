@@ -28,7 +28,9 @@ the share (``in_heldout``; the same split for every seed, format and length rang
 training split redraws until it gets a problem that is not held out, the held-out split
 until it gets one that is, and ``phijax.evals.arithmetic`` tests held-out problems
 only. So in-range test problems are unseen even where the space is small (1-2 digit
-operands: 100 and 8,100 problems, all seen by any long run without the split).
+operands: 100 and 8,100 problems, all seen by any long run without the split). The
+hash is of the ordered problem: with ``3+5`` held out, ``5+3`` (the same answer) may
+still be trained on.
 
 Tokens are one per character (``char_ids``): a BPE tokenizer would merge digit runs
 into pieces whose boundaries move with the number, hiding place value; the paper's
@@ -244,7 +246,10 @@ class Spec:
     return cls(ops=scfg.ops, min_digits=int(scfg.min_digits),
                max_digits=int(scfg.max_digits), format=scfg.format,
                width=int(scfg.width), seed=int(scfg.seed),
-               heldout_share=float(scfg.heldout_share), where=f"config.data.sources.{name}")
+               # A run config from before the split (its config.json, read by
+               # phijax.evaluate --task=bpb) has no field: it trained on every problem.
+               heldout_share=float(scfg.get("heldout_share", 0.0)),
+               where=f"config.data.sources.{name}")
 
 
 def spec_of_run(run_config) -> Spec | None:

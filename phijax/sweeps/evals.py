@@ -177,6 +177,9 @@ def add_columns(table, sweep_dir: str, arm_evals, experiment: str,
   an arm is unfinished, not selected or failed), and returns the columns as
   ``(column, header, format)`` for the tables."""
   arm_evals = list(arm_evals)
+  # The arm directories enter the cache key (--workdir, --out): absolute, so that
+  # `python -m phijax.results runs/x` reuses what the sweep runner (absolute) cached.
+  sweep_dir = os.path.abspath(sweep_dir)
   names = [ev.name for ev in arm_evals]
   if len(set(names)) != len(names):
     raise ValueError(f"EVALS names {names}: give each evaluation its own name")

@@ -127,6 +127,10 @@ def compare(rows: list[dict], comparison: Comparison, fields=()) -> Result:
   ``fields``: the sweep's field names, which no started arm may set yet (an --only
   run): a selector naming one then finds no rows rather than being an error."""
   c = comparison
+  metrics = {k for r in rows for k, v in r.items() if isinstance(v, (int, float))}
+  if rows and c.metric not in metrics:  # a typo would otherwise read as "0 pairs"
+    raise ValueError(f"comparison {c.name!r}: metric {c.metric!r} is not a column of the "
+                     f"table; its numeric columns: {', '.join(sorted(metrics))}")
   arm = _select(rows, c.arm, c, "arm", fields)
   if isinstance(c.control, dict):
     control = _select(rows, c.control, c, "control", fields)

@@ -68,6 +68,7 @@ def write_config(config, workdir):
   if os.path.exists(path) and os.path.isdir(os.path.join(workdir, "checkpoints")):
     old = files.read_json_object(path, "a phijax run config")
     keep_row_order(config, old)
+    keep_problem_split(config, old)
     # Compared as ModelConfigs: fields added since the run started take their
     # defaults, so an older run still resumes.
     old_model = _model_fields(old.get("model", {}))
@@ -93,6 +94,20 @@ def keep_row_order(config, old: dict) -> None:
     log.info("resuming a run started before data.shuffle existed: keeping its row order "
              "(data.shuffle=documents)")
     config.data.shuffle = "documents"
+
+
+def keep_problem_split(config, old: dict) -> None:
+  """An arithmetic source of a run started before ``heldout_share`` existed trained on
+  every problem: it resumes on the same problems (share 0), not on today's default."""
+  old_sources = old.get("data", {}).get("sources", {})
+  for name, scfg in config.data.sources.items():
+    was = old_sources.get(name)
+    if (scfg.get("kind") == "arithmetic" and isinstance(was, dict)
+        and was.get("kind") == "arithmetic" and "heldout_share" not in was
+        and scfg.get("heldout_share", 0.0)):
+      log.info("resuming a run started before arithmetic heldout_share existed: source "
+               "%r keeps training on every problem (heldout_share=0)", name)
+      scfg.heldout_share = 0.0
 
 
 def _model_fields(model: dict) -> dict:
