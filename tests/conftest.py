@@ -44,7 +44,7 @@ LONGEST_FIRST = [
     "test_code_eval.py", "test_model_hf.py", "test_own_corpus.py", "test_logs.py",
     "test_token_selection.py", "test_execute.py",
     "test_sharpness.py", "test_plan.py", "test_mup.py", "test_galore.py",
-    "test_freeze.py",
+    "test_freeze.py", "test_quality.py",
 ]
 _RANK = {name: i for i, name in enumerate(LONGEST_FIRST)}
 

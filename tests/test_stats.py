@@ -136,3 +136,15 @@ def test_a_metric_that_is_no_column_is_named():
   c = stats.Comparison("typo", "eval_los", "lower", {"opt": "b"}, {"opt": "a"})
   with pytest.raises(ValueError, match=r"metric 'eval_los' is not a column.*eval_loss"):
     stats.compare(rows, c)
+
+
+def test_the_figure_leaves_pyplot_alone(tmp_path):
+  """paired.png is drawn without pyplot: a notebook that writes results keeps showing
+  its own figures (choosing a backend here once hid them)."""
+  import sys
+  rows = [dict(r, arm=f"r{i}") for i, r in enumerate(_rows(-0.2, 0.01))]
+  c = stats.Comparison("b beats a", "eval_loss", "lower", {"opt": "b"}, {"opt": "a"})
+  had_pyplot = "matplotlib.pyplot" in sys.modules
+  stats.plot([stats.compare(rows, c)], str(tmp_path / "paired.png"))
+  assert (tmp_path / "paired.png").stat().st_size > 0
+  assert ("matplotlib.pyplot" in sys.modules) == had_pyplot

@@ -67,9 +67,9 @@ WITH_EVALS = textwrap.dedent('''
         f.write(os.path.basename(arm_dir) + "\\n")
       return {"log_bytes": os.path.getsize(os.path.join(arm_dir, "log.txt"))}
 
-    EVALS = [  # the adamw arms' models scored again by phijax.evaluate; every arm's log
+    EVALS = [  # one arm's model scored again by phijax.evaluate; every arm's log size
         evals.ArmEval("again", task="bpb", args=("--eval_batches=1",),
-                      columns={"again_bpb": "eval_bpb"}, where={"name": "adamw"}),
+                      columns={"again_bpb": "eval_bpb"}, where={"name": "adamw", "seed": 0}),
         evals.ArmEval("logsize", fn=_log_bytes, fmt=",.0f"),
     ]
 ''')
@@ -242,7 +242,7 @@ def test_arm_evals_are_columns_cached_and_rerun_when_the_arm_changes(clean_sweep
   with open(workdir / "results.csv") as f:
     rows = {r["arm"]: r for r in csv.DictReader(f)}
   for arm, row in rows.items():
-    if "name=adamw" in arm:
+    if "name=adamw,seed=0" in arm:
       assert float(row["again_bpb"]) == pytest.approx(float(row["eval_bpb"]), rel=1e-5)
       assert (workdir / arm / "evals-again.log").exists()
     else:
@@ -252,9 +252,8 @@ def test_arm_evals_are_columns_cached_and_rerun_when_the_arm_changes(clean_sweep
   assert "| again_bpb | log_bytes |" in md
   calls = (workdir / "fn_calls.txt").read_text().split()
   assert sorted(calls) == sorted(rows)
-  one = next(a for a in rows if "name=adamw" in a)
-  logs = {a: (workdir / a / "evals-again.log").stat().st_mtime_ns
-          for a in rows if "name=adamw" in a}
+  one = next(a for a in rows if "name=adamw,seed=0" in a)
+  logs = {one: (workdir / one / "evals-again.log").stat().st_mtime_ns}
   results.write_results(str(workdir))  # all cached
   assert (workdir / "fn_calls.txt").read_text().split() == calls
   assert logs == {a: (workdir / a / "evals-again.log").stat().st_mtime_ns for a in logs}

@@ -163,14 +163,15 @@ def plot(results: list[Result], path: str) -> None:
   """``paired.png``: each comparison's per-seed differences (dots), their mean and
   interval (bar, green: reproduced, red: refuted, gray: inconclusive) and zero: what
   the verdict reads. One panel per metric, each on its own scale."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  # No pyplot: choosing its backend here would stop a notebook that called
+  # write_results from showing its own figures.
+  from matplotlib.figure import Figure
   metrics = list(dict.fromkeys(r.comparison.metric for r in results))
   counts = [sum(r.comparison.metric == m for r in results) for m in metrics]
-  fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 1.2 + 0.5 * len(results)
-                                                      + 0.6 * len(metrics)),
-                           gridspec_kw={"height_ratios": counts}, squeeze=False)
+  fig = Figure(figsize=(9, 1.2 + 0.5 * len(results) + 0.6 * len(metrics)),
+               layout="constrained")
+  axes = fig.subplots(len(metrics), 1, gridspec_kw={"height_ratios": counts},
+                      squeeze=False)
   for ax, metric in zip(axes[:, 0], metrics):
     mine = [r for r in results if r.comparison.metric == metric]
     for y, r in enumerate(mine):
@@ -188,6 +189,4 @@ def plot(results: list[Result], path: str) -> None:
     ax.set_xlabel(f"{metric}: arm - {'stated value' if stated else 'control'} (dots: seeds; "
                   f"bar: mean and {LEVEL:.0%} interval)", fontsize=8)
     ax.grid(alpha=0.3, axis="x")
-  fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
