@@ -30,7 +30,9 @@ MAY_IMPORT = {
     "convert": ("model", "data", "base"),
     "train": ("model", "data", "convert", "kernels", "base"),
     "evals": ("train", "model", "data", "convert", "kernels", "base"),
-    "sweeps": ("evals", "train", "model", "data", "convert", "kernels", "base"),
+    # model-run corpus tools (quality scores, synthetic textbooks): generation, sources
+    "curate": ("evals", "train", "model", "data", "convert", "kernels", "base"),
+    "sweeps": ("curate", "evals", "train", "model", "data", "convert", "kernels", "base"),
 }
 TOP = "top"
 

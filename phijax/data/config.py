@@ -20,7 +20,8 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
            weight: float = 1.0, glob: str = "", exclude: str = "",
            max_tokens: int = 0, template: str = "plain", dedup: str = "",
            dedup_threshold: float = 0.8, decontaminate: str = "",
-           decontaminate_n: int = 13) -> ConfigDict:
+           decontaminate_n: int = 13, quality_scores: str = "",
+           quality_keep: float = 0.0, quality_min: float = 0.0) -> ConfigDict:
   """One data source.
 
   Args:
@@ -64,6 +65,14 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
       ``heldout`` = this source's held-out documents, or HumanEval/MBPP ``.jsonl``
       files); "" off.
     decontaminate_n: the n-gram length ``decontaminate`` matches (GPT-3 used 13).
+    quality_scores: a scores file of this source's documents (``python -m
+      phijax.curate score --out=PATH``: a classifier's probability that a document is
+      "textbook quality", as phi-1 filtered The Stack), or ``random:SEED`` (uniform
+      scores from a hash: the random subset of the same size, a quality filter's
+      control); "" off. Needs ``quality_keep`` or ``quality_min``.
+    quality_keep: keep the top fraction of training documents by score (0.5: the
+      better half), ranked among those the other filters keep.
+    quality_min: keep the training documents scoring at least this.
   """
   read_kinds = sources.kind_names(generated=False)
   if kind not in read_kinds:
@@ -73,6 +82,8 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
                          max_tokens=int(max_tokens), dedup=dedup,
                          dedup_threshold=float(dedup_threshold),
                          decontaminate=decontaminate, decontaminate_n=int(decontaminate_n),
+                         quality_scores=quality_scores, quality_keep=float(quality_keep),
+                         quality_min=float(quality_min),
                          template=template))
 
 

@@ -413,10 +413,13 @@ def kind_names(generated: bool | None = None) -> tuple[str, ...]:
 def build_source(name: str, scfg, heldout_fraction: float,
                  seq_len: int | None = None) -> Source:
   """The source ``config.data.sources[name]`` describes. ``seq_len`` (the rows it
-  feeds) lets a generated source refuse documents longer than a row. With ``dedup`` or
-  ``decontaminate`` set, its training documents are filtered (``src.dropped``)."""
+  feeds) lets a generated source refuse documents longer than a row. With ``dedup``,
+  ``decontaminate`` or ``quality_scores`` set, its training documents are filtered
+  (``src.dropped``)."""
   src = kinds.lookup(name, scfg.kind).build(name, scfg, heldout_fraction, seq_len)
-  if scfg.get("dedup", "") or scfg.get("decontaminate", ""):
+  if (scfg.get("dedup", "") or scfg.get("decontaminate", "")
+      or scfg.get("quality_scores", "") or scfg.get("quality_keep", 0.0)
+      or scfg.get("quality_min", 0.0)):
     # Local: the filters (and datasketch) load only for a source that asks for them.
     from phijax.data.quality import filters
     filters.apply(src, scfg, heldout_fraction)

@@ -1,10 +1,12 @@
 """The quality filters a source's config turns on, and the cache of their reports.
 
 ``config.data.sources.NAME.dedup`` (``exact`` | ``near``, with ``dedup_threshold``) and
-``.decontaminate`` (evaluation sets, with ``decontaminate_n``) make
+``.decontaminate`` (evaluation sets, with ``decontaminate_n``) and ``.quality_scores``
+(with ``quality_keep`` or ``quality_min``: ``phijax.data.quality.scores``) make
 ``phijax.data.sources.build_source`` call ``apply``: the source's training documents
 that the dedup report drops (``dedup.report``) or that share an n-gram with the
-evaluation sets (``contamination.report``) go into ``src.dropped``, so
+evaluation sets (``contamination.report``) or that score below the quality cut (ranked
+among the training documents the other filters keep) go into ``src.dropped``, so
 ``train_indices()`` leaves them out. Held-out documents are never dropped: the
 held-out split, and so every held-out score, means what it meant without the filter.
 
@@ -34,12 +36,12 @@ import numpy as np
 
 from phijax.data import kinds
 from phijax.data.errors import DataError
-from phijax.data.quality import contamination, dedup, evalsets
+from phijax.data.quality import contamination, dedup, evalsets, scores
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR = "~/.cache/phijax/quality"
-FIELDS = ("dedup", "dedup_threshold", "decontaminate", "decontaminate_n")
+FIELDS = ("dedup", "dedup_threshold", "decontaminate", "decontaminate_n") + scores.FIELDS
 _VERSION = 1  # bump when a report's content changes for the same inputs
 _MEMO: dict[str, tuple[np.ndarray, str]] = {}  # cache key -> (dropped, log line)
 
@@ -64,9 +66,13 @@ def settings(name: str, scfg) -> dict:
                         f"with python -m phijax.data.quality contamination --against={e}")
     out["decontaminate"] = dict(against=entries, n=n,
                                 sets=[evalsets.identity(e) for e in entries])
+  quality = scores.check(name, scfg)
+  if quality:
+    out["quality"] = quality
   if out and scfg.kind == "array_record":
-    raise DataError(f"data source {name!r} is pre-tokenized (array_record): dedup and "
-                    "decontaminate compare text; filter the text it was made from")
+    raise DataError(f"data source {name!r} is pre-tokenized (array_record): dedup, "
+                    "decontaminate and quality scores read text; filter the text it was "
+                    "made from")
   return out
 
 
@@ -206,10 +212,18 @@ def _compute(src, scfg, heldout_fraction, wanted) -> tuple[np.ndarray, str]:
     how = "cached" if hit else f"computed in {time.perf_counter() - start:.1f} s"
     notes.append(f"{what} ({how}; report {path})")
   dropped &= ~np.asarray(src.heldout, bool)  # held-out documents stay: the split holds
+  if "quality" in wanted:  # ranks the training documents the other filters keep
+    q = wanted["quality"]
+    before = int(dropped.sum())
+    dropped |= scores.dropped(scores.of_source(src, q), ~np.asarray(src.heldout, bool)
+                              & ~dropped, q["keep"], q["min"])
+    rule = f"top {q['keep']:g}" if q["keep"] else f"score >= {q['min']:g}"
+    notes.append(f"quality {rule} by {q['scores']}: {int(dropped.sum()) - before} "
+                 "documents")
   if not (~src.heldout & ~dropped).any():
     raise DataError(f"data source {src.name!r}: the quality filters drop every training "
                     "document; loosen config.data.sources."
-                    f"{src.name}.dedup_threshold or decontaminate")
+                    f"{src.name}.dedup_threshold, decontaminate or quality_min")
   line = (f"data source {src.name!r}: quality filters drop {int(dropped.sum())} of "
           f"{int((~src.heldout).sum())} training documents; " + "; ".join(notes))
   return dropped, line
