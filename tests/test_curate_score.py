@@ -195,6 +195,11 @@ def test_the_filter_keeps_exactly_the_top_fraction(planted, tmp_path):
       by_score[:int(np.floor(0.3 * len(train) + 0.5))])
   assert kept(quality_scores=path, quality_min=0.6) == {
       k for k in train if vals[keys.index(k)] >= 0.6}
+  # By bytes: the best documents whose total is nearest 30% of the training bytes.
+  sizes = np.cumsum([len((root / k).read_bytes()) for k in by_score])
+  n = int(np.argmin(abs(sizes - 0.3 * sizes[-1]))) + 1
+  assert kept(quality_scores=path, quality_keep=0.3, quality_keep_by="bytes") == set(
+      by_score[:n])
   a = kept(quality_scores="random:1", quality_keep=0.5)
   assert len(a) == round(len(train) / 2) and a == kept(quality_scores="random:1",
                                                        quality_keep=0.5)
@@ -228,6 +233,8 @@ def test_filtered_iterator_resumes_exactly(planted, tmp_path):
     (dict(quality_scores="random:1"), "neither quality_keep"),
     (dict(quality_scores="random:1", quality_keep=0.5, quality_min=0.1), "not both"),
     (dict(quality_scores="random:x", quality_keep=0.5), "takes an integer seed"),
+    (dict(quality_scores="random:1", quality_keep=0.5, quality_keep_by="tokens"),
+     "quality_keep_by must be one of"),
     (dict(quality_scores="/nonexistent.json", quality_keep=0.5), "no scores file"),
     (dict(quality_scores="OTHER", quality_keep=0.5), "no score for"),
 ])

@@ -527,6 +527,28 @@ def test_arm_reference_cycles_and_unknown_arms_are_errors(arms, expected, tmp_pa
   assert "\n" not in str(e.value)
 
 
+def test_a_program_arm_runs_its_module_with_the_same_flags(tmp_path):
+  """``"program": MODULE`` runs ``python -m MODULE`` (a step such as
+  phijax.curate.score_run) with the arm's flags; it is left out of the arm's name."""
+  from phijax import cli
+  module = type(sys)("dep_exp")
+  exec(DEPENDENT, module.__dict__)
+  module.ARMS = [{"config": "base", "train.seed": 0},
+                 {"config": "tune", "program": "phijax.curate.score_run",
+                  "train.init_from": "{arm:config=base,seed=0}"}]
+  spec, workdir = str(tmp_path / "exp.py"), str(tmp_path / "w")
+  base, step = sweep_arms.make_arms(spec, module, workdir)
+  assert step.name == "config=tune" and step.needs == ["config=base,seed=0"]
+  assert base.program == "phijax.train"
+  assert runner.arm_command(spec, step)[1:5] == [
+      "-m", "phijax.curate.score_run", f"--config={spec}:tune",
+      f"--workdir={workdir}/config=tune"]
+  assert f"--config.train.init_from={workdir}/config=base,seed=0" in step.flags
+  module.ARMS[1]["program"] = "phijax.no_such_module"
+  with pytest.raises(cli.UsageError, match="program='phijax.no_such_module' is no module"):
+    sweep_arms.make_arms(spec, module, workdir)
+
+
 def test_run_summary_of_a_dpo_run(tmp_path):
   """A DPO run's final row has a loss and reward numbers but no bits per byte."""
   rows = [{"step": 1, "tokens": 8, "loss": 0.69, "grad_norm": 1.0, "tokens_per_sec": 5.0,

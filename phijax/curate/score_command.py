@@ -59,7 +59,7 @@ def _parser():
   return parser
 
 
-class _Progress:
+class Progress:
   """A line per stage every few seconds on a pipe (in place on a terminal)."""
 
   def __init__(self, every: float = 5.0):
@@ -75,7 +75,7 @@ class _Progress:
     print(("\r" if self.tty else "") + line, end=end, file=sys.stderr, flush=True)
 
 
-def _source(cfg, spec: str) -> str:
+def source_name(cfg, spec: str) -> str:
   from phijax import cli
   if spec:
     if spec not in cfg.data.sources:
@@ -125,7 +125,7 @@ def main(args):
   if args.show < 0:
     raise cli.UsageError(f"--show must be >= 0, got {args.show}")
   cfg = args.config
-  name = _source(cfg, args.source)
+  name = source_name(cfg, args.source)
   if cfg.data.sources[name].kind == "array_record":
     raise cli.UsageError(f"source {name!r} is pre-tokenized (array_record): the annotator "
                          "reads text")
@@ -133,7 +133,7 @@ def main(args):
                      label_share=args.label_share, classifier=args.classifier,
                      seed=args.seed, max_tokens=args.max_tokens, batch_size=args.batch_size)
   loaded = model_source.load(args)
-  doc, path, hit = score.compute(cfg.data, name, loaded, s, progress=_Progress(),
+  doc, path, hit = score.compute(cfg.data, name, loaded, s, progress=Progress(),
                                  recompute=args.recompute)
   print(summary(doc, path, args.show))
   print("  from the cache" if hit else f"  computed in {doc['report']['seconds']:.1f} s")

@@ -21,7 +21,8 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
            max_tokens: int = 0, template: str = "plain", dedup: str = "",
            dedup_threshold: float = 0.8, decontaminate: str = "",
            decontaminate_n: int = 13, quality_scores: str = "",
-           quality_keep: float = 0.0, quality_min: float = 0.0) -> ConfigDict:
+           quality_keep: float = 0.0, quality_min: float = 0.0,
+           quality_keep_by: str = "documents") -> ConfigDict:
   """One data source.
 
   Args:
@@ -72,6 +73,9 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
       control); "" off. Needs ``quality_keep`` or ``quality_min``.
     quality_keep: keep the top fraction of training documents by score (0.5: the
       better half), ranked among those the other filters keep.
+    quality_keep_by: what ``quality_keep`` is a fraction of: ``documents`` or ``bytes``
+      (the best documents until they hold that share of the training bytes: two
+      filters then keep subsets of the same size, whatever lengths they favour).
     quality_min: keep the training documents scoring at least this.
   """
   read_kinds = sources.kind_names(generated=False)
@@ -83,7 +87,7 @@ def source(kind: str = "text", path: str = "", *, text_field: str = "text",
                          dedup_threshold=float(dedup_threshold),
                          decontaminate=decontaminate, decontaminate_n=int(decontaminate_n),
                          quality_scores=quality_scores, quality_keep=float(quality_keep),
-                         quality_min=float(quality_min),
+                         quality_min=float(quality_min), quality_keep_by=quality_keep_by,
                          template=template))
 
 

@@ -23,6 +23,11 @@ SWEEP_FILE = "sweep.json"  # in the sweep directory: the experiment and its arms
 SEED_KEY = "train.seed"
 DATA_SEED_KEY = "train.data_seed"
 CONFIG_KEY = "config"  # an arm's argument to the experiment's get_config(arg)
+# The module an arm runs (python -m PROGRAM --config=... --workdir=ARM --config.k=v):
+# phijax.train, or another program that keeps the run-directory contract (metrics.jsonl
+# with a final row when done, exit 0), such as phijax.curate.score_run, a step other
+# arms read through {arm:NAME}.
+PROGRAM_KEY, DEFAULT_PROGRAM = "program", "phijax.train"
 ARM_REF = re.compile(r"\{arm:([^{}]*)\}")  # another arm's run directory
 
 
@@ -120,8 +125,10 @@ def override_flag(key: str, value: Any) -> str:
 
 class Arm:
   def __init__(self, name: str, overrides: dict, flags: list[str], workdir: str,
-               spec: str | None = None, needs: Sequence[str] = ()):
+               spec: str | None = None, needs: Sequence[str] = (),
+               program: str = DEFAULT_PROGRAM):
     self.name, self.overrides, self.flags, self.workdir = name, overrides, flags, workdir
+    self.program = program
     self.spec = spec  # the experiment with the arm's own config argument, if it has one
     self.needs = list(needs)  # names of the arms it references ({arm:NAME})
 
@@ -132,8 +139,9 @@ def references(value: Any) -> list[str]:
 
 
 def _shown(overrides: dict) -> dict:
-  """What names an arm and makes its table columns: overrides without references."""
-  return {k: v for k, v in overrides.items() if not references(v)}
+  """What names an arm and makes its table columns: overrides without references (nor
+  the program: a program's arm is told apart by its config argument)."""
+  return {k: v for k, v in overrides.items() if not references(v) and k != PROGRAM_KEY}
 
 
 def _check_cycles(arms: list["Arm"], where: str) -> None:
@@ -186,6 +194,18 @@ def load_experiment(spec: str):
   return module
 
 
+def _program(name: str, program) -> str:
+  import importlib.util
+  try:
+    found = isinstance(program, str) and importlib.util.find_spec(program) is not None
+  except (ImportError, ValueError):
+    found = False
+  if not found:
+    raise cli.UsageError(f"arm {name}: {PROGRAM_KEY}={program!r} is no module this Python "
+                         f"can run (python -m MODULE); the default is {DEFAULT_PROGRAM}")
+  return program
+
+
 def make_arms(spec: str, module, workdir: str, common: Sequence[str] = ()) -> list[Arm]:
   """The experiment's arms, every one's config loaded and checked (unknown keys, types,
   duplicate names) before anything runs."""
@@ -220,8 +240,9 @@ def make_arms(spec: str, module, workdir: str, common: Sequence[str] = ()) -> li
     if arm_arg is not None and not isinstance(arm_arg, str):
       raise cli.UsageError(f"arm {name}: {CONFIG_KEY!r} is get_config's argument, a "
                            f"string; got {arm_arg!r}")
+    program = _program(name, overrides.get(PROGRAM_KEY, DEFAULT_PROGRAM))
     flags = list(common) + [override_flag(k, resolve(v)) for k, v in overrides.items()
-                            if k != CONFIG_KEY]
+                            if k not in (CONFIG_KEY, PROGRAM_KEY)]
     try:
       config = config_files.apply_overrides(module.get_config(arm_arg), flags)
       wandb_log.check(config.train.wandb)
@@ -230,7 +251,7 @@ def make_arms(spec: str, module, workdir: str, common: Sequence[str] = ()) -> li
     flags += wandb_flags(config, wandb_group(where, workdir), name)
     arm_spec = f"{where}:{arm_arg}" if CONFIG_KEY in overrides else None
     arms.append(Arm(name, _shown(overrides), flags, os.path.join(workdir, name),
-                    spec=arm_spec, needs=needs))
+                    spec=arm_spec, needs=needs, program=program))
   _check_cycles(arms, where)
   return arms
 

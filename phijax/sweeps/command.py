@@ -35,7 +35,10 @@ Each arm runs as ``python -m phijax.train --config=EXPERIMENT --workdir=DIR/ARM
 of ``DIR/ARM/log.txt``), so rerunning the sweep skips finished arms, resumes
 interrupted ones from their last checkpoint and retries failed ones. ``--config.a.b=v``
 given to the sweep applies to every arm (a smaller budget, say) and is not part of the
-arm names. At the end the runner writes ``DIR/results.md``, ``results.csv``,
+arm names. An arm with ``"program": "MODULE"`` runs ``python -m MODULE`` instead, with
+the same flags: a step that keeps the run-directory contract (``metrics.jsonl`` with a
+final row when done), such as ``phijax.curate.score_run``, whose output other arms read
+through ``{arm:NAME}``. At the end the runner writes ``DIR/results.md``, ``results.csv``,
 ``curves.png`` and ``final.png`` (``python -m phijax.results DIR`` redoes them).
 Exit code 0 when every arm has finished, 1 otherwise.
 

@@ -66,7 +66,7 @@ def arm_env(cores: list[int] | None) -> dict:
 
 
 def arm_command(spec: str, arm: Arm) -> list[str]:
-  return [sys.executable, "-m", "phijax.train", f"--config={arm.spec or spec}",
+  return [sys.executable, "-m", arm.program, f"--config={arm.spec or spec}",
           f"--workdir={arm.workdir}", *arm.flags]
 
 

@@ -81,14 +81,14 @@ def run_summary(run_dir: str) -> dict:
   tps = [r["tokens_per_sec"] for r in train if finite(r.get("tokens_per_sec"))]
   # Step 0 (train.eval_at_start) is the starting model, not a result of training.
   scored = [r for r in evals if r["step"] > 0] + ([final] if final else [])
-  eval_losses = [_num(r["eval_loss"]) for r in scored]
+  eval_losses = [_num(r.get("eval_loss")) for r in scored]
   eval_losses = [v for v in eval_losses if math.isfinite(v)]
   last = final or (train[-1] if train else {})
   spikes, max_ratio = loss_rises(losses)
   status_record = _status_record(run_dir)
   return {
       "status": status_record.get("state") or ("done" if final else "pending"),
-      "eval_loss": _num(final["eval_loss"]) if final else math.nan,
+      "eval_loss": _num(final.get("eval_loss")) if final else math.nan,  # none: a step arm
       # A DPO run's evaluation has no bits per byte (phijax.train.objectives).
       "eval_bpb": _num(final.get("eval_bpb")) if final else math.nan,
       "best_eval_loss": min(eval_losses) if eval_losses else math.nan,

@@ -215,9 +215,14 @@ def _compute(src, scfg, heldout_fraction, wanted) -> tuple[np.ndarray, str]:
   if "quality" in wanted:  # ranks the training documents the other filters keep
     q = wanted["quality"]
     before = int(dropped.sum())
+    sizes = None
+    if q["keep"] and q["keep_by"] == "bytes":
+      sizes = np.asarray([len(src.text(i).encode("utf-8"))
+                          for i in range(src.num_documents)])
     dropped |= scores.dropped(scores.of_source(src, q), ~np.asarray(src.heldout, bool)
-                              & ~dropped, q["keep"], q["min"])
-    rule = f"top {q['keep']:g}" if q["keep"] else f"score >= {q['min']:g}"
+                              & ~dropped, q["keep"], q["min"], sizes)
+    rule = (f"top {q['keep']:g} of {q['keep_by']}" if q["keep"]
+            else f"score >= {q['min']:g}")
     notes.append(f"quality {rule} by {q['scores']}: {int(dropped.sum()) - before} "
                  "documents")
   if not (~src.heldout & ~dropped).any():

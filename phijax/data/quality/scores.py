@@ -7,8 +7,10 @@ document of one source, keyed by document key, with what produced them::
      "scores": [...], "model": ..., "annotator": ..., "classifier": ..., "report": {...}}
 
 ``config.data.sources.NAME.quality_scores=PATH`` with ``quality_keep=F`` keeps the
-training documents in the top fraction F by score (ties: the earlier key first), or with
-``quality_min=S`` those scoring at least S. ``quality_scores="random:SEED"`` scores each
+training documents in the top fraction F by score (ties: the earlier key first; with
+``quality_keep_by="bytes"`` the best documents until they hold F of the training bytes,
+so that two filters keep subsets of the same size, whatever the lengths they favour), or
+with ``quality_min=S`` those scoring at least S. ``quality_scores="random:SEED"`` scores each
 document by a hash of (SEED, key) instead: the random subset of the same size that a
 quality filter's result must beat. Held-out documents are never dropped (the held-out
 split keeps its meaning), so only training documents are ranked.
@@ -31,7 +33,8 @@ log = logging.getLogger(__name__)
 VERSION = 1
 TOOL = "quality_scores"
 RANDOM = "random"
-FIELDS = ("quality_scores", "quality_keep", "quality_min")
+FIELDS = ("quality_scores", "quality_keep", "quality_min", "quality_keep_by")
+KEEP_BY = ("documents", "bytes")
 
 
 def check(name: str, scfg) -> dict | None:
@@ -56,7 +59,10 @@ def check(name: str, scfg) -> dict | None:
                     "the top half) nor quality_min (a score threshold) is")
   if not 0.0 < keep <= 1.0 and keep:
     raise DataError(f"{field}.quality_keep must be in (0, 1], got {keep}")
-  out = dict(keep=keep, min=minimum)
+  keep_by = scfg.get("quality_keep_by", "documents")
+  if keep_by not in KEEP_BY:
+    raise DataError(f"{field}.quality_keep_by must be one of {KEEP_BY}, got {keep_by!r}")
+  out = dict(keep=keep, min=minimum, keep_by=keep_by)
   if spec.startswith(RANDOM + ":"):
     seed = spec.split(":", 1)[1]
     if not seed.lstrip("-").isdigit():
@@ -131,16 +137,25 @@ def of_source(src, settings: dict) -> np.ndarray:
 
 
 def dropped(scores: np.ndarray, train: np.ndarray, keep: float = 0.0,
-            minimum: float = 0.0) -> np.ndarray:
+            minimum: float = 0.0, sizes: np.ndarray | None = None) -> np.ndarray:
   """The training documents the filter drops: all but the top ``keep`` fraction of
-  ``train`` by score (round half up, at least one; ties to the lower index), or those
-  below ``minimum``."""
+  ``train`` by score (round half up, at least one; ties to the lower index), or, with
+  ``sizes``, all but the best documents whose sizes sum to the fraction of the total
+  nearest to ``keep``; or those below ``minimum``."""
   train = np.asarray(train, bool)
   out = np.zeros(len(scores), bool)
   idx = np.flatnonzero(train)
   if keep:
-    n_keep = max(1, int(math.floor(keep * len(idx) + 0.5)))
     order = idx[np.lexsort((idx, -scores[idx]))]  # best first; equal scores by index
+    if sizes is None:
+      n_keep = max(1, int(math.floor(keep * len(idx) + 0.5)))
+    else:
+      total = np.cumsum(np.asarray(sizes, float)[order])
+      target = keep * total[-1]
+      n_keep = int(np.searchsorted(total, target))  # the first prefix reaching it
+      if n_keep < len(total) and (n_keep == 0 or total[n_keep] - target
+                                  <= target - total[n_keep - 1]):
+        n_keep += 1  # ... or the one before it, whichever is nearer
     out[order[n_keep:]] = True
   else:
     out[idx[scores[idx] < minimum]] = True

@@ -142,10 +142,16 @@ OUTPUTS = "experiments/results/"
 def command_line() -> str:
   """The command as typed: ``python -m phijax.train ...`` (or the console script); a
   run started from Python (``phijax.train.train``) records that process's argv."""
+  import phijax
   argv = list(sys.argv) or [""]
-  path = os.path.abspath(argv[0]).replace(os.sep, "/")
-  if path.endswith(("phijax/train/__main__.py", "phijax/train/command.py")):
+  path = os.path.abspath(argv[0])
+  package = os.path.dirname(os.path.abspath(phijax.__file__))
+  if path.endswith(os.path.join("phijax", "train", "command.py")):
     argv[0] = "python -m phijax.train"
+  elif path.startswith(package + os.sep) and path.endswith(".py"):
+    # python -m phijax.X (a sweep's step arm, say): the module it ran
+    module = os.path.relpath(path[:-3], os.path.dirname(package)).replace(os.sep, ".")
+    argv[0] = f"python -m {module.removesuffix('.__main__')}"
   elif os.path.basename(argv[0]) != "phijax-train":
     argv[0] = f"python {shlex.quote(argv[0])}"
     return " ".join(argv[:1] + [shlex.quote(a) for a in argv[1:]]) + " (train() called in it)"
