@@ -37,7 +37,7 @@ import sys
 import time
 
 from phijax import cli, files
-from phijax.curate.dedup_index import DuplicateIndex
+from phijax.data.quality.dedup_index import DuplicateIndex
 from phijax.data.quality import dedup
 
 FIELDS = ("topic", "audience", "style")

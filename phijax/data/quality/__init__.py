@@ -1,4 +1,5 @@
-"""Data quality tools: duplicates and evaluation-set contamination of any data source.
+"""Data quality tools: duplicates, evaluation-set contamination and quality-score filters
+of any data source.
 
     python -m phijax.data.quality dedup --config=tiny [--mode=near --threshold=0.8]
     python -m phijax.data.quality contamination --config=tiny --against=humaneval [--n=13]
@@ -9,7 +10,10 @@ config applies them as filters of its training documents:
 "humaneval"`` (``phijax.data.quality.filters``).
 
 Modules: ``normalize`` (what counts as the same text), ``dedup`` (exact and MinHash-LSH
-clusters), ``contamination`` (n-gram overlap), ``evalsets`` (HumanEval, problem files,
-held-out documents), ``filters`` (the config's filters and the report cache),
-``command`` (the command line).
+clusters), ``dedup_index`` (the same, one new text at a time), ``contamination`` (n-gram
+overlap), ``evalsets`` (HumanEval, problem files, held-out documents), ``rubric`` (a
+model-free "textbook quality" label), ``scores`` (quality scores files and the top-
+fraction filter), ``filters`` (the config's filters and the report cache), ``command``
+(the command line). Scoring with a model and generating synthetic documents are
+``phijax.curate``'s (they run a model, which this layer does not import).
 """
