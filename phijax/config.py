@@ -64,6 +64,11 @@ def default() -> ConfigDict:
   c.train = ConfigDict(dict(
       steps=1000,  # optimizer steps (unless tokens or epochs is set)
       tokens=0,  # > 0: train until this many tokens instead of `steps`
+      # > 0: a wall-clock budget (seconds from the start, tokenizer and compilation
+      # included): after timing a few steps the run fixes its number of steps so that it
+      # ends, LR decayed, within the budget; steps/tokens above are the plan until then
+      # (phijax/train/pieces/time_budget.py). A resume keeps the steps fixed.
+      time_budget_s=0.0,
       # > 0: train this many passes over the sources' train split instead (sets steps
       # from the packed rows of one pass) and evaluate once per epoch (eval_every).
       epochs=0,
@@ -244,7 +249,8 @@ def small_ablation(c: ConfigDict, *, tokens: int, batch_size: int, eval_every: i
 
 def shrink_for_cpu(c: ConfigDict) -> ConfigDict:
   """The ``runlocal`` argument of every config: same architecture family and
-  features (rotary fraction, GQA ratio, window, LongRoPE), CPU smoke-test size."""
+  features (rotary fraction, GQA ratio, window, linear / YaRN scaling), CPU smoke-test
+  size."""
   m = c.model
   ratio = max(1, m.num_heads // (m.num_kv_heads or m.num_heads))
   m.num_heads = 4
@@ -256,9 +262,10 @@ def shrink_for_cpu(c: ConfigDict) -> ConfigDict:
   m.vocab_size = c.data.tokenizer.vocab_size if "tokenizer" in c.data else 8192
   if m.sliding_window is not None:
     m.sliding_window = 32
-  if m.rope_scaling is not None:
+  rs = m.rope_scaling
+  if rs is not None and (rs.get("type") or rs.get("rope_type") or "longrope") == "longrope":
     raise ValueError("runlocal does not shrink LongRoPE configs (factor lists depend on "
-                     "head_dim); drop rope_scaling first")
+                     "head_dim); drop rope_scaling first, or set it after shrinking")
   c.data.seq_len = 64
   c.train.steps = 20
   c.train.tokens = 0  # a token budget would override the 20 steps

@@ -21,6 +21,7 @@ from phijax.train import (checkpoint, curriculum, distributed, metrics, objectiv
                           pieces as pieces_lib, setup, wandb_log)
 # NonFiniteError is re-exported (phijax.train.NonFiniteError).
 from phijax.train.pieces import NonFiniteError, Run  # noqa: F401
+from phijax.train.pieces import time_budget
 from phijax.train.step import build, device_batch
 
 log = logging.getLogger("phijax")
@@ -32,7 +33,9 @@ def train(config, workdir: str, pieces=()) -> dict:
   The loop steps; evaluations, checkpoints, logs, probes, the stop flag and the
   end-of-run outputs are pieces (``phijax.train.pieces``) it calls at named moments.
   ``pieces``: more of them, called after the run's own at every moment."""
+  started = time.time()  # train.time_budget_s counts from here
   run = _prepare(config, workdir)
+  run.started = started
   if run.plan.done:
     return _already_finished(run)
   # After the finished-run exit, so a rerun of a finished run opens no W&B run; before
@@ -139,12 +142,14 @@ def _checked_run_directory(config, workdir: str):
   data.check_heldout(config.data)
   model_cfg = ModelConfig.from_dict(config.model)
   curriculum.Curriculum(config)  # a bad curriculum fails before anything is written
+  time_budget.check(config)
   tok = setup.run_tokenizer(config, workdir)
   if tok.vocab_size > model_cfg.vocab_size:
     raise ConfigError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the "
                       f"tokenizer's {tok.vocab_size} tokens")
   epochs_note = setup.apply_epochs(config, tok)
-  cur = curriculum.Curriculum(config)
+  # A resumed run with a time budget keeps the number of steps its first start fixed.
+  cur = curriculum.Curriculum(time_budget.planned_config(config, workdir))
   setup.write_config(config, workdir)
   return mesh, rules, model_cfg, tok, cur, epochs_note
 

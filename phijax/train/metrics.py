@@ -236,6 +236,13 @@ class Progress:
       self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True,
                       mininterval=1.0, file=self.stream)
 
+  def set_total(self, total: int) -> None:
+    """A new number of planned steps (train.time_budget_s decided it)."""
+    self.total = total
+    if self.bar is not None:
+      self.bar.total = total
+      self.bar.refresh()
+
   def start(self, step: int) -> None:
     """The step clock starts here (after compilation), so the first ETA is not
     inflated by start-up; elapsed time still counts from the start of the run."""

@@ -15,7 +15,8 @@ change is the ``Run`` (its position, state, step metrics, ``writer``, ``progress
 
 Modules by job: ``base`` (the protocol: ``Piece``, ``Run``, ``Clock``),
 ``evaluation``, ``checkpoints``, ``stop`` (signals, non-finite steps), ``logs``
-(step rows and progress, probes, the plot), ``samples``, ``provenance``.
+(step rows and progress, probes, the plot), ``samples``, ``provenance``,
+``time_budget`` (a wall-clock budget fixes the number of steps).
 """
 
 from phijax.train.pieces.base import Clock, Piece, Run
@@ -24,6 +25,7 @@ from phijax.train.pieces.evaluation import Done, Evaluation, FinalEval
 from phijax.train.pieces.logs import Plot, Probes, StepLog
 from phijax.train.pieces.provenance import Provenance
 from phijax.train.pieces.samples import Samples
+from phijax.train.pieces.time_budget import TimeBudget
 from phijax.train.pieces.stop import NonFinite, NonFiniteError, Stop, StopFlag
 
 __all__ = ["BestCheckpoints", "Checkpoints", "Clock", "Done", "Evaluation", "FinalEval",
@@ -51,6 +53,7 @@ def builtin(run: Run) -> list:
       NonFinite(),  # train.max_nonfinite
       Stop(),  # SIGTERM, SIGINT
       StepLog(),  # train.log_every, the progress bar
+      TimeBudget(run) if run.train.time_budget_s else None,  # times steps, fixes the plan
       final,
       Samples(),  # train.samples
       Plot(),

@@ -112,6 +112,7 @@ class Run:
   error: BaseException | None = None  # raised by the loop after the end
   result: dict | None = None  # what train() returns
   pieces: list = dataclasses.field(default_factory=list)
+  started: float = 0.0  # time.time() when train() was called (train.time_budget_s)
 
   @property
   def train(self):

@@ -1,0 +1,89 @@
+"""``train.time_budget_s``: a run ends, LR decayed, within its wall-clock budget, and a
+resumed run keeps the plan its first start fixed (bit for bit).
+
+Oracles: the wall clock around ``train()``; ``Curriculum`` built for the planned steps
+(the schedule's own end value); an uninterrupted run handed the same plan."""
+
+import json
+import os
+import time
+
+import pytest
+
+from phijax import config_files
+from phijax.train import curriculum, loop
+from phijax.train.pieces import time_budget
+
+BUDGET = 24.0  # seconds: start-up (~5-8 s with compiled steps cached) and ~15 s of steps
+
+
+def _config(*extra):
+  return config_files.load("tiny:runlocal", [
+      "--config.curriculum.lr.warmup_steps=12", "--config.train.samples=0",
+      "--config.train.log_every=1", "--config.train.eval_every=0",
+      "--config.train.final_eval_batches=4", *extra])
+
+
+def _rows(workdir):
+  return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+class _StopAt:
+  def __init__(self, step):
+    self.step = step
+
+  def after_step(self, run):
+    if run.step == self.step:
+      run.stop("test")
+
+
+def test_a_resumed_run_keeps_its_plan_exactly(tmp_path):
+  """Stopped right at the decision, the plan file edited to 16 steps (what any budget
+  could have decided), resumed: it ends at 16 whatever the budget, with the losses of a
+  run that had that plan from its start."""
+  config = _config("--config.train.time_budget_s=1000")
+  cut, whole = str(tmp_path / "cut"), str(tmp_path / "whole")
+  loop.train(config, cut, pieces=[_StopAt(time_budget.decision_step() + 2)])
+  plan = time_budget.read(cut)
+  assert plan["decided_at_step"] == time_budget.decision_step() + 2 == 12
+  plan["steps"] = 16
+  for d in (cut, whole):
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, time_budget.FILE), "w") as f:
+      json.dump(plan, f)
+  loop.train(config, cut)
+  loop.train(config, whole)
+  a = {r["step"]: r["loss"] for r in _rows(cut) if "loss" in r}
+  b = {r["step"]: r["loss"] for r in _rows(whole) if "loss" in r}
+  assert max(a) == max(b) == 16 and a == b
+
+
+def test_the_run_ends_decayed_within_its_budget(tmp_path):
+  """After the resume test above (its steps compiled and cached: start-up is shorter)."""
+  config = _config(f"--config.train.time_budget_s={BUDGET}")
+  workdir = str(tmp_path / "run")
+  start = time.time()
+  loop.train(config, workdir)
+  plan = time_budget.read(workdir)
+  rows = _rows(workdir)
+  final = [r for r in rows if r.get("final")][0]
+  took = os.path.getmtime(os.path.join(workdir, "metrics.jsonl")) - start  # the final row
+  print(f"budget {BUDGET} s: final evaluation written after {took:.1f} s; plan {plan}")
+  assert plan["decided_at_step"] == 12 and plan["steps"] != plan["provisional_steps"]
+  assert final["step"] == plan["steps"]
+  # Noisy shared CI cores: the run's own precision is measured in the closing note.
+  assert abs(took - BUDGET) <= 0.25 * BUDGET, (took, plan)
+  # The LR decayed to the schedule's end at the last step of the new plan.
+  cur = curriculum.Curriculum(time_budget.with_steps(config, plan["steps"]))
+  last = [r for r in rows if "lr" in r][-1]
+  assert last["step"] == plan["steps"]
+  assert last["lr"] == pytest.approx(cur.at(plan["steps"] - 1, 0).lr, rel=1e-6)
+  assert plan["steps"] >= 30  # a decay to see (the LR is the peak's at step 12)
+  assert last["lr"] == pytest.approx(config.optim.lr * config.curriculum.lr.min_ratio,
+                                     rel=0.02)
+
+
+def test_a_warmup_shorter_than_the_measurement_is_an_error():
+  config = _config("--config.train.time_budget_s=60", "--config.curriculum.lr.warmup_steps=4")
+  with pytest.raises(curriculum.CurriculumError, match="warmup_steps=4 must be at least 10"):
+    time_budget.check(config)
