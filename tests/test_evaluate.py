@@ -68,6 +68,31 @@ def test_bpb_equals_the_training_loops_final_eval(run_dir, capsys):
   assert final["eval_bytes"] == len(scored) and final["eval_whole"] is False
 
 
+def test_positions_buckets_past_the_trained_length(run_dir, capsys):
+  """Rows twice the trained 64 tokens, buckets of 32: the tokens of every bucket add up,
+  the later two are marked past the trained length; at the trained length the overall
+  loss is the training loop's final evaluation."""
+  code, out, err = _cli(evaluate.run, [f"--workdir={run_dir}", "--task=positions",
+                                       "--seq_len=128", "--bucket=32"], capsys)
+  assert code == 0, err
+  report = json.loads((run_dir / "evals" / "positions.json").read_text())
+  rows = [json.loads(l) for l in open(run_dir / "evals" / "positions.samples.jsonl")]
+  assert [(r["start"], r["end"], r["past_trained"]) for r in rows] == [
+      (0, 32, False), (32, 64, False), (64, 96, True), (96, 128, True)]
+  assert all(r["tokens"] > 0 and r["loss"] > 0 for r in rows)
+  assert sum(r["tokens"] for r in rows) == report["scores"]["eval_tokens"]
+  assert report["settings"]["seq_len"] == 128 and report["settings"]["trained_seq_len"] == 64
+  assert report["scores"]["loss_64_96"] == rows[2]["loss"]
+  assert "(past trained length)" in err
+  code, out, err = _cli(evaluate.run, [f"--workdir={run_dir}", "--task=positions",
+                                       "--bucket=16"], capsys)
+  assert code == 0, err
+  final = [json.loads(l) for l in open(run_dir / "metrics.jsonl") if '"final"' in l][-1]
+  report = json.loads((run_dir / "evals" / "positions.json").read_text())
+  assert report["scores"]["eval_loss"] == pytest.approx(final["eval_loss"], rel=1e-5)
+  assert report["scores"]["eval_tokens"] == final["eval_tokens"]
+
+
 def test_humaneval_end_to_end_on_a_handful_of_problems(run_dir, capsys):
   code, out, err = _cli(evaluate.run, [f"--workdir={run_dir}", "--task=humaneval",
                                        "--limit=3", "--max_new_tokens=16"], capsys)

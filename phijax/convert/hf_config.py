@@ -3,44 +3,60 @@
 Reads the current layouts (``phi``, ``phi3``; rope keys either top-level
 ``rope_theta`` / ``partial_rotary_factor`` / ``rope_scaling`` or transformers 5.x
 ``rope_parameters``) and the older hub layouts ``phi-msft`` and
-``mixformer-sequential`` (``n_embd``, ``n_layer``, ...).
+``mixformer-sequential`` (``n_embd``, ``n_layer``, ...). Rope scaling types
+(``phijax.model.rope_scaling``) are read and written as transformers 5.x reads them:
+``linear``, ``yarn`` and ``longrope`` for phi, ``longrope`` only for phi3.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from phijax.model import rope_scaling as scaling
 from phijax.model.config import ModelConfig
 
 OLD_LAYOUTS = ("phi-msft", "mixformer-sequential")
 
 
-def _rope_settings(hf: dict) -> dict:
-  """theta, partial rotary factor and LongRoPE scaling from either key style."""
+# transformers 5.x: PhiConfig takes every rope type of ROPE_INIT_FUNCTIONS; Phi3Config
+# only "default" and "longrope", reading "su" and "yarn" as LongRoPE's old names.
+PHI3_DEFAULT_ORIGINAL_LENGTH = 4096  # Phi3Config.original_max_position_embeddings
+
+
+def _rope_settings(hf: dict, model_type: str) -> dict:
+  """theta, partial rotary factor and ``rope_scaling`` from either key style, read as
+  transformers reads them (the original length included: the top-level
+  ``original_max_position_embeddings`` wins over the nested one; phi3 always has one,
+  4096 unless given, phi falls back to the nested one, then max_position_embeddings)."""
   params = dict(hf.get("rope_parameters") or {})
-  scaling = hf.get("rope_scaling") or {}
+  scaling_in = hf.get("rope_scaling") or {}
   # transformers 5.x nests everything in rope_parameters; 4.x uses top-level keys.
   theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
   partial = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
-  rs = {**scaling, **{k: v for k, v in params.items() if k not in ("rope_theta",
-                                                                   "partial_rotary_factor")}}
+  rs = {**scaling_in, **{k: v for k, v in params.items() if k not in ("rope_theta",
+                                                                      "partial_rotary_factor")}}
   rope_type = rs.get("rope_type", rs.get("type", "default"))
-  if rope_type in ("su", "yarn"):  # old names of Phi-3's LongRoPE
+  if rope_type == "su" or (model_type == "phi3" and rope_type == "yarn"):
     rope_type = "longrope"
-  if rope_type not in ("default", "longrope"):
-    raise ValueError(f"config.json: rope type {rope_type!r} is not supported; phijax "
-                     "reads 'default' and 'longrope' (also written 'su' / 'yarn')")
+  readable = scaling.TYPES if model_type == "phi" else ("longrope",)
+  if rope_type != "default" and rope_type not in readable:
+    raise ValueError(f"config.json: rope type {rope_type!r} is not supported for "
+                     f"model_type {model_type!r}; phijax reads 'default' and "
+                     f"{', '.join(map(repr, readable))}"
+                     + (" (transformers' Phi3Config rejects the others too)"
+                        if model_type == "phi3" else ""))
   rope_scaling = None
-  if rope_type == "longrope":
-    orig = rs.get("original_max_position_embeddings",
-                  hf.get("original_max_position_embeddings"))
-    if orig is None:
-      raise ValueError("config.json: LongRoPE needs original_max_position_embeddings")
-    rope_scaling = dict(short_factor=list(rs["short_factor"]),
-                        long_factor=list(rs["long_factor"]),
-                        original_max_position_embeddings=int(orig),
-                        attention_factor=rs.get("attention_factor"),
-                        factor=rs.get("factor"))
+  if rope_type != "default":
+    rope_scaling = {"type": rope_type}
+    rope_scaling.update({k: rs[k] for k in scaling.fields(rope_type) if rs.get(k) is not None})
+    orig = hf.get("original_max_position_embeddings")
+    if model_type == "phi3":
+      orig = orig or PHI3_DEFAULT_ORIGINAL_LENGTH
+    elif rope_type != "linear":  # linear's is informational; ModelConfig fills it in
+      orig = orig or rs.get("original_max_position_embeddings") or hf.get(
+          "max_position_embeddings", 2048)
+    if orig is not None:
+      rope_scaling["original_max_position_embeddings"] = int(orig)
   return dict(rope_theta=float(theta), partial_rotary_factor=float(partial),
               rope_scaling=rope_scaling)
 
@@ -76,7 +92,7 @@ def model_config_from_hf(hf: dict[str, Any]) -> ModelConfig:
       attention_dropout=hf.get("attention_dropout", 0.0) or 0.0,
       resid_pdrop=hf.get("resid_pdrop", 0.0) or 0.0,
       embd_pdrop=hf.get("embd_pdrop", 0.0) or 0.0,
-      **_rope_settings(hf))
+      **_rope_settings(hf, model_type))
   if common["head_dim"] == hf["hidden_size"] // hf["num_attention_heads"]:
     common["head_dim"] = None
   if arch == "phi":
@@ -115,13 +131,28 @@ def model_config_to_hf(cfg: ModelConfig) -> dict[str, Any]:
     hf.update(model_type="phi3", architectures=["Phi3ForCausalLM"], hidden_act="silu",
               rms_norm_eps=cfg.layer_norm_eps, sliding_window=cfg.sliding_window,
               pad_token_id=None, bos_token_id=None, eos_token_id=None)
-    if cfg.rope_scaling is not None:
-      rs = dict(cfg.rope_scaling)
-      hf["original_max_position_embeddings"] = rs["original_max_position_embeddings"]
-      hf["rope_scaling"] = {
-          "type": "longrope", "rope_type": "longrope",
-          "short_factor": list(rs["short_factor"]), "long_factor": list(rs["long_factor"]),
-          **({"attention_factor": rs["attention_factor"]}
-             if rs.get("attention_factor") is not None else {}),
-          **({"factor": rs["factor"]} if rs.get("factor") is not None else {})}
+  if cfg.rope_scaling is not None:
+    hf.update(_rope_scaling_to_hf(cfg))
   return hf
+
+
+def _rope_scaling_to_hf(cfg: ModelConfig) -> dict:
+  """``rope_scaling`` (both spellings of the type) without the unset optional fields;
+  phi3's original length goes top-level, where Phi3Config reads it."""
+  rs = dict(cfg.rope_scaling)
+  rope_type = rs.pop("type")
+  if cfg.arch == "phi3" and rope_type != "longrope":
+    raise ValueError(f"model config: rope_scaling type {rope_type!r} on arch='phi3' has no "
+                     "Hugging Face equivalent: transformers' Phi3ForCausalLM implements "
+                     "only 'longrope' (and would read 'yarn' as LongRoPE's old name); "
+                     "arch='phi' models export 'linear' and 'yarn'")
+  if rope_type == "linear" and rs["original_max_position_embeddings"] == (
+      scaling.linear_original_length(cfg.max_position_embeddings, rs["factor"])):
+    del rs["original_max_position_embeddings"]  # the default; transformers ignores it
+  out = {"rope_scaling": {"type": rope_type, "rope_type": rope_type,
+                          **{k: list(v) if isinstance(v, tuple) else v
+                             for k, v in rs.items() if v is not None}}}
+  if cfg.arch == "phi3":
+    out["original_max_position_embeddings"] = out["rope_scaling"].pop(
+        "original_max_position_embeddings")
+  return out

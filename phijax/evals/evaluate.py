@@ -19,6 +19,9 @@ Tasks:
                    byte, and exact match of the greedy body (phijax/data/exercises.py).
   arithmetic       exact-match accuracy of greedy answers to a+b / a*b by operand
                    length, in the run's format (phijax/data/arithmetic.py).
+  positions        the bpb task's held-out loss by position bucket (--bucket wide) in
+                   rows of --seq_len tokens: where a model breaks past the length it
+                   was trained at (phijax/evals/positions.py).
 
 Writes DIR/evals/<task>.json (scores and the exact settings) and
 DIR/evals/<task>.samples.jsonl (one row per completion, or per data source), where DIR
@@ -40,7 +43,8 @@ from phijax.evals import model_source
 # Tasks with a module of their own in phijax/evals/: ``add_args(group)`` adds the
 # task's flags, ``run(model, args) -> (settings, scores, rows)`` scores it.
 TASK_MODULES = {"exercises": "phijax.evals.exercises",
-                "arithmetic": "phijax.evals.arithmetic"}
+                "arithmetic": "phijax.evals.arithmetic",
+                "positions": "phijax.evals.positions"}
 TASKS = ("bpb", "perplexity", "humaneval", "problems", *TASK_MODULES)
 
 
@@ -76,7 +80,7 @@ def _parser():
   code.add_argument("--timeout", type=float, default=10.0,
                     help="seconds each program may run (default 10)")
   code.add_argument("--seed", type=int, default=0)
-  data = parser.add_argument_group("bpb / perplexity")
+  data = parser.add_argument_group("bpb / perplexity / positions")
   cli.add_config(parser, required=False)
   data.add_argument("--source", action="append", default=None, metavar="NAME",
                     help="evaluate this data source only (repeatable; default: all with "
@@ -201,9 +205,9 @@ def run_code_task(m, problems, args):
   return settings, scores, rows
 
 
-def run_bpb(m, args):
-  """Held-out loss / perplexity / bits per byte, through the training loop's eval step."""
-  from phijax.train import perplexity
+def data_config(m, args):
+  """``(config, num_batches)``: the config naming the held-out data (--config, else the
+  run's) and how many batches of it to score (None: all)."""
   config = args.config
   if config is None:
     if m.run_config is None:
@@ -214,6 +218,13 @@ def run_bpb(m, args):
   batches = args.eval_batches
   if batches is None:
     batches = int(config.train.get("final_eval_batches", 0) or 0) or None
+  return config, batches
+
+
+def run_bpb(m, args):
+  """Held-out loss / perplexity / bits per byte, through the training loop's eval step."""
+  from phijax.train import perplexity
+  config, batches = data_config(m, args)
   result = perplexity.evaluate_heldout(m.cfg, m.params, m.tokenizer, config.data,
                                        batch_size=int(config.train.batch_size),
                                        num_batches=batches, sources=args.source)

@@ -4,7 +4,8 @@
     logits = Transformer(cfg).apply({"params": params}, tokens)
 
 Modules: ``config`` (``ModelConfig``), ``transformer`` (phi / phi-3 blocks, the KV
-cache layout), ``rope``, ``attention`` (the one door to every attention
+cache layout), ``rope`` (with ``rope_scaling``: the context-extension types linear,
+YaRN and LongRoPE), ``attention`` (the one door to every attention
 implementation; kernels are ``phijax.kernels``), ``head_loss`` (the fused output head
 and loss), ``sharding`` (the mesh and the logical-axis rules that lay parameters and
 activations on it), ``decode`` (KV-cache generation), ``params_io`` (phijax parameter

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from phijax.model import rope_scaling as scaling
+
 ARCHS = ("phi", "phi3")
 REMAT = ("none", "full", "dots")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -28,8 +30,11 @@ class ModelConfig:
   max_position_embeddings: int = 2048  # the longest sequence the model takes
   rope_theta: float = 10000.0  # rotary base frequency
   partial_rotary_factor: float = 1.0  # the fraction of each head's dims rotated (phi: 0.5)
-  # LongRoPE: dict(short_factor=[...], long_factor=[...],
-  # original_max_position_embeddings=int, attention_factor=float or None)
+  # Context extension (phijax/model/rope_scaling.py), None = plain RoPE; a dict with
+  # type "linear" (factor), "yarn" (factor, original_max_position_embeddings, optional
+  # attention_factor, beta_fast, beta_slow, mscale, mscale_all_dim, truncate) or
+  # "longrope" (short_factor=[...], long_factor=[...], original_max_position_embeddings,
+  # optional factor, attention_factor). Missing optional fields take their defaults.
   rope_scaling: Any = None
   # "rope" (rotary, the default) or "nope": no position information at all (q and k
   # unrotated; causal attention alone tells order), for length-generalization studies.
@@ -71,9 +76,6 @@ class ModelConfig:
   mup_dim_model_base: int = 256  # muP: the width the hyperparameters were tuned at
 
   def __post_init__(self):
-    if self.rope_scaling is not None and not isinstance(self.rope_scaling, _FrozenDict):
-      # Frozen so the config hashes (jit static argument); lists become tuples.
-      object.__setattr__(self, "rope_scaling", _freeze(self.rope_scaling))
     def bad(field, msg):
       raise ValueError(f"model config: {field}: {msg}")
     if self.arch not in ARCHS:
@@ -91,7 +93,7 @@ class ModelConfig:
       bad("position_encoding", f"{self.position_encoding!r} is not one of "
           f"{POSITION_ENCODINGS}")
     if self.position_encoding == "nope" and self.rope_scaling is not None:
-      bad("rope_scaling", "LongRoPE scales rotary frequencies, which "
+      bad("rope_scaling", "scales rotary frequencies, which "
           "position_encoding='nope' does not have; drop one of them")
     if self.position_encoding == "nope" and self.random_position_offset:
       bad("random_position_offset", "shifts rotary positions, which "
@@ -116,13 +118,13 @@ class ModelConfig:
             f"{getattr(ModelConfig, name)})")
     if self.rope_scaling is not None:
       rs = self.rope_scaling
-      for key in ("short_factor", "long_factor", "original_max_position_embeddings"):
-        if key not in rs:
-          bad("rope_scaling", f"LongRoPE needs {key!r}")
-      for key in ("short_factor", "long_factor"):
-        if len(rs[key]) != self.rotary_dim // 2:
-          bad(f"rope_scaling.{key}", f"has {len(rs[key])} entries, expected "
-              f"rotary_dim/2 = {self.rotary_dim // 2}")
+      rs = rs.to_dict() if hasattr(rs, "to_dict") else rs  # a ConfigDict
+      if not isinstance(rs, Mapping):
+        bad("rope_scaling", f"must be a dict with a 'type', or None; got {rs!r}")
+      # Canonical (type + every field, defaults filled): equal meanings hash equal.
+      object.__setattr__(self, "rope_scaling", _freeze(scaling.canonical(
+          rs, rotary_dim=self.rotary_dim, max_positions=self.max_position_embeddings,
+          bad=bad)))
 
   @property
   def kv_heads(self) -> int:

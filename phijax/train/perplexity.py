@@ -1,5 +1,6 @@
 """Held-out loss, perplexity and bits per byte: the training loop's evaluation, usable
-on any model (``python -m phijax.evaluate --task=bpb``).
+on any model (``python -m phijax.evaluate --task=bpb``), and the same loss by position
+bucket (``--task=positions``: where a model breaks past the length it was trained at).
 
 Bits per byte divides the summed negative log-likelihood (in bits) by the UTF-8 bytes
 of the target tokens, so models with different tokenizers compare; perplexity is per
@@ -13,6 +14,7 @@ import gzip
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from phijax import data
@@ -98,3 +100,46 @@ def evaluate_heldout(model_cfg, params, tok, cfg_data, *, batch_size: int,
   per_source = [{"source": names[0], **total}] if len(names) == 1 else [
       {"source": n, **score([n])} for n in names]
   return {**total, "sources": names, "per_source": per_source}
+
+
+def position_sums(model_cfg, width: int, num_buckets: int):
+  """A jitted ``(params, batch) -> [3, num_buckets]``: the summed nll, target tokens
+  and target bytes (``loss_mask`` > 0) by bucket ``position // width`` of the position
+  the model sees each input at (the last bucket takes any position past its end)."""
+  from phijax.model import Transformer, head_loss
+  model = Transformer(model_cfg)
+
+  def sums(params, batch):
+    x, w, b = model.apply({"params": params}, batch["inputs"], batch["positions"],
+                          batch["segment_ids"], head_inputs=True)
+    nll = head_loss.token_nll(x, w, b, batch["targets"])  # no [B, T, V] logits
+    mask = (batch["loss_mask"] > 0).astype(jnp.float32)
+    bucket = jnp.minimum(batch["positions"] // width, num_buckets - 1).reshape(-1)
+    by_bucket = lambda v: jax.ops.segment_sum(v.reshape(-1), bucket, num_buckets)
+    return jnp.stack([by_bucket(nll * mask), by_bucket(mask),
+                      by_bucket(batch["bytes"].astype(jnp.float32) * mask)])
+
+  return jax.jit(sums)
+
+
+def loss_by_position(model_cfg, params, batches, width: int) -> list[dict]:
+  """One row per bucket of ``width`` positions, ``[0, width)``, ``[width, 2 width)``, ...
+  up to the row length: ``start``, ``end``, ``tokens``, ``loss`` (nats per token) and
+  ``bpb``, over ``batches`` (``make_eval_batches``; positions restart at each
+  document, so a bucket holds the tokens that far into their document). Buckets
+  without a scored token have ``loss`` and ``bpb`` None."""
+  if not batches:
+    raise ValueError("no held-out batches to score")
+  seq_len = int(np.asarray(batches[0]["inputs"]).shape[1])
+  k = -(-seq_len // width)
+  fn = position_sums(model_cfg, width, k)
+  params = jax.device_put(params)
+  totals = np.zeros((3, k), np.float64)
+  for b in batches:
+    totals += np.asarray(fn(params, {key: jnp.asarray(b[key]) for key in EVAL_KEYS}))
+  rows = []
+  for i, (nll, n, nbytes) in enumerate(totals.T):
+    rows.append({"start": i * width, "end": min((i + 1) * width, seq_len), "tokens": int(n),
+                 "loss": nll / n if n else None,
+                 "bpb": nll / math.log(2) / nbytes if nbytes else None})
+  return rows
