@@ -205,7 +205,7 @@ def finish(c: ConfigDict, arg: str | None, accepted=RUN_ARGS) -> ConfigDict:
   return c
 
 
-# Groups whose keys are the user's names (sources, stages) or free-form (LongRoPE).
+# Groups whose keys are the user's names (sources, stages) or free-form (rope_scaling).
 OPEN_GROUPS = ("data.sources", "curriculum.stages", "model.rope_scaling")
 
 

@@ -275,6 +275,12 @@ b = many.generate(prompts, max_new_tokens=20, return_logits=True)
 for x, y in zip(a, b):
   assert x.ids == y.ids, (x.ids, y.ids)
   np.testing.assert_allclose(x.logits, y.logits, atol=1e-4, rtol=0)
+# Streaming (phijax.model.streaming): a 30-token prompt in chunks, 12 slots.
+prompts[1] = list(range(30))
+kw = dict(max_new_tokens=20, return_logits=True, sink_tokens=2, window=10)
+for x, y in zip(one.generate(prompts, **kw), many.generate(prompts, **kw)):
+  assert x.ids == y.ids, (x.ids, y.ids)
+  np.testing.assert_allclose(x.logits, y.logits, atol=1e-4, rtol=0)
 print("ok", q.sharding.spec)
 """
 

@@ -5,6 +5,7 @@ The decoding itself (KV cache, sampling) is ``phijax.model.decode.Generator``.
 
 from __future__ import annotations
 
+from phijax.model import streaming
 from phijax.model.decode import Generator
 
 CLI_HELP = """Continue prompts with a trained or converted model (KV-cache decoding).
@@ -12,10 +13,14 @@ CLI_HELP = """Continue prompts with a trained or converted model (KV-cache decod
     python -m phijax.generate --workdir=runs/tiny --prompt="def fib(n):"
     python -m phijax.generate --hf_dir=DIR --prompt="def fib(n):" --n=4 --temperature=0.8
     python -m phijax.generate --params_dir=DIR --prompts_file=prompts.jsonl --json
+    python -m phijax.generate --hf_dir=DIR --prompts_file=long.jsonl --sink_tokens=4 \
+        --window=1020 --max_new_tokens=20000
 
 --prompts_file reads JSONL: one JSON string, or an object with a "prompt" field, per
 line. Each completion is printed after its prompt; --json prints one JSON object per
-completion instead (prompt, sample, completion, finish, tokens).
+completion instead (prompt, sample, completion, finish, tokens). --window streams
+(StreamingLLM attention sinks): the cache keeps the first --sink_tokens tokens and the
+last --window, so prompts and completions may run past the model's positions.
 """
 
 
@@ -42,6 +47,12 @@ def _parser():
                            "escapes are read)")
   parser.add_argument("--batch_size", type=cli.positive_int, default=32,
                       help="rows decoded together (default 32)")
+  parser.add_argument("--window", type=cli.positive_int, default=None, metavar="W",
+                      help="stream: keep only the last W tokens (plus the sinks) in the "
+                           "cache, so text may run past the model's positions")
+  parser.add_argument("--sink_tokens", type=int, default=None, metavar="S",
+                      help="with --window: also keep the first S tokens (attention "
+                           "sinks; StreamingLLM uses 4)")
   parser.add_argument("--json", action="store_true", help="one JSON object per completion")
   return parser
 
@@ -88,19 +99,22 @@ def main(args):
                          "--temperature (e.g. 0.8)")
   stop = [s.encode("utf-8").decode("unicode_escape") for s in args.stop]
   m = model_source.load(args)
-  too_long = [i for i, p in enumerate(prompts)
-              if len(m.tokenizer.encode(p)) >= m.cfg.max_position_embeddings]
+  stream_kw = dict(sink_tokens=args.sink_tokens, window=args.window)
+  streaming.rolling(m.cfg, **stream_kw)  # a bad setting: one line before any work
+  too_long = [i for i, p in enumerate(prompts) if args.window is None
+              and len(m.tokenizer.encode(p)) >= m.cfg.max_position_embeddings]
   if too_long:
     i = too_long[0]
     raise cli.UsageError(f"prompt {i + 1} is {len(m.tokenizer.encode(prompts[i]))} tokens; "
                          f"the model takes {m.cfg.max_position_embeddings} positions "
-                         "(max_position_embeddings): shorten it")
+                         "(max_position_embeddings): shorten it, or stream (--window)")
   print(f"model: {m.source} ({m.cfg.arch}, {m.cfg.num_layers} layers, hidden "
         f"{m.cfg.hidden_size})", file=sys.stderr)
   gen = Generator(m.cfg, m.params)
   results = gen.complete(m.tokenizer, prompts, n=args.n, max_new_tokens=args.max_new_tokens,
                          batch_size=args.batch_size, stop=stop, seed=args.seed,
-                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                         **stream_kw)
   for i, (prompt, outs) in enumerate(zip(prompts, results)):
     for j, o in enumerate(outs):
       if args.json:

@@ -25,6 +25,9 @@ How it works:
   the ``top_k`` most likely ids and to the smallest set whose probability reaches
   ``top_p``. The draw for row b at position p uses ``fold_in(key_b, p)``: a seed
   gives the same text however the rows are batched.
+- Streaming (``sink_tokens=S, window=W``; StreamingLLM, ``phijax.model.streaming``): a
+  cache of S + W slots keeps the first S tokens and the last W, rotary positions
+  within the cache, so text of any length decodes with constant memory.
 - Under a mesh the parameters take the training sharding (the config's logical axis
   rules: heads over ``tensor``); the batch and the cache are split over ``data`` and
   ``fsdp``, and the cache's kv heads over ``tensor``.
@@ -43,8 +46,9 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from phijax.model import transformer as model_lib, sharding
+from phijax.model import transformer as model_lib, sharding, streaming
 from phijax.model.config import as_model_config
+from phijax.model.sampling import pick_token, pick_tokens  # noqa: F401  (decode.pick_token)
 
 log = logging.getLogger("phijax")
 
@@ -62,45 +66,11 @@ class Output:
   """One generated continuation. ``ids`` are the new tokens (an EOS that ended the
   row is not included); ``finish`` says why it ended: ``eos``, ``stop`` (a stop string
   appeared; ``text`` is cut before it), ``length`` (max_new_tokens) or ``cache`` (the
-  model's ``max_position_embeddings`` was reached)."""
+  model's ``max_position_embeddings`` was reached; never when streaming)."""
   ids: list
   finish: str
   text: str | None = None
   logits: np.ndarray | None = None  # [new tokens, vocab] with return_logits=True
-
-
-def pick_token(logits, key, temperature, top_k, top_p):
-  """One token id from ``[vocab]`` logits. ``temperature`` 0 is greedy (argmax);
-  otherwise a draw from softmax(logits / temperature) restricted to the ``top_k``
-  most likely ids (0 = all) and to the smallest set whose probability reaches
-  ``top_p`` (1 = all). All three are traced scalars: changing them never recompiles."""
-  logits = logits.astype(jnp.float32)
-  greedy_id = jnp.argmax(logits)
-  scaled = logits / jnp.maximum(temperature, 1e-6)
-  order = jnp.argsort(-scaled)
-  sorted_logits = scaled[order]
-  rank = jnp.arange(scaled.shape[0])
-  probs = jax.nn.softmax(sorted_logits)
-  before = jnp.cumsum(probs) - probs  # probability of the ids ranked above this one
-  keep = rank < jnp.where(top_k > 0, top_k, scaled.shape[0])
-  keep &= (before < top_p) | (top_p >= 1.0)
-  keep = keep.at[0].set(True)  # the most likely id always stays
-  drawn = jax.random.categorical(key, jnp.where(keep, sorted_logits, -jnp.inf))
-  return jnp.where(temperature > 0, order[drawn], greedy_id).astype(jnp.int32)
-
-
-def pick_tokens(logits_BxV, keys_B, positions_B, temperature, top_k, top_p):
-  """``pick_token`` per row; row b's draw for position p uses ``fold_in(keys[b], p)``.
-  Greedy batches skip the sort altogether."""
-  def sampled(_):
-    keys = jax.vmap(jax.random.fold_in)(keys_B, positions_B)
-    return jax.vmap(pick_token, in_axes=(0, 0, None, None, None))(
-        logits_BxV, keys, temperature, top_k, top_p)
-
-  def greedy(_):
-    return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-
-  return jax.lax.cond(temperature > 0, sampled, greedy, None)
 
 
 def default_mesh(devices: int | None = None) -> Mesh:
@@ -130,27 +100,33 @@ class Generator:
     self.params = jax.device_put(params, self.param_shardings)
     self.batch_divisor = sharding.batch_divisor(self.mesh, self.rules)
     self._rows = self._sharding(("batch",))
-    self._steps = {}  # (batch, cache length) -> (prefill, decode), jitted
+    self._steps = {}  # (batch, cache length, streaming) -> (prefill, decode), jitted
+    self._pick_first_jit = jax.jit(self._pick_first, out_shardings=self._rows)
 
   def _sharding(self, names):
     return NamedSharding(self.mesh, nn.logical_to_mesh_axes(names, self.rules))
 
-  def steps(self, batch: int, cache_len: int):
-    """The jitted (prefill, decode) pair of one (batch, cache length) bucket. Explicit
+  def steps(self, batch: int, cache_len: int, rolling: streaming.Rolling | None = None):
+    """The jitted (prefill, decode) pair of one (batch, cache length) bucket (streaming:
+    prefill is ``(rolling, init, chunk)`` for ``streaming.prefill``). Explicit
     output shardings keep the step's inputs identical from one token to the next, so
     prefill compiles once per prompt-length bucket and decode once per power-of-two
     visible length (attention over the filled part of the cache only: 1.3-1.6x faster
     decoding than attending to all of it, benchmarks/generate.py)."""
-    key = (batch, cache_len)
+    key = (batch, cache_len, rolling)
     if key not in self._steps:
       cache_shapes = jax.eval_shape(lambda: model_lib.init_cache(self.cfg, batch, cache_len))
       cache_sh = sharding.logical_sharding(self.mesh, self.rules, _cache_axes(cache_shapes),
                                            cache_shapes)
       rows, logits = self._rows, self._sharding(("batch", "vocab"))
-      prefill = jax.jit(functools.partial(self._prefill_fn, cache_len),
-                        out_shardings=(rows, logits, cache_sh))
-      decode = jax.jit(self._decode_fn, static_argnums=(0,), donate_argnums=(2,),
-                       out_shardings=(rows, logits, cache_sh, rows))
+      if rolling is None:
+        prefill = jax.jit(functools.partial(self._prefill_fn, cache_len),
+                          out_shardings=(rows, logits, cache_sh))
+      else:  # the prompt in chunks: streaming.prefill
+        prefill = streaming.prefill_steps(self.model, rolling, batch, cache_sh, logits,
+                                          model_lib.init_cache)
+      decode = jax.jit(functools.partial(self._decode_fn, rolling), static_argnums=(0,),
+                       donate_argnums=(2,), out_shardings=(rows, logits, cache_sh, rows))
       self._steps[key] = (prefill, decode)
     return self._steps[key]
 
@@ -167,19 +143,25 @@ class Generator:
                                      cache=cache, long_rope_B=long_B,
                                      logits_at_B=lengths_B - 1)
     logits = logits[:, 0]
-    allowed_BxV &= _below(settings[3], logits.shape[-1])
-    picked = pick_tokens(jnp.where(allowed_BxV, logits, -jnp.inf), keys_B, lengths_B,
-                         *settings[:3])
-    return picked, logits, cache
+    return self._pick_first(logits, keys_B, lengths_B, settings, allowed_BxV), logits, cache
 
-  def _decode_fn(self, visible, params, cache, ids_B, positions_B, keys_B, settings):
+  def _pick_first(self, logits_BxV, keys_B, lengths_B, settings, allowed_BxV):
+    allowed_BxV &= _below(settings[3], logits_BxV.shape[-1])
+    return pick_tokens(jnp.where(allowed_BxV, logits_BxV, -jnp.inf), keys_B, lengths_B,
+                       *settings[:3])
+
+  def _decode_fn(self, rolling, visible, params, cache, ids_B, positions_B, keys_B,
+                 settings):
     """Feeds each row's token at ``positions`` and picks the one after it; returns the
     next positions too, so the loop never sends positions to the device. Attention
     reads the cache's first ``visible`` slots only (static: above every position)."""
-    long_B = positions_B + 1 > _longrope_original_length(self.cfg)
+    if rolling is None:
+      kw = dict(long_rope_B=positions_B + 1 > _longrope_original_length(self.cfg))
+    else:
+      kw = dict(stream=streaming.Stream(positions_B, jnp.ones_like(positions_B), rolling))
     logits, cache = self.model.apply({"params": params}, ids_B[:, None],
                                      positions_B[:, None], cache=cache,
-                                     cache_visible=visible, long_rope_B=long_B)
+                                     cache_visible=visible, **kw)
     logits = logits[:, 0]
     nxt = positions_B + 1
     usable = jnp.where(_below(settings[3], logits.shape[-1]), logits, -jnp.inf)
@@ -201,7 +183,8 @@ class Generator:
                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                seed: int = 0, keys=None, eos_id: int | None = None, tokenizer=None,
                stop: Sequence[str] = (), first_allowed=None, id_limit: int | None = None,
-               return_logits: bool = False) -> list[Output]:
+               return_logits: bool = False, sink_tokens: int | None = None,
+               window: int | None = None) -> list[Output]:
     """Continues every prompt (lists of token ids); one ``Output`` per prompt.
 
     ``keys``: one PRNG key per prompt (default ``fold_in(key(seed), i)``).
@@ -213,6 +196,9 @@ class Generator:
     tokenizer (phi-2: 51,200 rows, 50,295 tokens) must not emit ids that mean no text.
     ``return_logits``: each Output keeps its logits (float32 ``[new tokens, vocab]``,
     as the model gives them; for tests and probes).
+    ``window`` (with ``sink_tokens``, default 0): stream (``phijax.model.streaming``):
+    keep the first ``sink_tokens`` tokens and the last ``window`` in a cache of that many
+    slots, so prompt and continuation may be any length.
     """
     cfg = self.cfg
     rows = len(prompts)
@@ -232,8 +218,10 @@ class Generator:
       if max(p) >= cfg.vocab_size or min(p) < 0:
         raise ValueError(f"prompt {i} has token id {max(p)} outside the model's "
                          f"vocabulary of {cfg.vocab_size}: not this model's tokenizer?")
-    S = self.cache_len(int(lengths.max()), max_new_tokens)
-    if lengths.max() >= S:
+    rolling = streaming.rolling(cfg, sink_tokens, window)
+    S = self.cache_len(int(lengths.max()), max_new_tokens) if rolling is None else (
+        rolling.slots)
+    if rolling is None and lengths.max() >= S:
       raise ValueError(f"a prompt of {lengths.max()} tokens does not fit the cache: the "
                        f"model takes {cfg.max_position_embeddings} positions "
                        "(max_position_embeddings), so at most "
@@ -242,7 +230,7 @@ class Generator:
     B = _round_up(1 << (rows - 1).bit_length(), self.batch_divisor)
     pad = B - rows  # extra rows copy row 0; their tokens are dropped
     lengths = np.concatenate([lengths, np.full(pad, lengths[0], np.int32)])
-    tokens = np.zeros((B, S), np.int32)
+    tokens = np.zeros((B, S if rolling is None else max(S, int(lengths.max()))), np.int32)
     for i in range(B):
       p = prompts[i] if i < rows else prompts[0]
       tokens[i, :len(p)] = p
@@ -268,11 +256,20 @@ class Generator:
       for i, a in enumerate(per_row):
         if a is not None:
           allowed[i] = np.asarray(a, bool)
-    orig = _longrope_original_length(cfg)
+    # A streaming cache keeps LongRoPE's short factors: no rebuild.
+    orig = _longrope_original_length(cfg) if rolling is None else np.iinfo(np.int32).max
     params = self.params
-    prefill_step, decode_step = self.steps(B, S)
+    prefill_step, decode_step = self.steps(B, S, rolling)
 
     def prefill(seq_lengths, allowed_ids):
+      if rolling is not None:
+        logits, cache = streaming.prefill(prefill_step, params, tokens, seq_lengths,
+                                          bucket(int(seq_lengths.max()), S), self._run,
+                                          self._put)
+        seq_lengths = self._put(seq_lengths)
+        ids = self._run(self._pick_first_jit, logits, keys, seq_lengths, settings,
+                        self._put(allowed_ids))
+        return ids, logits, cache, seq_lengths
       T = bucket(int(seq_lengths.max()), S)
       seq_lengths = self._put(seq_lengths)
       out = self._run(prefill_step, params, self._put(tokens[:, :T]), seq_lengths,
@@ -318,7 +315,7 @@ class Generator:
             continue
         if len(out[b]) == max_new_tokens:
           finish[b] = "length"
-        elif positions[b] + 1 >= S:
+        elif positions[b] + 1 >= S and rolling is None:
           finish[b] = "cache" if S == cfg.max_position_embeddings else "length"
       if all(f is not None for f in finish) or nxt is None:
         break
@@ -340,7 +337,9 @@ class Generator:
     """``n`` continuations of each text prompt, in batches of at most ``batch_size``
     rows. Sample j of prompt i draws from ``fold_in(fold_in(key(seed), key_ids[i]), j)``
     (``key_ids`` default ``0, 1, ...``), so the result does not depend on
-    ``batch_size``. ``progress(done, total)`` is called after each batch."""
+    ``batch_size``. ``progress(done, total)`` is called after each batch. ``sampling``:
+    ``generate``'s settings (temperature, top_k, top_p, id_limit, sink_tokens, window).
+    """
     if n < 1 or batch_size < 1:
       raise ValueError(f"n and batch_size must be at least 1, got n={n}, "
                        f"batch_size={batch_size}")

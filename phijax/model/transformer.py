@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from phijax.model import attention, rope
+from phijax.model import attention, rope, streaming
 from phijax.model.config import ModelConfig, as_model_config
 
 Partitioned = nn.with_logical_partitioning
@@ -149,7 +149,7 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD, cos, sin, segment_ids, deterministic, cache=None,
-               positions_BxT=None, cache_visible=None):
+               positions_BxT=None, cache_visible=None, stream_plan=None):
     cfg = self.cfg
     H, K, E = cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
     bias = cfg.arch == "phi"
@@ -159,13 +159,16 @@ class Attention(nn.Module):
     if cfg.qk_layernorm:
       q = LayerNorm(cfg.layer_norm_eps, q.dtype, ("head_dim",), name="q_norm")(q)
       k = LayerNorm(cfg.layer_norm_eps, k.dtype, ("head_dim",), name="k_norm")(k)
-    q = rope.apply_rotary(q, cos, sin)
-    k = rope.apply_rotary(k, cos, sin)
+    if stream_plan is None:  # a streaming cache keeps keys un-rotated (phijax.model.streaming)
+      q = rope.apply_rotary(q, cos, sin)
+      k = rope.apply_rotary(k, cos, sin)
     q = constrain(q, ("batch", "length", "heads", "head_dim"))
     k = constrain(k, ("batch", "length", "kv_heads", "head_dim"))
     v = constrain(v, ("batch", "length", "kv_heads", "head_dim"))
     new_cache = None
-    if cache is not None:  # decoding: keys and values live at their absolute positions
+    if stream_plan is not None:
+      o, new_cache = streaming.attention(q, k, v, cache, stream_plan)
+    elif cache is not None:  # decoding: keys and values live at their absolute positions
       k_cache, v_cache = write_cache(cache["k"], k, positions_BxT), write_cache(
           cache["v"], v, positions_BxT)
       new_cache = {"k": k_cache, "v": v_cache}
@@ -227,7 +230,7 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD, cos, sin, segment_ids, deterministic, cache=None,
-               positions_BxT=None, cache_visible=None):
+               positions_BxT=None, cache_visible=None, stream_plan=None):
     cfg = self.cfg
     dtype = _dtype(cfg.dtype)
     drop = nn.Dropout(self.resid_pdrop)
@@ -239,7 +242,8 @@ class Block(nn.Module):
     attn = Attention(cfg, name="attn")
     norm = LayerNorm if cfg.arch == "phi" else RMSNorm
     h = norm(cfg.layer_norm_eps, dtype, name="input_norm")(x_BxTxD)
-    a = attn(h, cos, sin, segment_ids, deterministic, cache, positions_BxT, cache_visible)
+    a = attn(h, cos, sin, segment_ids, deterministic, cache, positions_BxT, cache_visible,
+             stream_plan)
     if cache is not None:
       a, cache = a
     if cfg.arch == "phi":
@@ -282,7 +286,9 @@ class Transformer(nn.Module):
   attend to the slots at or before their own (and inside the sliding window). It
   returns ``(logits, new_cache)``; ``cache_visible`` (a static int above every
   position) limits attention to the cache's first slots. ``long_rope_B`` picks
-  LongRoPE factors per row; ``logits_at_B`` keeps only position ``logits_at_B[b]`` of
+  LongRoPE factors per row. ``stream`` (a ``streaming.Stream``) makes ``cache`` a
+  streaming one: the first tokens plus a rolling window, rotary positions within the
+  cache, ``positions`` unused. ``logits_at_B`` keeps only position ``logits_at_B[b]`` of
   each row (``[B, 1, V]``). ``head_inputs=True`` returns ``(x, lm_head, lm_head_bias or
   None)`` instead of logits: the final hidden states and the head's parameters, for a
   loss that applies the head chunk by chunk (``phijax.model.head_loss``).
@@ -296,7 +302,7 @@ class Transformer(nn.Module):
   @nn.compact
   def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None, *,
                deterministic: bool = True, cache=None, cache_visible=None, long_rope_B=None,
-               logits_at_B=None, head_inputs: bool = False):
+               logits_at_B=None, head_inputs: bool = False, stream=None):
     cfg = as_model_config(self.cfg)
     dtype = _dtype(cfg.dtype)
     B, T = tokens_BxT.shape
@@ -315,7 +321,13 @@ class Transformer(nn.Module):
       x = nn.Dropout(cfg.embd_pdrop)(x, deterministic=deterministic)
     x = constrain(x, ("batch", "length", "embed"))
     self.sow("intermediates", "embedding", x)  # for phijax.mup_check; else a no-op
-    cos, sin = rope.cos_sin(cfg, positions_BxT, long_rope_B)
+    if stream is None:
+      cos, sin = rope.cos_sin(cfg, positions_BxT, long_rope_B)
+    elif cache is None:
+      raise ValueError("stream describes a streaming cache: pass the cache too")
+    else:  # each layer rotates by position within the cache: one plan for them all
+      cos = sin = None
+      stream = streaming.plan(cfg, stream, T, cache_visible)
 
     if cache is not None:
       if segment_ids_BxT is not None:
@@ -323,7 +335,8 @@ class Transformer(nn.Module):
       new_cache = []
       for i, (p, layer_cache) in enumerate(zip(residual_dropout_rates(cfg), cache)):
         x, layer_cache = Block(cfg, p, name=f"layers_{i}")(
-            x, cos, sin, None, deterministic, layer_cache, positions_BxT, cache_visible)
+            x, cos, sin, None, deterministic, layer_cache, positions_BxT, cache_visible,
+            stream)
         new_cache.append(layer_cache)
     else:
       block_cls = Block
