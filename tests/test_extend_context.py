@@ -2,30 +2,23 @@
 length with YaRN, through sequence-length warmup, evaluated before and after."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 
-from tests.devices import xla_flags
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from phijax import config_files
+from phijax.train import loop
 
 
 def test_extend_context_continues_a_run_at_four_times_its_length(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(1))
   common = ["--config.train.samples=0", "--config.train.progress=false",
             "--config.train.final_eval_batches=1", "--config.train.eval_batches=1"]
 
-  def train(*args):
-    proc = subprocess.run([sys.executable, "-m", "phijax.train", *common, *args],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  def train(spec, workdir, *args):  # in this process: the two runs share its start-up
+    loop.train(config_files.load(spec, [*common, *args]), str(workdir))
 
-  train("--config=tiny:runlocal", f"--workdir={tmp_path}/pre", "--config.train.steps=3",
+  train("tiny:runlocal", tmp_path / "pre", "--config.train.steps=3",
         "--config.train.batch_size=4", "--config.curriculum.lr.warmup_steps=1")
-  train("--config=configs/extend_context.py:yarn,runlocal", f"--workdir={tmp_path}/long",
+  train("configs/extend_context.py:yarn,runlocal", tmp_path / "long",
         f"--config.train.init_from={tmp_path}/pre", "--config.train.steps=8",
         "--config.train.log_every=1", "--config.train.eval_every=0")
   config = json.loads((tmp_path / "long" / "config.json").read_text())
