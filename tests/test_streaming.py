@@ -78,10 +78,9 @@ def _oracle_logits(cfg, params, tokens, sinks, window):
   return np.stack(out)
 
 
-# 11 + 20 = 31 tokens: 32 slots hold them all (the full cache's own size), and so does
-# a larger cache with fewer sinks.
-@pytest.mark.parametrize("cfg,sinks,window", [(PHI, 4, 28), (PHI, 1, 40), (PHI3, 4, 28)],
-                         ids=["phi", "phi_larger", "phi3_gqa_sliding_window"])
+# 11 + 20 = 31 tokens: 32 slots hold them all (the full cache's own size).
+@pytest.mark.parametrize("cfg,sinks,window", [(PHI, 4, 28), (PHI3, 4, 28)],
+                         ids=["phi", "phi3_gqa_sliding_window"])
 def test_while_the_text_fits_streaming_equals_the_full_cache(cfg, sinks, window):
   gen = decode.Generator(cfg, _random_params(cfg))
   rng = np.random.default_rng(1)
