@@ -3,7 +3,8 @@
 ``configs/*.py`` start from ``default()`` and change what they need. The tree:
 
 - ``model``: architecture (see ``phijax.model.config.ModelConfig`` for every field),
-  ``attention_impl``, ``dtype`` (compute), ``remat``.
+  ``attention_impl``, ``dtype`` (compute), ``remat``; ``model.lora``: LoRA adapters
+  (``rank``, ``alpha``, ``dropout``, ``targets``; ``phijax.model.lora``).
 - ``data``: sources, tokenizer, max ``seq_len``, ``workers`` (``phijax.data.config``).
 - ``train``: ``steps`` (or ``tokens``), ``batch_size``, ``seed``, ``log_every``,
   ``eval_every``, ``save_every``, ...; ``train.wandb``: optional Weights & Biases
@@ -41,6 +42,8 @@ def model_defaults() -> ConfigDict:
       value = config_dict.placeholder(_PLACEHOLDER_TYPES.get(f.name, int))
     elif isinstance(value, tuple):
       value = list(value)
+    elif dataclasses.is_dataclass(value):  # model.lora: a group of its own
+      value = ConfigDict(dataclasses.asdict(value))
     c[f.name] = value
   return c
 
@@ -295,9 +298,11 @@ def field_meanings() -> dict[str, str]:
   import inspect
 
   from phijax.data import config as data_config
+  from phijax.model.config import LoraConfig
   from phijax.train import curriculum
   out = {}
   out.update(_comments(inspect.getsource(ModelConfig), "model"))
+  out.update(_comments(inspect.getsource(LoraConfig), "model.lora"))
   out.update(_comments(inspect.getsource(default), ""))
   out.update(_comments(inspect.getsource(data_config.defaults), "data"))
   out.update(_comments(inspect.getsource(curriculum.defaults), "curriculum"))

@@ -104,24 +104,38 @@ def plan(config, mesh_sizes: dict, activations: bool = True) -> dict:
 
   def step_fns(impl):
     model_cfg = dataclasses.replace(ModelConfig.from_dict(config.model), attention_impl=impl)
-    tx = optim.make_direction(config.optim, width_mult=model_cfg.width_mult)
+    lora = model_cfg.lora.rank > 0  # only the adapters train
+    tx = optim.make_direction(config.optim, width_mult=model_cfg.width_mult,
+                              adapters_only=lora)
     t = config.train
     return build(model_cfg, tx, mesh, rules, microbatches=t.microbatches,
                  objective=t.objective, dpo_beta=t.dpo_beta,
                  token_selection=t.token_selection,
-                 token_selection_by=t.token_selection_by)
+                 token_selection_by=t.token_selection_by,
+                 trainable=optim.trainable(config.optim, adapters_only=lora))
 
   fns = step_fns("xla")
   model_cfg = fns.model.cfg
   state = jax.eval_shape(fns.init.jitted, jax.random.key(0))
   shardings = fns.state_shardings
+  # What trains: everything, or what optim.freeze and LoRA (the adapters) leave.
+  trainable = optim.trainable(config.optim, adapters_only=model_cfg.lora.rank > 0)
+  mask = jax.tree_util.tree_leaves(
+      trainable(state.params) if trainable else jax.tree_util.tree_map(
+          lambda _: True, state.params))
+  trained = [(x, sh) for x, sh, t in zip(jax.tree_util.tree_leaves(state.params),
+                                         jax.tree_util.tree_leaves(shardings.params), mask)
+             if t]
   out = {"mesh": mesh_sizes, "devices": n,
          "model": f"{model_cfg.arch}, {model_cfg.num_layers} layers, hidden "
-                  f"{model_cfg.hidden_size}, {config.optim.name}",
+                  f"{model_cfg.hidden_size}, {config.optim.name}"
+                  + (f", LoRA rank {model_cfg.lora.rank}" if model_cfg.lora.rank else ""),
          "parameters": sum(x.size for x in jax.tree_util.tree_leaves(state.params)),
+         "trainable": sum(x.size for x, _ in trained),
          "params_bytes": shard_bytes(state.params, shardings.params),
          "opt_bytes": shard_bytes(state.opt_state, shardings.opt_state)}
-  out["grad_bytes"] = out["params_bytes"]  # gradients: the parameters' dtype and sharding
+  # Gradients: the trained parameters' dtype and sharding (frozen ones get none).
+  out["grad_bytes"] = shard_bytes([x for x, _ in trained], [sh for _, sh in trained])
   # DPO and Rho-1 hold a frozen reference model beside the trained one, placed as the
   # parameters are.
   out["ref_bytes"] = out["params_bytes"] if fns.takes_reference else 0
@@ -163,6 +177,9 @@ def report(p: dict) -> str:
   lines = [f"{p['model']}: {p['parameters']:,} parameters on mesh {mesh} "
            f"({p['devices']} devices), batch {p['batch']} x {p['seq_len']}"
            + (f" in {p['microbatches']} micro-batches" if p["microbatches"] > 1 else ""),
+           *([f"trainable: {p['trainable']:,} of {p['parameters']:,} parameters "
+              f"({100 * p['trainable'] / p['parameters']:.2f}%; the rest frozen)"]
+             if p.get("trainable", p["parameters"]) < p["parameters"] else []),
            "per device:",
            f"  parameters        {_size(p['params_bytes'])}",
            f"  optimizer state   {_size(p['opt_bytes'])}"]

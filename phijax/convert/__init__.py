@@ -77,8 +77,13 @@ def from_hf(directory: str) -> tuple[ModelConfig, dict]:
 
 
 def to_hf(cfg: ModelConfig, params, directory: str) -> None:
-  """Writes ``config.json`` + ``model.safetensors`` that transformers loads."""
+  """Writes ``config.json`` + ``model.safetensors`` that transformers loads. A LoRA
+  model's adapters are merged into its matrices (``W + (alpha / rank) A B``): Hugging
+  Face Phi has no adapters, and the merged model computes the same function."""
   from safetensors.numpy import save_file
+
+  from phijax.model import lora
+  cfg, params = lora.merge(cfg, jax.device_get(params))
   hf = model_config_to_hf(cfg)  # first: a model HF cannot express leaves no directory
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, "config.json"), "w") as f:

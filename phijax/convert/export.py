@@ -19,7 +19,7 @@ import shutil
 import jax
 
 from phijax.convert import weights
-from phijax.model import params_io
+from phijax.model import lora, params_io
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -28,7 +28,8 @@ def export_run(run: str, out: str, *, step: int | None = None, to_hf: bool = Fal
   """Writes the parameters at ``step`` (default: newest) of ``run`` to ``out``.
 
   ``to_hf``: a Hugging Face directory (``config.json``, ``model.safetensors``, the
-  tokenizer); else a phijax parameter directory (``params_io.save_params``).
+  tokenizer; a LoRA run's adapters merged into the base, ``convert.to_hf``); else a
+  phijax parameter directory (``params_io.save_params``; adapters kept apart).
   Returns ``{"run", "out", "step", "arch", "num_params", "files", "notes"}``.
   """
   from phijax import convert
@@ -37,8 +38,12 @@ def export_run(run: str, out: str, *, step: int | None = None, to_hf: bool = Fal
     raise ValueError(f"{out} is the run directory itself; export to another one "
                      "(it would overwrite the run's config.json)")
   cfg, params, step = weights.load_run_params(run, step)
-  num_params = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
   notes = []
+  if to_hf and cfg.lora.rank:  # Hugging Face Phi has no adapters: W + (alpha / rank) A B
+    notes.append(f"LoRA adapters (rank {cfg.lora.rank}, alpha {cfg.lora.alpha:g}) merged "
+                 "into their matrices")
+    cfg, params = lora.merge(cfg, params)
+  num_params = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
   tok = None
   tok_path = os.path.join(run, TOKENIZER_FILE)
   if os.path.isfile(tok_path):

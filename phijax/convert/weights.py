@@ -117,16 +117,21 @@ def load_init_params(path: str, abstract_params):
 
   ``path`` may be a phijax run directory (its newest checkpoint), a parameter
   checkpoint written by ``python -m phijax.convert``, or a Hugging Face directory.
-  Shapes must match the run's model; a mismatch names the parameter.
+  Shapes must match the run's model; a mismatch names the parameter. A LoRA source
+  is read as the model it computes (adapters merged into its base); a LoRA run's own
+  adapters, which the source does not have, come back as zeros (``fit_params``).
   """
-  _, params = read_params(path)
-  return fit_params(params, abstract_params, path)
+  return fit_params(read_params(path, merged=True)[1], abstract_params, path)
 
 
-def read_params(path: str, what: str = "init_from"):
+def read_params(path: str, what: str = "init_from", merged: bool = False):
   """``(model_config, params)`` from any of the directories ``load_init_params``
   reads, as stored (host arrays, no shape check); ``what`` names the setting in
-  errors (``train.reference`` for a reference model)."""
+  errors (``train.reference`` for a reference model). ``merged``: LoRA adapters folded
+  into their base matrices, the config without them (``phijax.model.lora.merge``)."""
+  if merged:
+    from phijax.model import lora
+    return lora.merge(*read_params(path, what))
   path = os.path.abspath(os.path.expanduser(path))
   if os.path.isdir(os.path.join(path, "checkpoints")):
     if not run_steps(path):
@@ -145,23 +150,34 @@ def read_params(path: str, what: str = "init_from"):
 
 def fit_params(params, abstract_params, path: str, what: str = "init_from"):
   """``params`` (read from ``path``) as float32 arrays in ``abstract_params``' tree;
-  a missing parameter or another shape is an error naming it."""
+  a missing parameter or another shape is an error naming it. LoRA adapter factors
+  the source lacks (a base model loaded into a LoRA model) are zeros: with ``B = 0``
+  the model computes the source's function exactly."""
   import numpy as np
 
-  leaves = [np.asarray(v, dtype=np.float32)
-            for v in check_shapes(params, abstract_params, path, what)]
+  leaves = [np.zeros(spec.shape, np.float32) if v is None else np.asarray(v, np.float32)
+            for v, spec in zip(check_shapes(params, abstract_params, path, what,
+                                            adapters_may_miss=True),
+                               jax.tree_util.tree_leaves(abstract_params))]
   return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(abstract_params), leaves)
 
 
-def check_shapes(params, abstract_params, path: str, what: str = "init_from") -> list:
+def check_shapes(params, abstract_params, path: str, what: str = "init_from",
+                 adapters_may_miss: bool = False) -> list:
   """The leaves of ``params`` in ``abstract_params``' order, each checked to exist and
-  to have its shape; else a ``ValueError`` naming the parameter and ``path``."""
+  to have its shape; else a ``ValueError`` naming the parameter and ``path``.
+  ``adapters_may_miss``: a LoRA adapter factor ``params`` lacks is None in the list."""
+  from phijax.model import lora
+
   path = os.path.abspath(os.path.expanduser(path))
   want = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
   flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
   leaves = []
   for key, spec in want:
     name = jax.tree_util.keystr(key)
+    if name not in flat and adapters_may_miss and lora.is_adapter(lora.path_names(key)):
+      leaves.append(None)
+      continue
     if name not in flat:
       raise ValueError(f"{what}: {path} has no parameter {name}; is it the same "
                        "architecture?")

@@ -10,7 +10,8 @@ implementation; kernels are ``phijax.kernels``), ``head_loss`` (the fused output
 and loss), ``sharding`` (the mesh and the logical-axis rules that lay parameters and
 activations on it), ``decode`` (KV-cache generation; ``sampling`` picks the tokens,
 ``streaming`` keeps attention sinks plus a rolling window), ``params_io`` (phijax
-parameter directories). Imports nothing from train, evals or sweeps.
+parameter directories), ``lora`` (LoRA adapters on the block matrices; merging them).
+Imports nothing from train, evals or sweeps.
 """
 
 from phijax import lazy_exports
@@ -25,6 +26,6 @@ _EXPORTS = {
     "write_cache": "transformer", "random_position_offsets": "transformer",
     "residual_dropout_rates": "transformer",
 }
-_SUBMODULES = ("attention", "config", "decode", "head_loss", "params_io", "rope", "rope_scaling",
-               "sampling", "sharding", "streaming", "transformer")
+_SUBMODULES = ("attention", "config", "decode", "head_loss", "lora", "params_io", "rope",
+               "rope_scaling", "sampling", "sharding", "streaming", "transformer")
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, _SUBMODULES)

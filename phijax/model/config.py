@@ -15,6 +15,41 @@ ARCHS = ("phi", "phi3")
 REMAT = ("none", "full", "dots")
 DTYPES = ("float32", "bfloat16", "float16")
 POSITION_ENCODINGS = ("rope", "nope")
+# Each block's matrices (phijax.model.transformer's module paths): what LoRA can target.
+BLOCK_MATRICES = {
+    "phi": ("attn/q_proj", "attn/k_proj", "attn/v_proj", "attn/o_proj", "mlp/fc1", "mlp/fc2"),
+    "phi3": ("attn/q_proj", "attn/k_proj", "attn/v_proj", "attn/o_proj", "mlp/gate_proj",
+             "mlp/up_proj", "mlp/down_proj"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+  """LoRA adapters (Hu et al. 2021, arXiv 2106.09685; ``phijax/model/lora.py``): each
+  targeted block matrix ``W`` computes ``x W + (alpha / rank) * dropout(x) A B`` with
+  ``W`` frozen and only ``A``, ``B`` trained. ``config.model.lora`` holds these fields."""
+  # > 0: each targeted block matrix gains A [in, rank] (random) and B [rank, out] (zeros,
+  # so step 0 is the base model exactly); only the adapters train. 0 = off.
+  rank: int = 0
+  # The adapter's output is scaled by alpha / rank, alpha held fixed as rank varies (Hu et
+  # al. 4.1: then the learning rate need not be retuned); 8 is PEFT's default (scale 1 at
+  # rank 8).
+  alpha: float = 8.0
+  dropout: float = 0.0  # dropout on the adapter's input while training (PEFT's lora_dropout)
+  # Which block matrices get adapters: a regex searched in each one's path, e.g.
+  # layers_0/attn/q_proj, layers_3/mlp/fc1 (phi3: gate_proj, up_proj, down_proj); the
+  # default is the paper's W_q and W_v, "." adapts every block matrix.
+  targets: str = "q_proj|v_proj"
+
+  @classmethod
+  def from_dict(cls, d) -> "LoraConfig":
+    d = d.to_dict() if hasattr(d, "to_dict") else dict(d)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise ValueError(f"model config: lora: unknown field(s) {unknown}; known: "
+                       f"{sorted(names)}")
+    return cls(**d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +109,9 @@ class ModelConfig:
   mup_scale_emb: float = 12.0  # muP: the embedding output's multiplier
   mup_scale_depth: float = 1.4  # muP: each residual branch's, over sqrt(num_layers)
   mup_dim_model_base: int = 256  # muP: the width the hyperparameters were tuned at
+  # LoRA adapters (rank, alpha, dropout, targets; phijax/model/lora.py): the base model
+  # frozen, only the adapters trained; rank 0 = off.
+  lora: LoraConfig = LoraConfig()
 
   def __post_init__(self):
     def bad(field, msg):
@@ -116,6 +154,10 @@ class ModelConfig:
       if not getattr(self, name) > 0:
         bad(name, f"must be positive, got {getattr(self, name)} (MiniCPM uses "
             f"{getattr(ModelConfig, name)})")
+    if not isinstance(self.lora, LoraConfig):  # a dict or ConfigDict (config.model.lora)
+      object.__setattr__(self, "lora", LoraConfig() if self.lora is None
+                         else LoraConfig.from_dict(self.lora))
+    _check_lora(self.lora, self.arch, self.num_layers, bad)
     if self.rope_scaling is not None:
       rs = self.rope_scaling
       rs = rs.to_dict() if hasattr(rs, "to_dict") else rs  # a ConfigDict
@@ -181,6 +223,33 @@ class ModelConfig:
     if unknown:
       raise ValueError(f"model config: unknown field(s) {unknown}; known: {sorted(names)}")
     return cls(**d)
+
+
+def block_matrix_paths(arch: str, num_layers: int) -> list[str]:
+  """``layers_0/attn/q_proj``, ...: every block matrix's path, as LoRA's targets see it."""
+  return [f"layers_{i}/{m}" for i in range(num_layers) for m in BLOCK_MATRICES[arch]]
+
+
+def _check_lora(lora: LoraConfig, arch: str, num_layers: int, bad) -> None:
+  import math
+  import re
+  if not isinstance(lora.rank, int) or lora.rank < 0:
+    bad("lora.rank", f"must be an integer >= 0 (0 = no adapters), got {lora.rank!r}")
+  if not lora.rank:
+    return  # off: the other fields are not read
+  if not (isinstance(lora.alpha, (int, float)) and lora.alpha > 0 and math.isfinite(lora.alpha)):
+    bad("lora.alpha", f"must be positive (the adapter's scale is alpha / rank), got "
+        f"{lora.alpha!r}")
+  if not 0.0 <= lora.dropout < 1.0:
+    bad("lora.dropout", f"must be in [0, 1), got {lora.dropout!r}")
+  try:
+    rx = re.compile(lora.targets)
+  except (re.error, TypeError) as e:
+    bad("lora.targets", f"{lora.targets!r} is not a regular expression ({e})")
+  paths = block_matrix_paths(arch, num_layers)
+  if not any(rx.search(p) for p in paths):
+    bad("lora.targets", f"{lora.targets!r} matches no block matrix; their paths look like "
+        f"{', '.join(paths[:len(BLOCK_MATRICES[arch])])}, ...")
 
 
 class _FrozenDict(dict):

@@ -1,11 +1,11 @@
 """Device mesh ``(data, fsdp, tensor)`` and logical-axis rules.
 
 Every parameter and activation names its axes (``batch``, ``length``, ``embed``,
-``heads``, ``kv_heads``, ``head_dim``, ``mlp``, ``vocab``); the rules below map names
-to mesh axes. Flax applies the rules in order and never uses one mesh axis twice in
-one array, so ``batch`` (activations) takes ``fsdp`` before ``embed`` can: the same
-rules give data parallelism, FSDP (parameters sharded over ``fsdp``) and tensor
-parallelism (heads/mlp/vocab over ``tensor``) purely by the mesh sizes.
+``heads``, ``kv_heads``, ``head_dim``, ``mlp``, ``vocab``, LoRA's ``lora``); the rules
+below map names to mesh axes. Flax applies the rules in order and never uses one mesh
+axis twice in one array, so ``batch`` (activations) takes ``fsdp`` before ``embed``
+can: the same rules give data parallelism, FSDP (parameters sharded over ``fsdp``) and
+tensor parallelism (heads/mlp/vocab over ``tensor``) purely by the mesh sizes.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ DEFAULT_RULES = (
     ("embed", "fsdp"),
     ("length", None),
     ("head_dim", None),
+    # LoRA's rank (phijax.model.lora): a few columns, replicated; an adapter's other
+    # dims follow its matrix's names.
+    ("lora", None),
 )
 
 PRESETS = {"default": DEFAULT_RULES}

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from phijax.model import attention, rope, streaming
+from phijax.model import attention, lora, rope, streaming
 from phijax.model.config import ModelConfig, as_model_config
 
 Partitioned = nn.with_logical_partitioning
@@ -85,7 +86,9 @@ class Dense(nn.Module):
 
   Like ``nn.DenseGeneral`` but the kernel is created in its final shape, so the
   logical-partitioning constraint applies to the real parameter (DenseGeneral
-  initialises a flattened kernel and reshapes it).
+  initialises a flattened kernel and reshapes it). With ``lora`` (a ``LoraConfig``)
+  targeting this matrix's path, a LoRA adapter adds its low-rank term
+  (``phijax.model.lora``).
   """
   features: tuple
   names: tuple  # logical names of the kernel: input dims then output dims
@@ -93,35 +96,46 @@ class Dense(nn.Module):
   n_in: int
   dtype: jnp.dtype
   init_std: float
+  lora: Any = None  # the model's LoraConfig when it has adapters, else None
+  deterministic: bool = True  # the adapter's dropout is off
+
+  def base_kernel(self, shape):
+    """The base weight in float32: the one read of it, so a quantized base (QLoRA's
+    NF4) would change only this."""
+    return self.param("kernel", Partitioned(nn.initializers.normal(self.init_std),
+                                            self.names), shape, jnp.float32)
 
   @nn.compact
   def __call__(self, x):
     in_shape = x.shape[x.ndim - self.n_in:]
-    kernel = self.param(
-        "kernel", Partitioned(nn.initializers.normal(self.init_std), self.names),
-        (*in_shape, *self.features), jnp.float32)
+    kernel = self.base_kernel((*in_shape, *self.features))
     # One 2-D matmul, [tokens, fan_in] x [fan_in, fan_out]: XLA:CPU hands 2-D dots to
     # its fast library kernels, while a dot contracting several dims (the weight
     # gradient over batch and length) falls back to a generic one about 2x slower.
     lead = x.shape[:x.ndim - self.n_in]
     fan_in, fan_out = math.prod(in_shape), math.prod(self.features)
+    x_NxI = x.astype(self.dtype).reshape(-1, fan_in)
     # float32 accumulation whatever the compute dtype: more exact in bfloat16, and on
     # CPUs with AVX512-BF16 about 2x faster than a bfloat16-output dot.
-    y = jax.lax.dot_general(x.astype(self.dtype).reshape(-1, fan_in),
-                            kernel.astype(self.dtype).reshape(fan_in, fan_out),
+    y = jax.lax.dot_general(x_NxI, kernel.astype(self.dtype).reshape(fan_in, fan_out),
                             (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
     y = y.reshape(*lead, *self.features)
     if self.use_bias:
       bias = self.param("bias", _zeros(self.names[self.n_in:]), self.features, jnp.float32)
       y = y + bias
+    # Created after the base's parameters: a model with adapters draws the same base.
+    if lora.targeted(self.lora, self.scope.path):
+      delta = lora.Adapter(self.lora, tuple(in_shape), tuple(self.features), self.names,
+                           self.dtype, name=lora.ADAPTER)(x_NxI, self.deterministic)
+      y = y + delta.reshape(y.shape)
     return y.astype(self.dtype)
 
 
-def _dense(cfg, features, names, name, use_bias, n_in=1):
+def _dense(cfg, features, names, name, use_bias, n_in=1, deterministic=True):
   features = (features,) if isinstance(features, int) else tuple(features)
   # Only block matrices come through here: under muP they start at hidden_init_std.
   return Dense(features, names, use_bias, n_in, _dtype(cfg.dtype), cfg.hidden_init_std,
-               name=name)
+               cfg.lora if cfg.lora.rank else None, deterministic, name=name)
 
 
 def _attention_with_dropout(q, k, v, *, segment_ids, window, rate, rng):
@@ -153,9 +167,10 @@ class Attention(nn.Module):
     cfg = self.cfg
     H, K, E = cfg.num_heads, cfg.kv_heads, cfg.dim_per_head
     bias = cfg.arch == "phi"
-    q = _dense(cfg, (H, E), ("embed", "heads", "head_dim"), "q_proj", bias)(x_BxTxD)
-    k = _dense(cfg, (K, E), ("embed", "kv_heads", "head_dim"), "k_proj", bias)(x_BxTxD)
-    v = _dense(cfg, (K, E), ("embed", "kv_heads", "head_dim"), "v_proj", bias)(x_BxTxD)
+    dense = functools.partial(_dense, cfg, deterministic=deterministic)
+    q = dense((H, E), ("embed", "heads", "head_dim"), "q_proj", bias)(x_BxTxD)
+    k = dense((K, E), ("embed", "kv_heads", "head_dim"), "k_proj", bias)(x_BxTxD)
+    v = dense((K, E), ("embed", "kv_heads", "head_dim"), "v_proj", bias)(x_BxTxD)
     if cfg.qk_layernorm:
       q = LayerNorm(cfg.layer_norm_eps, q.dtype, ("head_dim",), name="q_norm")(q)
       k = LayerNorm(cfg.layer_norm_eps, k.dtype, ("head_dim",), name="k_norm")(k)
@@ -185,8 +200,7 @@ class Attention(nn.Module):
           q, k, v, causal=True, segment_ids=segment_ids, window=cfg.sliding_window,
           impl=cfg.attention_impl)
     o = constrain(o, ("batch", "length", "heads", "head_dim"))
-    out = _dense(cfg, cfg.hidden_size, ("heads", "head_dim", "embed"), "o_proj", bias,
-                 n_in=2)(o)
+    out = dense(cfg.hidden_size, ("heads", "head_dim", "embed"), "o_proj", bias, n_in=2)(o)
     return out if cache is None else (out, new_cache)
 
 
@@ -210,18 +224,19 @@ class Mlp(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD):
+  def __call__(self, x_BxTxD, deterministic: bool = True):
     cfg = self.cfg
     F = cfg.mlp_dim
+    dense = functools.partial(_dense, cfg, deterministic=deterministic)
     if cfg.arch == "phi":
-      h = _dense(cfg, F, ("embed", "mlp"), "fc1", True)(x_BxTxD)
+      h = dense(F, ("embed", "mlp"), "fc1", True)(x_BxTxD)
       h = jax.nn.gelu(h, approximate=True)  # HF "gelu_new"
       h = constrain(h, ("batch", "length", "mlp"))
-      return _dense(cfg, cfg.hidden_size, ("mlp", "embed"), "fc2", True)(h)
-    gate = _dense(cfg, F, ("embed", "mlp"), "gate_proj", False)(x_BxTxD)
-    up = _dense(cfg, F, ("embed", "mlp"), "up_proj", False)(x_BxTxD)
+      return dense(cfg.hidden_size, ("mlp", "embed"), "fc2", True)(h)
+    gate = dense(F, ("embed", "mlp"), "gate_proj", False)(x_BxTxD)
+    up = dense(F, ("embed", "mlp"), "up_proj", False)(x_BxTxD)
     h = constrain(up * jax.nn.silu(gate), ("batch", "length", "mlp"))
-    return _dense(cfg, cfg.hidden_size, ("mlp", "embed"), "down_proj", False)(h)
+    return dense(cfg.hidden_size, ("mlp", "embed"), "down_proj", False)(h)
 
 
 class Block(nn.Module):
@@ -247,12 +262,12 @@ class Block(nn.Module):
     if cache is not None:
       a, cache = a
     if cfg.arch == "phi":
-      m = Mlp(cfg, name="mlp")(h)
+      m = Mlp(cfg, name="mlp")(h, deterministic)
       out = x_BxTxD + branch(a) + branch(m)
     else:
       x = x_BxTxD + branch(a)
       h = RMSNorm(cfg.layer_norm_eps, dtype, name="post_attention_norm")(x)
-      out = x + branch(Mlp(cfg, name="mlp")(h))
+      out = x + branch(Mlp(cfg, name="mlp")(h, deterministic))
     out = constrain(out.astype(dtype), ("batch", "length", "embed"))
     return out if cache is None else (out, cache)
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from phijax import data
 from phijax.config_files import ConfigError  # noqa: F401  (re-exported: train.ConfigError)
-from phijax.model import sharding
+from phijax.model import lora, sharding
 from phijax.model.config import ModelConfig
 from phijax.model.transformer import count_params
 from phijax.train import (checkpoint, curriculum, distributed, metrics, objectives, optim,
@@ -160,12 +160,14 @@ def _prepare(config, workdir: str) -> Run:
   workdir = os.path.abspath(workdir)
   mesh, rules, model_cfg, tok, cur, epochs_note = _run_directory(config, workdir)
   t = config.train
-  tx = optim.make_direction(config.optim, width_mult=model_cfg.width_mult)  # 1.0 without muP
+  adapters_only = model_cfg.lora.rank > 0  # LoRA: only the adapters train
+  tx = optim.make_direction(config.optim, width_mult=model_cfg.width_mult,  # 1.0 without muP
+                            adapters_only=adapters_only)
   fns = build(model_cfg, tx, mesh, rules,
               microbatches=t.microbatches, z_loss=t.z_loss, seed=t.seed,
               objective=t.objective, dpo_beta=t.dpo_beta,
               token_selection=t.token_selection, token_selection_by=t.token_selection_by,
-              trainable=optim.trainable(config.optim))
+              trainable=optim.trainable(config.optim, adapters_only=adapters_only))
   objective = objectives.make(config, tok, fns)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=t.keep_last)
   abstract = jax.eval_shape(fns.init.jitted, jax.random.key(t.seed))
@@ -180,8 +182,9 @@ def _prepare(config, workdir: str) -> Run:
   peak, peak_src = metrics.device_peak_flops(t.peak_flops)
   if epochs_note:
     progress.write(epochs_note)
-  progress.write(f"phijax: {model_cfg.arch} model, {count_params(model_cfg):,} params, mesh "
-                 f"{dict(mesh.shape)}, {total_steps} steps planned; MFU peak "
+  progress.write(f"phijax: {model_cfg.arch} model, {count_params(model_cfg):,} params"
+                 f"{lora.summary(model_cfg, abstract.params)}, mesh {dict(mesh.shape)}, "
+                 f"{total_steps} steps planned; MFU peak "
                  f"{peak / 1e9:.1f} GFLOP/s ({peak_src})")
   run = Run(config=config, workdir=workdir, model_cfg=model_cfg, mesh=mesh, tok=tok,
             cur=cur, fns=fns, objective=objective, ckpt=ckpt, state=state, step=step,

@@ -62,7 +62,9 @@ def load_reference(path, fns, what="init_from", vocab_size=None):
   """A frozen model's parameters, loaded once and sharded like the run's. With the
   run's ``vocab_size``, a reference with another vocabulary is an error naming both
   (before the shape check, which would name the embedding)."""
-  ref_cfg, params = weights.read_params(path, what)
+  # A LoRA reference is the model it computes (adapters merged); a LoRA run's own
+  # adapter slots then hold zeros (fit_params), which add nothing.
+  ref_cfg, params = weights.read_params(path, what, merged=True)
   if vocab_size is not None and ref_cfg.vocab_size != vocab_size:
     raise ConfigError(
         f"{what}: {path} has a vocabulary of {ref_cfg.vocab_size} tokens but this run's "

@@ -44,6 +44,14 @@ scalings and is refused.
 saved optimizer state shrinks accordingly. The logged ``grad_norm`` covers the trained
 parameters only, as the clip does (``trainable``, which ``phijax.train`` hands to the
 step).
+
+LoRA (``model.lora.rank`` > 0; ``adapters_only=True`` here, Hu et al. 2021): every
+parameter but the adapter factors (``phijax.model.lora``) is frozen the same way, so
+only the adapters hold optimizer state (``optim.freeze`` can freeze some adapters
+too). Every optimizer but galore takes them: Muon orthogonalises block kernels only,
+so the adapters (thin ``in x r`` and ``r x out`` factors, which PEFT users train with
+AdamW) take Muon's Adam branch with ``b1``/``b2``; galore, whose projection is for
+full-rank block matrices, has none left to project and is refused.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from phijax.model import sharding
+from phijax.model import lora, sharding
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "lion", "muon", "galore")
 
@@ -96,15 +104,20 @@ def path_string(path) -> str:
   return "/".join(sharding.path_names(path))
 
 
-def freeze_labels(patterns: str):
+def freeze_labels(patterns: str, adapters_only: bool = False):
   """``params -> tree of "frozen" / "train"``; raises naming a regex that matches no
-  parameter, with the paths there are."""
+  parameter, with the paths there are. ``adapters_only`` (LoRA): every parameter that
+  is not an adapter factor is frozen too."""
   regexes = []
   for text in filter(None, (t.strip() for t in patterns.split(","))):
     try:
       regexes.append((text, re.compile(text)))
     except re.error as e:
       raise ValueError(f"optim.freeze: {text!r} is not a regular expression ({e})") from None
+
+  def frozen(path) -> bool:
+    return ((adapters_only and not lora.is_adapter(sharding.path_names(path)))
+            or any(rx.search(path_string(path)) for _, rx in regexes))
 
   def labels(params):
     paths = [path_string(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
@@ -114,21 +127,70 @@ def freeze_labels(patterns: str):
         raise ValueError(f"optim.freeze: {text!r} matches no parameter path (they look "
                          f"like {shown})")
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: "frozen" if any(rx.search(path_string(path)) for _, rx in regexes)
-        else "train", params)
+        lambda path, _: "frozen" if frozen(path) else "train", params)
   return labels
 
 
-def trainable(cfg_optim):
+def trainable(cfg_optim, *, adapters_only: bool = False):
   """``params -> tree of bools`` (True where the parameter is trained), or None when
-  ``optim.freeze`` is off: the step's ``grad_norm`` covers the trained leaves only, as
-  the clip inside the "train" branch of ``make_direction`` does."""
+  nothing is frozen (no ``optim.freeze``, no LoRA): the step computes gradients of the
+  trained leaves only, and its ``grad_norm`` covers them only, as the clip inside the
+  "train" branch of ``make_direction`` does."""
   freeze = cfg_optim.get("freeze", "")
-  if not freeze:
+  if not freeze and not adapters_only:
     return None
-  labels = freeze_labels(freeze)
+  labels = freeze_labels(freeze, adapters_only)
   return lambda params: jax.tree_util.tree_map(lambda label: label == "train",
                                                labels(params))
+
+
+def trained_leaves(trainable, params):
+  """The leaves that train: ``params`` itself when ``trainable`` is None, else a list
+  of the leaves ``trainable(params)`` marks, in tree order."""
+  if trainable is None:
+    return params
+  return [x for x, t in zip(jax.tree_util.tree_leaves(params),
+                            jax.tree_util.tree_leaves(trainable(params))) if t]
+
+
+def value_and_trained_grad(loss_fn, trainable):
+  """``jax.value_and_grad(loss_fn, has_aux=True)`` over ``trained_leaves`` of its first
+  argument. Frozen leaves enter the loss as constants, so XLA never computes their
+  weight gradients (under LoRA most of the backward pass) nor accumulates them over
+  micro-batches."""
+  plain = jax.value_and_grad(loss_fn, has_aux=True)
+  if trainable is None:
+    return plain
+
+  def grad_fn(params, *args):
+    flat, treedef = jax.tree_util.tree_flatten(params)
+    mask = jax.tree_util.tree_leaves(trainable(params))
+
+    def of_trained(leaves):
+      it = iter(leaves)
+      return loss_fn(treedef.unflatten([next(it) if t else x for x, t in zip(flat, mask)]),
+                     *args)
+    return jax.value_and_grad(of_trained, has_aux=True)(trained_leaves(trainable, params))
+  return grad_fn
+
+
+def with_frozen_zeros(trainable, params, grads):
+  """``value_and_trained_grad``'s gradients back in ``params``' tree, zeros at the
+  frozen leaves (which the direction's ``set_to_zero`` never reads)."""
+  if trainable is None:
+    return grads
+  it = iter(grads)
+  return jax.tree_util.tree_map(lambda p, t: next(it) if t else jnp.zeros_like(p),
+                                params, trainable(params))
+
+
+def apply_direction(trainable, params, direction, lr):
+  """``params + lr * direction``; frozen leaves pass through untouched (``p + lr * 0.0``
+  would turn a stored -0.0 into +0.0: a frozen base keeps its bytes)."""
+  mask = (jax.tree_util.tree_map(lambda _: True, params) if trainable is None
+          else trainable(params))
+  return jax.tree_util.tree_map(lambda p, d, t: p + lr * d.astype(p.dtype) if t else p,
+                                params, direction, mask)
 
 
 def _is_dims(x) -> bool:
@@ -184,15 +246,27 @@ def mup_scaling(name: str, width_mult: float):
   return optax.masked(optax.scale(1.0 / width_mult), block_matrix_mask)
 
 
-def make_direction(cfg_optim, *, width_mult: float = 1.0) -> optax.GradientTransformation:
+def check_lora(cfg_optim) -> None:
+  """The optimizer can train LoRA adapters: every one but galore."""
+  if cfg_optim.name == "galore":
+    raise ValueError("optim.name='galore' with model.lora: GaLore projects the gradients "
+                     "of full block matrices, which LoRA freezes; use adamw (or muon, lion, "
+                     "sgd) to train the adapters")
+
+
+def make_direction(cfg_optim, *, width_mult: float = 1.0,
+                   adapters_only: bool = False) -> optax.GradientTransformation:
   """``cfg_optim`` is ``config.optim``; ``width_mult`` is the model config's (muP; 1.0
-  otherwise, which leaves the transformation as it was)."""
+  otherwise, which leaves the transformation as it was); ``adapters_only``: a LoRA
+  model (``model.lora.rank`` > 0), only its adapters train."""
+  if adapters_only:
+    check_lora(cfg_optim)
   tx = _direction(cfg_optim, mup_scaling(cfg_optim.name, width_mult))
   freeze = cfg_optim.get("freeze", "")
-  if not freeze:
+  if not freeze and not adapters_only:
     return tx
   return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
-                               freeze_labels(freeze))
+                               freeze_labels(freeze, adapters_only))
 
 
 def _direction(cfg_optim, mup=None) -> optax.GradientTransformation:

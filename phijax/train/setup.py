@@ -16,9 +16,9 @@ import jax
 from phijax import data, files
 from phijax.config_files import ConfigError
 from phijax.convert import weights
-from phijax.model import sharding
+from phijax.model import lora, sharding
 from phijax.model.config import ModelConfig
-from phijax.train import checkpoint, objectives, wandb_log
+from phijax.train import checkpoint, objectives, optim, wandb_log
 
 log = logging.getLogger("phijax")
 
@@ -44,6 +44,8 @@ def check_config(config, mesh) -> None:
     raise ConfigError(f"data.seq_len={config.data.seq_len} exceeds "
                       f"model.max_position_embeddings={config.model.max_position_embeddings}")
   objectives.check(config)
+  if (config.model.get("lora") or {}).get("rank", 0):
+    optim.check_lora(config.optim)  # before the run directory is written to
   wandb_log.check(config.train.wandb)  # asked for but not installed: fail before building
 
 
@@ -173,6 +175,9 @@ def restore_or_init(config, fns, ckpt, abstract):
     if t.init_from:  # warm start: parameters only, fresh optimizer state
       params = weights.load_init_params(t.init_from, abstract.params)
       params = jax.device_put(params, fns.state_shardings.params)
+      # LoRA: the source's model (a LoRA source's adapters merged) is the frozen base;
+      # the adapters start fresh (A random, B zero), so step 0 computes the source.
+      params = lora.with_adapters_from(params, state.params)
       state = state.replace(params=params, opt_state=jax.jit(
           fns.tx.init, out_shardings=fns.state_shardings.opt_state)(params))
       log.info("warm start: parameters from %s", t.init_from)

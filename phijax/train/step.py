@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+import functools
 from typing import Any
 
 import flax
@@ -34,7 +35,7 @@ from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from phijax.model import head_loss
-from phijax.train import losses
+from phijax.train import losses, optim
 from phijax.model import sharding, Transformer
 
 BATCH_DTYPES = {"inputs": jnp.int32, "targets": jnp.int32, "positions": jnp.int32,
@@ -143,10 +144,13 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
           token_selection: float = 0.0, token_selection_by: str = "excess",
           trainable=None) -> StepFns:
   """The step functions. ``trainable`` (``optim.trainable``): ``params -> tree of
-  bools``; the logged ``grad_norm`` (and the non-finite check) then covers the trained
-  parameters only. ``objective="dpo"``: batches of preference pairs
-  (``phijax.data.preferences``), and ``train_step(state, batch, lr, ref_params)``
-  takes the frozen reference model's parameters (sharded like ``params``).
+  bools``; only the trained parameters' gradients are computed (frozen ones, e.g. a
+  LoRA model's base, are constants of the differentiated loss), the logged
+  ``grad_norm`` (and the non-finite check) covers them only, and frozen parameters are
+  passed through the update untouched (their bytes stay as they were).
+  ``objective="dpo"``: batches of preference pairs (``phijax.data.preferences``), and
+  ``train_step(state, batch, lr, ref_params)`` takes the frozen reference model's
+  parameters (sharded like ``params``).
   ``token_selection`` > 0 (``lm`` only): the step takes the reference's parameters
   the same way and trains on that fraction of the tokens (``slm_sums``);
   ``token_selection_by="random"`` draws that fraction at random and takes no reference."""
@@ -262,7 +266,9 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
   else:
     loss_sums = slm_sums if token_selection else lm_sums
 
-  grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
+  # Gradients of the trained leaves only (all of them without a trainable mask).
+  grad_fn = optim.value_and_trained_grad(loss_sums, trainable)
+  trained = functools.partial(optim.trained_leaves, trainable)
 
   def train_step(state: TrainState, batch, lr, ref_params=None):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -288,7 +294,7 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
       first = jax.tree_util.tree_map(lambda x: x[0], micro)
       extra = dict(jax.eval_shape(loss_sums, state.params, first, rng, ref_params)[1])
       del extra["nll_sum"], extra["count"]
-      zeros = jax.tree_util.tree_map(jnp.zeros_like, state.params)
+      zeros = jax.tree_util.tree_map(jnp.zeros_like, trained(state.params))
       (grads, nll_sum, count, aux), _ = jax.lax.scan(
           body, (zeros, jnp.zeros(()), jnp.zeros(()),
                  jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), extra)),
@@ -296,14 +302,13 @@ def build(model_cfg, tx, mesh, rules, *, microbatches: int = 1, z_loss: float = 
     denom = jnp.maximum(count, 1.0)
     grads = jax.tree_util.tree_map(lambda g: g / denom, grads)
     loss = nll_sum / denom
-    # Frozen parameters' gradients move nothing: neither the logged norm nor the
-    # non-finite check counts them (the direction's own clip does not see them either).
-    grad_norm = optax.tree.norm(grads if trainable is None else [
-        g for g, t in zip(jax.tree_util.tree_leaves(grads),
-                          jax.tree_util.tree_leaves(trainable(grads))) if t])
-    direction, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = jax.tree_util.tree_map(lambda p, d: p + lr * d.astype(p.dtype),
-                                    state.params, direction)
+    # Frozen parameters have no gradient: neither the logged norm nor the non-finite
+    # check counts them (the direction's own clip does not see them either).
+    grad_norm = optax.tree.norm(grads)
+    direction, opt_state = tx.update(
+        optim.with_frozen_zeros(trainable, state.params, grads), state.opt_state,
+        state.params)
+    params = optim.apply_direction(trainable, state.params, direction, lr)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree_util.tree_map(
         lambda a, b: jnp.where(finite, a, b), new, old)
