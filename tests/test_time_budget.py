@@ -14,7 +14,7 @@ from phijax import config_files
 from phijax.train import curriculum, loop
 from phijax.train.pieces import time_budget
 
-BUDGET = 18.0  # seconds: start-up (~4-7 s with compiled steps cached), then steps
+BUDGET = 15.0  # seconds: start-up (~4-7 s with compiled steps cached), then steps
 
 
 def _config(*extra):
@@ -37,25 +37,27 @@ class _StopAt:
       run.stop("test")
 
 
-def test_a_resumed_run_keeps_its_plan_exactly(tmp_path):
+def test_a_resumed_run_keeps_its_plan(tmp_path):
   """Stopped right at the decision, the plan file edited to 14 steps (what any budget
-  could have decided), resumed: it ends at 14 whatever the budget, with the losses of a
-  run that had that plan from its start."""
+  could have decided), resumed with a budget that would allow thousands: it ends at 14,
+  every resumed step on the LR schedule of that plan. (That a resume is otherwise bit
+  for bit is tests/test_resume.py's; the steps before the decision had the warmup's LR,
+  which the plan does not change.)"""
   config = _config("--config.train.time_budget_s=1000")
-  cut, whole = str(tmp_path / "cut"), str(tmp_path / "whole")
+  cut = str(tmp_path / "cut")
   loop.train(config, cut, pieces=[_StopAt(time_budget.decision_step() + 2)])
   plan = time_budget.read(cut)
   assert plan["decided_at_step"] == time_budget.decision_step() + 2 == 12
+  assert plan["steps"] > 100  # 1000 s: far more than 14
   plan["steps"] = 14
-  for d in (cut, whole):
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, time_budget.FILE), "w") as f:
-      json.dump(plan, f)
+  with open(os.path.join(cut, time_budget.FILE), "w") as f:
+    json.dump(plan, f)
   loop.train(config, cut)
-  loop.train(config, whole)
-  a = {r["step"]: r["loss"] for r in _rows(cut) if "loss" in r}
-  b = {r["step"]: r["loss"] for r in _rows(whole) if "loss" in r}
-  assert max(a) == max(b) == 14 and a == b
+  rows = [r for r in _rows(cut) if "lr" in r]
+  cur = curriculum.Curriculum(time_budget.with_steps(config, 14))
+  assert max(r["step"] for r in rows) == 14
+  for r in rows:
+    assert r["lr"] == pytest.approx(cur.at(r["step"] - 1, r["tokens"]).lr, rel=1e-6), r
 
 
 def test_the_run_ends_decayed_within_its_budget(tmp_path):
@@ -78,7 +80,7 @@ def test_the_run_ends_decayed_within_its_budget(tmp_path):
   last = [r for r in rows if "lr" in r][-1]
   assert last["step"] == plan["steps"]
   assert last["lr"] == pytest.approx(cur.at(plan["steps"] - 1, 0).lr, rel=1e-6)
-  assert plan["steps"] >= 25  # a decay to see (the LR is the peak's at step 12)
+  assert plan["steps"] >= 20  # a decay to see (the LR is the peak's at step 12)
   assert last["lr"] == pytest.approx(config.optim.lr * config.curriculum.lr.min_ratio,
                                      rel=0.02)
 

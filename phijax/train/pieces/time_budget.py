@@ -6,14 +6,15 @@ provisional plan). When its LR warmup ends (``curriculum.lr.warmup_steps``, at l
 budget, counted from the call of ``train()`` (tokenizer training and compilation
 included) to the final evaluation's result (samples.txt and loss.png come after it):
 
-- a step's time: the mean wall time per step over the later half of the steps timed
-  (the first ``SKIPPED`` and the next few run slower: compilation, cold caches),
-  evaluations left out, per token, along the curriculum's trajectory (so
+- a step's time: the wall time of the steps after the first ``SKIPPED`` (compilation,
+  warm caches), synchronised only at the window's ends so that steps overlap as they
+  do in the rest of the run, evaluations left out, per token, along the curriculum's trajectory (so
   sequence-length warmup's short early steps count as short);
 - an evaluation's: one held-out batch timed at the decision, times the batches of each
   remaining periodic evaluation and of the final one;
 - a checkpoint's: ``CKPT_S`` per save still to come (``save_every``,
-  ``save_every_minutes``, the last one), and ``END_S`` for the end's bookkeeping.
+  ``save_every_minutes``, the last one), and ``END_S`` for the bookkeeping before the
+  final evaluation.
 
 The curriculum is then rebuilt for that many steps: the LR schedule decays to its end
 at the last step; stages and fractions follow. The plan is written to
@@ -28,7 +29,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import statistics
 import time
 
 import jax
@@ -37,8 +37,8 @@ from phijax.train.pieces.base import Piece
 
 FILE = "time_budget.json"
 SKIPPED, MEASURED = 2, 8
-CKPT_S = 0.3  # host time of one asynchronous save of a small model (measured 0.1-0.4 s)
-END_S = 1.0
+CKPT_S = 0.1  # host time of one asynchronous save of a small model (measured 0.05-0.3 s)
+END_S = 0.25  # between the last step and the final evaluation: the last save, the logs
 
 
 def decision_step() -> int:
@@ -100,25 +100,43 @@ class TimeBudget(Piece):
   def __init__(self, run):
     self.started = run.started  # time.time() when train() was called
     self.decided = read(run.workdir) is not None
-    self.intervals: list[float] = []  # wall time per step, evaluations left out
+    self.window_start = None  # perf_counter after the skipped steps, synchronised
+    self.timed = 0  # steps since then
+    self.excluded = 0.0  # evaluations' time inside the window
     self.evaluated = False
 
   def on_start(self, run) -> None:
-    self.last, self.first_step = time.perf_counter(), run.step
+    self.first_step = run.step
 
   def on_eval(self, run, ev) -> None:
-    self.evaluated = True  # this interval holds an evaluation: not a step's time
+    self.evaluated = True
 
   def after_step(self, run) -> None:
     if self.decided:
       return
-    jax.block_until_ready(run.metrics)  # the step's compute, not its dispatch
+    done = run.step - self.first_step
+    every = run.train.eval_every
+    # Synchronise where a step's compute must not spill into what is measured next
+    # (the window's start, an evaluation's time) or must be counted (the decision);
+    # elsewhere steps run ahead as usual, so the window sees their real throughput.
+    if done == SKIPPED or (every and run.step % every == 0):
+      jax.block_until_ready(run.metrics)
     now = time.perf_counter()
-    if run.step - self.first_step > SKIPPED and not self.evaluated:
-      self.intervals.append(now - self.last)
-    self.last, self.evaluated = now, False
-    if run.step >= int(run.config.curriculum.lr.warmup_steps) and self.intervals:
-      self._decide(run)
+    if done == SKIPPED:
+      self.window_start = now
+    elif done > SKIPPED:
+      self.timed += 1
+    self.after = now
+    if (self.timed >= MEASURED
+        and run.step >= int(run.config.curriculum.lr.warmup_steps)):
+      jax.block_until_ready(run.metrics)
+      self._decide(run, (time.perf_counter() - self.window_start - self.excluded)
+                    / self.timed)
+
+  def between_steps(self, run) -> None:
+    if self.evaluated and self.window_start is not None:
+      self.excluded += time.perf_counter() - self.after  # not a step's time
+    self.evaluated = False
 
   def _batches(self, run, n: int):
     evaluation = next((p for p in run.pieces if hasattr(p, "batches")), None)
@@ -135,11 +153,9 @@ class TimeBudget(Piece):
     run.objective.evaluate(run.state.params, one)
     return time.perf_counter() - start
 
-  def _decide(self, run) -> None:
+  def _decide(self, run, step_s: float) -> None:
     from phijax.train.curriculum import Curriculum
     t = run.train
-    # The later half: the first steps after compiling run slower than the rest.
-    step_s = statistics.fmean(self.intervals[len(self.intervals) // 2:])
     per_token = step_s / max(run.batch_tokens, 1)
     final = self._batches(run, t.final_eval_batches)
     batch_s = self._eval_batch_s(run, final)
@@ -172,4 +188,3 @@ class TimeBudget(Piece):
         f"{plan['elapsed_s']:.0f} s spent, final evaluation ~{final_s:.0f} s: planned "
         f"{steps} steps (was {plan['provisional_steps']}), the LR schedule rebuilt for them")
     self.decided = True
-    self.last = time.perf_counter()
