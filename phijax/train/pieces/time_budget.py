@@ -8,8 +8,8 @@ included) to the final evaluation's result (samples.txt and loss.png come after 
 
 - a step's time: the wall time of the steps after the first ``SKIPPED`` (compilation,
   warm caches), synchronised only at the window's ends so that steps overlap as they
-  do in the rest of the run, evaluations left out, per token, along the curriculum's trajectory (so
-  sequence-length warmup's short early steps count as short);
+  do in the rest of the run, evaluations left out; per token, along the curriculum's
+  trajectory (so sequence-length warmup's short early steps count as short);
 - an evaluation's: one held-out batch timed at the decision, times the batches of each
   remaining periodic evaluation and of the final one;
 - a checkpoint's: ``CKPT_S`` per save still to come (``save_every``,
