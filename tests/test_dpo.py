@@ -42,8 +42,6 @@ def test_dpo_loss_equals_numpy():
 
 import json  # noqa: E402
 import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -53,7 +51,6 @@ from phijax import data  # noqa: E402
 from phijax.data import preferences, sft  # noqa: E402
 from phijax.model import Transformer, abstract_params  # noqa: E402
 from phijax.model.config import ModelConfig  # noqa: E402
-from tests.devices import xla_flags  # noqa: E402
 from tests.test_data import _cfg, _corpus_texts  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,28 +137,24 @@ def test_dpo_step_loss_equals_numpy_from_independent_forwards(tok):
   assert float(m["reward_accuracy"]) == pytest.approx(np.mean(np.array(margins) > 0))
 
 
-def test_dpo_run_from_a_pretrained_run(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=xla_flags(1))
-  common = ["--config=tiny:runlocal", "--config.train.batch_size=4",
-            "--config.train.samples=0", "--config.train.progress=false"]
+def test_dpo_run_from_a_pretrained_run(tmp_path, capsys):
+  # In this process (the two runs share its start-up), as python -m phijax.train runs.
+  from phijax import config_files
+  from phijax.train import loop
+  common = ["--config.train.batch_size=4", "--config.train.samples=0",
+            "--config.train.progress=false"]
   # The warm start only needs its checkpoint: one held-out batch for its final eval.
-  pre = subprocess.run([sys.executable, "-m", "phijax.train", *common,
-                        f"--workdir={tmp_path}/pre", "--config.train.steps=3",
-                        "--config.train.final_eval_batches=1"],
-                       capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-  assert pre.returncode == 0, pre.stderr[-3000:]
+  loop.train(config_files.load("tiny:runlocal", [
+      *common, "--config.train.steps=3", "--config.train.final_eval_batches=1"]),
+      str(tmp_path / "pre"))
   (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
-  proc = subprocess.run(
-      [sys.executable, "-m", "phijax.train", *common, f"--workdir={tmp_path}/dpo",
-       "--config.train.steps=6", "--config.train.objective=dpo",
-       f"--config.train.init_from={tmp_path}/pre", "--config.train.log_every=1",
-       "--config.train.eval_every=3", "--config.data.heldout_fraction=0.2",
-       "--config.optim.lr=3e-3", "--config.curriculum.lr.warmup_steps=0",
-       "--config.data.sources.stdlib.kind=preferences",
-       f"--config.data.sources.stdlib.path={tmp_path}/pairs.jsonl"],
-      capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  loop.train(config_files.load("tiny:runlocal", [
+      *common, "--config.train.steps=6", "--config.train.objective=dpo",
+      f"--config.train.init_from={tmp_path}/pre", "--config.train.log_every=1",
+      "--config.train.eval_every=3", "--config.data.heldout_fraction=0.2",
+      "--config.optim.lr=3e-3", "--config.curriculum.lr.warmup_steps=0",
+      "--config.data.sources.stdlib.kind=preferences",
+      f"--config.data.sources.stdlib.path={tmp_path}/pairs.jsonl"]), str(tmp_path / "dpo"))
   rows = [json.loads(l) for l in open(tmp_path / "dpo" / "metrics.jsonl")]
   train_rows = [r for r in rows if "loss" in r]
   # Step 1: the policy is its reference (the warm start, dropout off): loss ln 2.
@@ -173,7 +166,7 @@ def test_dpo_run_from_a_pretrained_run(tmp_path):
   assert len(start) == 1 and start[0]["eval_loss"] == pytest.approx(np.log(2.0), abs=1e-5)
   final = [r for r in rows if r.get("final")][-1]
   assert final["eval_pairs"] > 0 and 0.0 <= final["eval_reward_accuracy"] <= 1.0
-  assert "held-out DPO loss" in proc.stdout
+  assert "held-out DPO loss" in capsys.readouterr().out
 
 
 # ------------------------------------------- the SFT baseline and held-out scores

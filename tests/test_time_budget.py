@@ -14,7 +14,7 @@ from phijax import config_files
 from phijax.train import curriculum, loop
 from phijax.train.pieces import time_budget
 
-BUDGET = 15.0  # seconds: start-up (~4-7 s with compiled steps cached), then steps
+BUDGET = 12.0  # seconds: start-up (~4-7 s with compiled steps cached), then steps
 
 
 def _config(*extra):
