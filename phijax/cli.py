@@ -232,3 +232,24 @@ def _message(e: BaseException) -> str:
                     FileExistsError, PermissionError)) and e.filename and e.strerror:
     return f"{e.strerror}: {e.filename}"
   return str(e) or type(e).__name__
+
+
+class Progress:
+  """``progress(done, total)`` for a long pass over documents: a line on stderr that
+  updates in place on a terminal, else a line every ``every`` seconds, with the time
+  since it was made."""
+
+  def __init__(self, label: str, every: float = 5.0):
+    import time
+    self.time = time.monotonic
+    self.label, self.every, self.start = label, every, self.time()
+    self.last, self.tty = self.start, sys.stderr.isatty()
+
+  def __call__(self, done: int, total: int) -> None:
+    now = self.time()
+    if done < total and now - self.last < (0.2 if self.tty else self.every):
+      return
+    self.last = now
+    line = f"{self.label}: {done:,}/{total:,} documents, {now - self.start:.1f} s"
+    end = "\n" if (done == total or not self.tty) else ""
+    print(("\r" if self.tty else "") + line, end=end, file=sys.stderr, flush=True)

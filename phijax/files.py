@@ -124,3 +124,17 @@ def _not_an_abandoned_read(record) -> bool:
     return True
   return not ("exception was never retrieved" in text
               and any(word in text for word in _READ_ERRORS))
+
+
+def stamp(root, paths) -> str:
+  """What identifies a set of files without reading them: sha256 over each file's path
+  relative to ``root``, size and modification time (an edit that keeps a file's size
+  still changes it). Corpus keys, quality-report caches and model stamps use it."""
+  import hashlib
+  import pathlib
+  ids = []
+  for f in paths:
+    st = pathlib.Path(f).stat()
+    ids.append(f"{pathlib.Path(f).relative_to(root).as_posix()}:{st.st_size}:"
+               f"{st.st_mtime_ns}")
+  return hashlib.sha256("\n".join(ids).encode()).hexdigest()

@@ -23,6 +23,7 @@ from phijax.data.tokenizer import train_tokenizer
 from phijax.model import params_io
 from phijax.model import transformer as model_lib
 from phijax.model.config import ModelConfig
+from tests.test_quality import iterator_resumes_exactly
 
 CFG = ModelConfig(arch="phi", vocab_size=320, hidden_size=32, num_layers=2, num_heads=4,
                   intermediate_size=64, max_position_embeddings=256,
@@ -141,7 +142,7 @@ def test_pipeline_end_to_end_cached_and_reused(planted, capsys, tmp_path, monkey
   out = tmp_path / "scores.json"
   code, text, err = _score(capsys, root, model, f"--out={out}")
   assert code == 0, err
-  assert "embed: " in err  # progress
+  assert "embed text: 120/120 documents" in err  # progress
   doc = json.loads(out.read_text())
   r = doc["report"]
   assert r["labelled"] == 100 and r["heldout"] == 25
@@ -207,7 +208,6 @@ def test_the_filter_keeps_exactly_the_top_fraction(planted, tmp_path):
 
 
 def test_filtered_iterator_resumes_exactly(planted, tmp_path):
-  from phijax import data
   from phijax.data import fingerprint
   root, labels, model = planted
   path = tmp_path / "scores.json"
@@ -217,15 +217,7 @@ def test_filtered_iterator_resumes_exactly(planted, tmp_path):
               "--config.data.sources.text.quality_keep=0.5", "--config.data.seq_len=32",
               f"--config.data.tokenizer.path={model / 'tokenizer.model'}")
   assert "quality" in json.dumps(fingerprint.corpus_key(c.data, ["text"])[1])
-  tok = data.load_tokenizer(c.data)
-  first = data.make_train_iterator(c.data, tok, batch_size=2, seed=0)
-  next(first)
-  state = first.get_state()
-  want = [next(first) for _ in range(3)]
-  second = data.make_train_iterator(c.data, tok, batch_size=2, seed=0)
-  second.set_state(state)
-  for a, b in zip(want, [next(second) for _ in range(3)]):
-    assert all(np.array_equal(a[k], b[k]) for k in a)
+  iterator_resumes_exactly(c.data)
 
 
 @pytest.mark.parametrize("fields, message", [

@@ -62,7 +62,13 @@ def test_frozen_parameters_keep_their_values_and_hold_no_state(tmp_path):
     else:
       assert not np.array_equal(after[k], before[k]), k
   # Resume: the frozen state round-trips through a checkpoint and trains on the same.
-  ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), async_save=False)
+  resumed_step_is_exact(fns, state, batch, tmp_path / "ckpt")
+
+
+def resumed_step_is_exact(fns, state, batch, directory):
+  """``state`` saved at step 2 and restored: the next step from each is the same bit
+  for bit (every leaf of the new state). Returns both steps' metrics."""
+  ckpt = checkpoint.Checkpointer(str(directory), async_save=False)
   ckpt.save(2, state, {"step": 2})
   ckpt.wait()
   abstract = checkpoint.abstract_like(
@@ -70,10 +76,11 @@ def test_frozen_parameters_keep_their_values_and_hold_no_state(tmp_path):
   step, restored, _ = ckpt.restore_latest(abstract)
   ckpt.close()
   assert step == 2
-  a, _ = fns.train_step(state, batch, jnp.float32(1e-2))
-  b, _ = fns.train_step(restored, batch, jnp.float32(1e-2))
+  a, ma = fns.train_step(state, batch, jnp.float32(1e-2))
+  b, mb = fns.train_step(restored, batch, jnp.float32(1e-2))
   for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  return ma, mb
 
 
 def test_regex_matching_nothing_is_named():

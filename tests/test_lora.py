@@ -23,9 +23,10 @@ from ml_collections import ConfigDict
 from phijax import config as base
 from phijax.model import Transformer, init_params, lora, params_io, sharding
 from phijax.model.config import ModelConfig
-from phijax.train import checkpoint, optim
+from phijax.train import optim
 from phijax.train.step import build, device_batch, random_batch
 from tests.devices import xla_flags
+from tests.test_freeze import _flat, resumed_step_is_exact
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHI = ModelConfig(arch="phi", vocab_size=64, hidden_size=32, num_layers=2, num_heads=4,
@@ -34,11 +35,6 @@ PHI3 = ModelConfig(arch="phi3", vocab_size=64, hidden_size=32, num_layers=2, num
                    num_kv_heads=2, intermediate_size=64)
 EVERY = dict(rank=4, alpha=8.0, targets=".")  # every block matrix, o_proj's [H, E, D] too
 TOKENS = np.random.default_rng(0).integers(0, 64, (2, 12)).astype(np.int32)
-
-
-def _flat(tree):
-  return {optim.path_string(p): np.asarray(x)
-          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 @functools.lru_cache(maxsize=None)
@@ -126,19 +122,8 @@ def test_only_adapters_train_base_bytes_unchanged_and_resume_is_exact(tmp_path):
       assert not np.array_equal(after[k], before[k]), k
     else:  # bit for bit: the frozen base passes through the update untouched
       assert after[k].tobytes() == before[k].tobytes(), k
-  ckpt = checkpoint.Checkpointer(str(tmp_path / "ckpt"), async_save=False)
-  ckpt.save(2, state, {"step": 2})
-  ckpt.wait()
-  abstract = checkpoint.abstract_like(
-      jax.eval_shape(fns.init.jitted, jax.random.key(0)), fns.state_shardings)
-  step, restored, _ = ckpt.restore_latest(abstract)
-  ckpt.close()
-  assert step == 2
-  a, ma = fns.train_step(state, batch, jnp.float32(1e-2))
-  b, mb = fns.train_step(restored, batch, jnp.float32(1e-2))
+  ma, mb = resumed_step_is_exact(fns, state, batch, tmp_path / "ckpt")
   assert float(ma["loss"]) == float(mb["loss"])
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 @pytest.mark.parametrize("name", ["muon", "sgd", "lion"])

@@ -382,7 +382,6 @@ def test_training_with_the_filters_on(dup_corpus, tmp_path):
   """configs/text.py:runlocal (tiny's smoke run on one source) trains a couple of steps
   with both filters on; the corpus key (tokenizer, token cache, provenance) says so, and
   the filtered data iterator resumes exactly from a saved state."""
-  from phijax import data
   from phijax.data import fingerprint, pipeline
   from phijax.train import loop
   root, docs, expected = dup_corpus
@@ -403,12 +402,19 @@ def test_training_with_the_filters_on(dup_corpus, tmp_path):
   losses = [r["loss"] for r in rows if "loss" in r]
   assert max(r["step"] for r in rows) == 2 and losses and np.isfinite(losses).all(), rows
 
-  tok = data.load_tokenizer(config.data)
-  first = data.make_train_iterator(config.data, tok, batch_size=2, seed=0)
+  iterator_resumes_exactly(config.data)
+
+
+def iterator_resumes_exactly(cfg_data):
+  """The (filtered) training iterator, restored from its state after one batch, gives
+  the next three batches the uninterrupted one gives."""
+  from phijax import data
+  tok = data.load_tokenizer(cfg_data)
+  first = data.make_train_iterator(cfg_data, tok, batch_size=2, seed=0)
   next(first)
   state = first.get_state()
   want = [next(first) for _ in range(3)]
-  second = data.make_train_iterator(config.data, tok, batch_size=2, seed=0)
+  second = data.make_train_iterator(cfg_data, tok, batch_size=2, seed=0)
   second.set_state(state)
   for a, b in zip(want, [next(second) for _ in range(3)]):
     assert all(np.array_equal(a[k], b[k]) for k in a)

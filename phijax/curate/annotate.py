@@ -16,13 +16,12 @@ An annotator is named by a string (``--annotator``):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 
 import numpy as np
 
-from phijax import cli
+from phijax import cli, files
 from phijax.data.quality import rubric
 
 MODEL_KINDS = ("run", "params", "hf")
@@ -58,15 +57,12 @@ def parse(spec: str, flag: str = "--annotator") -> Annotator:
 
 
 def stamp(path: str) -> str:
-  """A cheap content stamp of a file or directory: names, sizes and modification
-  times (a new checkpoint or an edited labels file is a new annotator)."""
-  h = hashlib.sha256()
-  entries = [path] if os.path.isfile(path) else sorted(
-      os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
-  for p in entries:
-    st = os.stat(p)
-    h.update(f"{os.path.relpath(p, path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-  return h.hexdigest()[:16]
+  """A cheap content stamp of a file or directory (``phijax.files.stamp``): a new
+  checkpoint or an edited labels file is a new annotator."""
+  if os.path.isfile(path):
+    return files.stamp(os.path.dirname(path), [path])[:16]
+  return files.stamp(path, sorted(os.path.join(d, f) for d, _, fs in os.walk(path)
+                                  for f in fs))[:16]
 
 
 def read_labels(path: str, keys: list[str]) -> dict[str, int]:

@@ -15,8 +15,6 @@ on its batch-mates or on the device count.
 
 from __future__ import annotations
 
-import time
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -66,7 +64,7 @@ class Forward:
                        "tokens")
     batch = max(self.divisor, -(-int(batch_size) // self.divisor) * self.divisor)
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-    out, done, start = None, 0, time.monotonic()
+    out, done = None, 0
     with sharding.mesh_context(self.mesh), nn.logical_axis_rules(self.rules):
       for b in range(0, len(order), batch):
         idx = order[b:b + batch]
@@ -83,7 +81,7 @@ class Forward:
         out[idx] = res
         done += len(idx)
         if progress:
-          progress(done, len(rows), time.monotonic() - start)
+          progress(done, len(rows))
     return out if out is not None else np.zeros((0, self.cfg.hidden_size), np.float32)
 
   def embed(self, token_lists, *, max_tokens: int = 256, batch_size: int = 32,

@@ -118,7 +118,8 @@ def _labels(src, s: Settings, keys, train_idx, progress):
 def compute(cfg_data, name: str, loaded, s: Settings, *, progress=None,
             recompute: bool = False):
   """``(scores document, cache path, hit)`` for source ``name`` of ``cfg_data``, the
-  embedding model ``loaded`` (``phijax.evals.model_source.Loaded``) and ``s``."""
+  embedding model ``loaded`` (``phijax.evals.model_source.Loaded``) and ``s``.
+  ``progress(stage)``: a ``(done, total)`` callback for the stage ("annotate", "embed")."""
   identity = filters.source_identity(name, cfg_data.sources[name], cfg_data.heldout_fraction)
   model_id = model_identity(loaded)
   path = filters.cache_path(name, "scores", _key(identity, model_id, s.key_fields()))
@@ -129,9 +130,9 @@ def compute(cfg_data, name: str, loaded, s: Settings, *, progress=None,
   keys = [src.key(i) for i in range(src.num_documents)]
   train_idx = np.flatnonzero(~np.asarray(src.heldout, bool))
   idx, labels, margins = _labels(src, s, keys, train_idx,
-                                 progress and (lambda d, n, t: progress("annotate", d, n, t)))
+                                 progress and progress("annotate"))
   X, hit = embeddings(src, identity, loaded, model_id, s, recompute=recompute,
-                      progress=progress and (lambda d, n, t: progress("embed", d, n, t)))
+                      progress=progress and progress("embed"))
   clf, report = classify.fit(X[idx], labels, kind=s.classifier, seed=s.seed)
   p = classify.good_probability(clf, X)
   report.update(documents=len(keys), training_documents=int(len(train_idx)),

@@ -26,8 +26,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
-import time
 
 
 def _parser():
@@ -57,22 +55,6 @@ def _parser():
   parser.add_argument("--recompute", action="store_true",
                       help="ignore cached embeddings and scores (and replace them)")
   return parser
-
-
-class Progress:
-  """A line per stage every few seconds on a pipe (in place on a terminal)."""
-
-  def __init__(self, every: float = 5.0):
-    self.every, self.last, self.tty = every, 0.0, sys.stderr.isatty()
-
-  def __call__(self, stage: str, done: int, total: int, seconds: float) -> None:
-    now = time.monotonic()
-    if done < total and now - self.last < (0.2 if self.tty else self.every):
-      return
-    self.last = now
-    line = f"{stage}: {done:,}/{total:,} documents, {seconds:.1f} s"
-    end = "\n" if (done == total or not self.tty) else ""
-    print(("\r" if self.tty else "") + line, end=end, file=sys.stderr, flush=True)
 
 
 def source_name(cfg, spec: str) -> str:
@@ -133,8 +115,9 @@ def main(args):
                      label_share=args.label_share, classifier=args.classifier,
                      seed=args.seed, max_tokens=args.max_tokens, batch_size=args.batch_size)
   loaded = model_source.load(args)
-  doc, path, hit = score.compute(cfg.data, name, loaded, s, progress=Progress(),
-                                 recompute=args.recompute)
+  doc, path, hit = score.compute(
+      cfg.data, name, loaded, s, progress=lambda stage: cli.Progress(f"{stage} {name}"),
+      recompute=args.recompute)
   print(summary(doc, path, args.show))
   print("  from the cache" if hit else f"  computed in {doc['report']['seconds']:.1f} s")
   target = path

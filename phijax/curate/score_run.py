@@ -88,7 +88,7 @@ def main(args):
                      sample=c.sample, label_share=c.label_share, classifier=c.classifier,
                      seed=c.seed, max_tokens=c.max_tokens, batch_size=c.batch_size)
   doc, path, _ = score.compute(cfg.data, name, loaded, s,
-                               progress=score_command.Progress())
+                               progress=lambda stage: cli.Progress(f"{stage} {name}"))
   scores.write(os.path.join(workdir, "scores.json"), doc)
   scores.write(os.path.join(workdir, "rubric_scores.json"), _rubric_scores(cfg.data, name))
   print(score_command.summary(doc, os.path.join(workdir, "scores.json"), 5), flush=True)

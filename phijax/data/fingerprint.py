@@ -8,6 +8,7 @@ import pathlib
 import re
 from typing import Iterable, Sequence
 
+from phijax import files as files_lib
 from phijax.data import corpus, sources
 from phijax.data.quality import filters
 
@@ -48,16 +49,10 @@ def corpus_key(cfg_data, names: Sequence[str]) -> tuple[str, dict]:
     entry = dict(
         name=name, kind=scfg.kind, text_field=scfg.get("text_field", "text"),
         root=str(pathlib.Path(root).resolve()),
-        files=_files_digest(_file_id(root, f) for f in files))
+        files=files_lib.stamp(root, files))
     wanted = filters.settings(name, scfg)
     if wanted:
       entry["filters"] = wanted
     described.append(entry)
   label = re.sub(r"[^A-Za-z0-9_.-]+", "_", "+".join(d["name"] for d in described))[:40]
   return label or "corpus", dict(corpus=described)
-
-
-def _file_id(root, f) -> str:
-  # Size and modification time: an edit that keeps a file's size still retrains.
-  st = pathlib.Path(f).stat()
-  return f"{pathlib.Path(f).relative_to(root).as_posix()}:{st.st_size}:{st.st_mtime_ns}"

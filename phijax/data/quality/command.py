@@ -21,7 +21,6 @@ the command reports what the source's filter settings drop.
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 TOOLS = ("dedup", "contamination")
@@ -62,26 +61,6 @@ def _parser():
   return parser
 
 
-class _Progress:
-  """``progress(done, total)`` for long scans: a line on stderr that updates in place on
-  a terminal, else a line every ``every`` seconds."""
-
-  def __init__(self, label: str, every: float = 5.0):
-    self.label, self.every, self.last = label, every, time.monotonic()
-    self.tty = sys.stderr.isatty()
-
-  def __call__(self, done: int, total: int) -> None:
-    now = time.monotonic()
-    if done < total and now - self.last < (0.2 if self.tty else self.every):
-      return
-    self.last = now
-    line = f"{self.label}: {done:,}/{total:,} documents"
-    if self.tty:
-      print(f"\r{line}", end="\n" if done == total else "", file=sys.stderr, flush=True)
-    elif done < total:
-      print(line, file=sys.stderr, flush=True)
-
-
 def _sources(cfg, spec: str) -> list[str]:
   from phijax import cli
   names = [n.strip() for n in spec.split(",") if n.strip()]
@@ -110,6 +89,7 @@ def _build(cfg, name: str):
 
 
 def _dedup(args, cfg, name, src):
+  from phijax import cli
   from phijax.data.quality import dedup, filters
   scfg = cfg.data.sources[name]
   s = dedup.Settings(
@@ -121,7 +101,7 @@ def _dedup(args, cfg, name, src):
   ).check({"mode": "--mode", "threshold": "--threshold", "shingle": "--shingle",
            "num_perm": "--num_perm"})
   rep, path, hit = filters.dedup_report(
-      src, scfg, cfg.data.heldout_fraction, s, progress=_Progress(f"dedup {name}"),
+      src, scfg, cfg.data.heldout_fraction, s, progress=cli.Progress(f"dedup {name}"),
       recompute=args.recompute)
   return rep, path, hit, dedup.summary(rep, args.show)
 
@@ -148,7 +128,7 @@ def _contamination(args, cfg, name, src):
       others[other] = (_build(cfg, other), cfg.data.sources[other])
   rep, path, hit = filters.contamination_report(
       src, scfg, cfg.data.heldout_fraction, against, n, others=others,
-      progress=_Progress(f"contamination {name}"), recompute=args.recompute)
+      progress=cli.Progress(f"contamination {name}"), recompute=args.recompute)
   return rep, path, hit, contamination.summary(rep, args.show)
 
 

@@ -34,6 +34,7 @@ from importlib import metadata
 
 import numpy as np
 
+from phijax import files as files_lib
 from phijax.data import kinds
 from phijax.data.errors import DataError
 from phijax.data.quality import contamination, dedup, evalsets, scores
@@ -86,12 +87,7 @@ def source_identity(name: str, scfg, heldout_fraction: float) -> dict:
   if kind.generated:
     return out
   root, files = kind.files(name, scfg)
-  digest = hashlib.sha256()
-  for f in files:
-    st = pathlib.Path(f).stat()
-    digest.update(f"{pathlib.Path(f).relative_to(root).as_posix()}:{st.st_size}:"
-                  f"{st.st_mtime_ns}\n".encode())
-  out.update(root=str(pathlib.Path(root).resolve()), files=digest.hexdigest())
+  out.update(root=str(pathlib.Path(root).resolve()), files=files_lib.stamp(root, files))
   return out
 
 
