@@ -50,18 +50,27 @@ def get_config(arg=None):
   c = tiny.get_config()
   c = base.finish(c, ",".join(sorted(words & set(base.RUN_ARGS))) or None)
   # After runlocal's shrink: the extension follows the (possibly shrunk) trained length
-  # and head dims.
+  # and head dims; runlocal keeps its own short schedule.
+  if "runlocal" in words:
+    return extend(c, kind, steps=c.train.steps, eval_every=c.train.eval_every,
+                  save_every=c.train.save_every)
+  return extend(c, kind)
+
+
+def extend(c, kind: str, *, steps: int = 150, lr: float = 3e-3, eval_every: int = 75,
+           save_every: int = 75):
+  """Config ``c`` (a run's, trained at ``c.data.seq_len``) turned into its continuation
+  at STRETCH times the length with the ``kind`` scaling: the recipe of this file's
+  docstring (experiments/context_extension.py uses it on the ablations' small phi)."""
   trained = int(c.data.seq_len)
   length = STRETCH * trained
   c.data.seq_len = length
   c.model.max_position_embeddings = length
   c.model.rope_scaling = rope_scaling_for(kind, c.model, trained)
-  c.train.update(steps=c.train.steps if "runlocal" in words else 150,
-                 batch_size=max(1, c.train.batch_size // STRETCH),
-                 eval_every=c.train.eval_every if "runlocal" in words else 75,
-                 save_every=c.train.save_every if "runlocal" in words else 75)
-  c.optim.update(lr=3e-3)
-  c.curriculum.lr.update(schedule="cosine", warmup_steps=min(10, c.train.steps // 10),
+  c.train.update(steps=steps, tokens=0, batch_size=max(1, c.train.batch_size // STRETCH),
+                 eval_every=eval_every, save_every=save_every)
+  c.optim.update(lr=lr)
+  c.curriculum.lr.update(schedule="cosine", warmup_steps=min(10, steps // 10),
                          min_ratio=0.1)
   c.curriculum.seq_warmup.update(enabled=True, start=trained, max=0, duration=0.3,
                                  duration_unit="fraction", buckets="pow2", mode="truncate")

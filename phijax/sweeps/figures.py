@@ -151,3 +151,26 @@ def plot_final(table: Table, path: str, metric: str = "eval_loss") -> None:
     if others:
       ax.legend(fontsize="small", loc="best")
   fig.savefig(path, dpi=100)
+
+
+def plot_columns(table: Table, path: str, columns: list[str], *, xlabel: str,
+                 ylabel: str, title: str, xticks: list[str] | None = None) -> None:
+  """One line per arm group across ``columns`` (seed means; dots: seeds): a metric
+  measured at several places of one arm, e.g. held-out loss by position bucket
+  (``loss_0_256``, ``loss_256_512``, ...)."""
+  from matplotlib.figure import Figure
+
+  groups = table.groups()
+  fig = Figure(figsize=(8, 5), layout="constrained")
+  ax = fig.subplots()
+  xs = list(range(len(columns)))
+  for (key, members), color in zip(groups, _colors(len(groups))):
+    means = [mean_std(r.get(c) for r in members)[0] for c in columns]
+    ax.plot(xs, means, "o-", color=color, linewidth=2, label=_group_label(key))
+    for r in members:
+      ax.plot(xs, [r.get(c, math.nan) for c in columns], ".", color=color, alpha=0.5)
+  ax.set_xticks(xs, xticks or columns)
+  ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize="small", loc="best")
+  fig.savefig(path, dpi=100)
