@@ -37,12 +37,20 @@ from phijax.data import config as data_config
 def get_config(arg=None):
   c = tiny.get_config()
   c.data.sources = {"sft": data_config.source("sft", "", template="plain")}
-  c.model.update(resid_pdrop=0.2, resid_pdrop_schedule="linear")
+  recipe(c, lr=1e-4)
   c.train.update(epochs=10, batch_size=16, keep_best=1, best_metric="eval_loss",
                  eval_batches=0, final_eval_batches=0, save_every=0, samples=0, log_every=5)
-  c.optim.update(name="adamw", lr=1e-4, b1=0.9, b2=0.95, weight_decay=0.1, clip=1.0)
-  c.curriculum.lr.update(schedule="linear", warmup_steps=0, min_ratio=0.1)
   c = base.finish(c, arg)
   if "runlocal" in base.check_arg(arg, base.RUN_ARGS):
     c.train.epochs = 1  # epochs set the steps: one pass is the smoke run
+  return c
+
+
+def recipe(c, *, lr: float):
+  """LIMA's optimisation on config ``c``: residual dropout rising to 0.2 at the top
+  layer, AdamW (0.9, 0.95, weight decay 0.1, clip 1), no warmup, linear decay to a
+  tenth of ``lr``. experiments/exercise_sft.py and lora_vs_full.py fine-tune with it."""
+  c.model.update(resid_pdrop=0.2, resid_pdrop_schedule="linear")
+  c.optim.update(name="adamw", lr=lr, b1=0.9, b2=0.95, weight_decay=0.1, clip=1.0)
+  c.curriculum.lr.update(schedule="linear", warmup_steps=0, min_ratio=0.1)
   return c

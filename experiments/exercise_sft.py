@@ -24,7 +24,7 @@ the runs train on different data, so no generic loss curves (PLOTS).
 """
 
 from phijax import config as base
-from phijax.configs import tiny
+from phijax.configs import lima_sft, tiny
 from phijax.data import config as data_config, exercises as data_exercises
 from phijax.sweeps.evals import ArmEval
 from phijax.sweeps.stats import Comparison
@@ -59,11 +59,9 @@ def get_config(arg=None):
   c.data.sources.exercises = data_config.source("sft", exercises_path(), weight=0.0)
   c.data.eval_sources = "stdlib"
   if recipe in ("sft", "cpt"):
-    c.model.update(resid_pdrop=0.2, resid_pdrop_schedule="linear")
+    lima_sft.recipe(c, lr=SFT_LR)
     c.train.update(steps=SFT_STEPS, tokens=0)
-    c.optim.update(name="adamw", lr=SFT_LR, b1=0.9, b2=0.95, weight_decay=0.1, clip=1.0)
-    c.curriculum.lr.update(schedule="linear", warmup_steps=0, min_ratio=0.1,
-                           token_based_decay=False)
+    c.curriculum.lr.token_based_decay = False
     c.data.sources.stdlib.weight = 0.0
     if recipe == "sft":
       c.data.sources.exercises.weight = 1.0

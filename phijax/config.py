@@ -4,7 +4,8 @@
 
 - ``model``: architecture (see ``phijax.model.config.ModelConfig`` for every field),
   ``attention_impl``, ``dtype`` (compute), ``remat``; ``model.lora``: LoRA adapters
-  (``rank``, ``alpha``, ``dropout``, ``targets``; ``phijax.model.lora``).
+  (``rank``, ``alpha``, ``dropout``, ``targets``, ``quantize``: QLoRA's NF4 base;
+  ``phijax.model.lora``, ``phijax.model.quant``).
 - ``data``: sources, tokenizer, max ``seq_len``, ``workers`` (``phijax.data.config``).
 - ``train``: ``steps`` (or ``tokens``), ``batch_size``, ``seed``, ``log_every``,
   ``eval_every``, ``save_every``, ...; ``train.wandb``: optional Weights & Biases

@@ -94,7 +94,7 @@ def plan(config, mesh_sizes: dict, activations: bool = True) -> dict:
 
   from phijax.model import attention
   from phijax.train import optim
-  from phijax.model import sharding
+  from phijax.model import quant, sharding
   from phijax.kernels.flash import UnsupportedAttention
   from phijax.model.config import ModelConfig
   from phijax.train.step import build
@@ -130,10 +130,21 @@ def plan(config, mesh_sizes: dict, activations: bool = True) -> dict:
          "model": f"{model_cfg.arch}, {model_cfg.num_layers} layers, hidden "
                   f"{model_cfg.hidden_size}, {config.optim.name}"
                   + (f", LoRA rank {model_cfg.lora.rank}" if model_cfg.lora.rank else ""),
-         "parameters": sum(x.size for x in jax.tree_util.tree_leaves(state.params)),
+         "parameters": quant.parameter_count(state.params),
          "trainable": sum(x.size for x, _ in trained),
          "params_bytes": shard_bytes(state.params, shardings.params),
          "opt_bytes": shard_bytes(state.opt_state, shardings.opt_state)}
+  # QLoRA: the quantized block matrices' bytes (per device) and the values they hold.
+  nodes = [(x, sh) for (p, x), sh in zip(jax.tree_util.tree_flatten_with_path(state.params)[0],
+                                         jax.tree_util.tree_leaves(shardings.params))
+           if len(p) > 1 and quant.kind_of(sharding.path_names(p)[-2])]
+  if nodes:
+    out["quantized"] = {
+        "kind": model_cfg.lora.quantize,
+        "parameters": sum(math.prod(n["codes"].shape) * (2 if k == "nf4" else 1)
+                          for _, k, n in quant.quantized_nodes(state.params)),
+        "bytes": shard_bytes([x for x, _ in nodes], [sh for _, sh in nodes]),
+        "global_bytes": sum(math.prod(x.shape) * x.dtype.itemsize for x, _ in nodes)}
   # Gradients: the trained parameters' dtype and sharding (frozen ones get none).
   out["grad_bytes"] = shard_bytes([x for x, _ in trained], [sh for _, sh in trained])
   # DPO and Rho-1 hold a frozen reference model beside the trained one, placed as the
@@ -172,6 +183,12 @@ def _size(n: float) -> str:
   return f"{n / GB:9.2f} GB" if n >= 0.1 * GB else f"{n / 1e6:9.2f} MB"
 
 
+def _quantized_line(q: dict) -> str:
+  return (f"    of which base   {_size(q['bytes'])}  ({q['parameters']:,} block-matrix "
+          f"values in {q['kind']}: {q['global_bytes'] / q['parameters']:.3f} bytes each, "
+          "float32's 4)")
+
+
 def report(p: dict) -> str:
   mesh = ",".join(f"{a}={s}" for a, s in p["mesh"].items())
   lines = [f"{p['model']}: {p['parameters']:,} parameters on mesh {mesh} "
@@ -182,6 +199,7 @@ def report(p: dict) -> str:
              if p.get("trainable", p["parameters"]) < p["parameters"] else []),
            "per device:",
            f"  parameters        {_size(p['params_bytes'])}",
+           *([_quantized_line(p["quantized"])] if p.get("quantized") else []),
            f"  optimizer state   {_size(p['opt_bytes'])}"]
   if p["ref_bytes"]:
     lines.append(f"  reference model   {_size(p['ref_bytes'])}  (frozen: DPO / Rho-1 token "

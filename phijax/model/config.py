@@ -40,6 +40,10 @@ class LoraConfig:
   # layers_0/attn/q_proj, layers_3/mlp/fc1 (phi3: gate_proj, up_proj, down_proj); the
   # default is the paper's W_q and W_v, "." adapts every block matrix.
   targets: str = "q_proj|v_proj"
+  # QLoRA (phijax/model/quant.py): "nf4" (4-bit NormalFloat, double-quantised scales:
+  # 4.127 bits a parameter) or "int8" stores every block matrix of the frozen base
+  # quantized, dequantized per matmul; "" keeps it float32. Needs rank > 0.
+  quantize: str = ""
 
   @classmethod
   def from_dict(cls, d) -> "LoraConfig":
@@ -235,6 +239,11 @@ def _check_lora(lora: LoraConfig, arch: str, num_layers: int, bad) -> None:
   import re
   if not isinstance(lora.rank, int) or lora.rank < 0:
     bad("lora.rank", f"must be an integer >= 0 (0 = no adapters), got {lora.rank!r}")
+  if lora.quantize not in ("", "nf4", "int8"):
+    bad("lora.quantize", f"{lora.quantize!r}; choose 'nf4', 'int8' or '' (a float32 base)")
+  if lora.quantize and not lora.rank:
+    bad("lora.quantize", f"{lora.quantize!r} freezes a quantized base: it needs adapters "
+        "to train (set model.lora.rank > 0, QLoRA) or quantize='' for full training")
   if not lora.rank:
     return  # off: the other fields are not read
   if not (isinstance(lora.alpha, (int, float)) and lora.alpha > 0 and math.isfinite(lora.alpha)):

@@ -25,8 +25,9 @@ by the same rules as their matrix.
 Face export (``phijax.convert.to_hf``) writes and what a warm start from a LoRA run
 loads as its base.
 
-QLoRA would store the base quantized: ``Dense.base_kernel`` is the one place that
-reads the base weight, so a dequantizing variant replaces only it.
+QLoRA (``model.lora.quantize``, ``phijax.model.quant``) stores the base quantized:
+``Dense.base_kernel``, the one read of the base weight, dequantizes it; ``merge``
+dequantizes it first.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import numpy as np
 from flax import linen as nn
 
 from phijax.model.config import LoraConfig, block_matrix_paths  # noqa: F401 (re-exported)
+from phijax.model import quant
 from phijax.model.sharding import path_names
 
 ADAPTER = "lora"  # the adapter's module name inside its matrix, and its rank's axis name
@@ -116,11 +118,12 @@ def summary(cfg, params) -> str:
 
 def merge(cfg, params):
   """``(cfg without lora, params)`` with every adapter folded into its base kernel,
-  ``W + (alpha / rank) * A B`` in float32 on the host. A config without adapters is
+  ``W + (alpha / rank) * A B`` in float32 on the host (a quantized ``W`` dequantized). A config without adapters is
   returned as it is."""
   if cfg.lora.rank == 0:
     return cfg, params
   scale = cfg.lora.alpha / cfg.lora.rank
+  params = quant.dequantize_tree(params)  # QLoRA: the base as the step computed it
 
   def fold(node):
     if not isinstance(node, Mapping):

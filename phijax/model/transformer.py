@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from phijax.model import attention, lora, rope, streaming
+from phijax.model import attention, lora, quant, rope, streaming
 from phijax.model.config import ModelConfig, as_model_config
 
 Partitioned = nn.with_logical_partitioning
@@ -100,8 +100,12 @@ class Dense(nn.Module):
   deterministic: bool = True  # the adapter's dropout is off
 
   def base_kernel(self, shape):
-    """The base weight in float32: the one read of it, so a quantized base (QLoRA's
-    NF4) would change only this."""
+    """The base weight in float32: the one read of it. QLoRA (``lora.quantize``): the
+    frozen base stored quantized, dequantized here (``phijax.model.quant``)."""
+    if self.lora is not None and self.lora.quantize:
+      kind = self.lora.quantize
+      return quant.QuantizedKernel(kind, tuple(shape), self.names, self.init_std,
+                                   name=quant.node_name(kind))()
     return self.param("kernel", Partitioned(nn.initializers.normal(self.init_std),
                                             self.names), shape, jnp.float32)
 
@@ -431,5 +435,4 @@ def count_params(cfg) -> int:
 def _count_params(cfg: ModelConfig) -> int:
   # Cached: tracing the model's init takes ~70 ms, and the training loop asks at every
   # logged step (MFU).
-  leaves = jax.tree_util.tree_leaves(nn.unbox(abstract_params(cfg)))
-  return int(sum(x.size for x in leaves))
+  return quant.parameter_count(nn.unbox(abstract_params(cfg)))

@@ -174,7 +174,7 @@ def _prepare(config, workdir: str) -> Run:
   opt_bytes = optim.state_bytes_per_parameter(abstract.opt_state, abstract.params)
   log.info("optimizer %s: %.2f bytes of state per parameter", config.optim.name, opt_bytes)
   state, (step, tokens, stage), data_state, restored_step = setup.restore_or_init(
-      config, fns, ckpt, abstract)
+      config, fns, ckpt, abstract, workdir)
 
   plan = cur.at(step, tokens)
   total_steps = cur.total_steps_estimate()

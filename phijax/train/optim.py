@@ -63,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from phijax.model import lora, sharding
+from phijax.model import lora, quant, sharding
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "lion", "muon", "galore")
 
@@ -222,8 +222,7 @@ def state_bytes_per_parameter(opt_state, params) -> float:
   state's ``jax.eval_shape``)."""
   size = sum(int(np.prod(x.shape)) * x.dtype.itemsize
              for x in jax.tree_util.tree_leaves(opt_state))
-  count = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params))
-  return size / max(count, 1)
+  return size / max(quant.parameter_count(params), 1)
 
 
 def block_matrix_mask(params):

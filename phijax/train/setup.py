@@ -16,7 +16,7 @@ import jax
 from phijax import data, files
 from phijax.config_files import ConfigError
 from phijax.convert import weights
-from phijax.model import lora, sharding
+from phijax.model import lora, quant, sharding
 from phijax.model.config import ModelConfig
 from phijax.train import checkpoint, objectives, optim, wandb_log
 
@@ -163,17 +163,18 @@ def enable_compilation_cache(path: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
-def restore_or_init(config, fns, ckpt, abstract):
+def restore_or_init(config, fns, ckpt, abstract, workdir: str | None = None):
   """The state to train from: ``(state, (step, tokens, stage), data_state,
   restored_step)``. The newest readable checkpoint if there is one (``restored_step``
   is its step), else a fresh state from ``train.seed`` (``restored_step`` -1), with
-  the parameters of ``train.init_from`` when that is set."""
+  the parameters of ``train.init_from`` when that is set (QLoRA: quantized here, the
+  error written to ``workdir``/quantization.json)."""
   t = config.train
   restored = ckpt.restore_latest(checkpoint.abstract_like(abstract, fns.state_shardings))
   if restored is None:
     state = fns.init(jax.random.key(t.seed))
     if t.init_from:  # warm start: parameters only, fresh optimizer state
-      params = weights.load_init_params(t.init_from, abstract.params)
+      params = _warm_start_params(t.init_from, abstract.params, workdir)
       params = jax.device_put(params, fns.state_shardings.params)
       # LoRA: the source's model (a LoRA source's adapters merged) is the frozen base;
       # the adapters start fresh (A random, B zero), so step 0 computes the source.
@@ -188,3 +189,21 @@ def restore_or_init(config, fns, ckpt, abstract):
   log.info("resumed from step %d (%d tokens) in %s", position[0], position[1],
            ckpt.directory)
   return state, position, data_state, step
+
+
+def _warm_start_params(path: str, abstract_params, workdir: str | None):
+  """``train.init_from``'s parameters in the run's tree. A quantized base (QLoRA's
+  ``model.lora.quantize``) is read as float32 and quantized, and how far the stored
+  base is from the source's is logged and kept in ``quantization.json``."""
+  if not quant.quantized_nodes(abstract_params):
+    return weights.load_init_params(path, abstract_params)
+  dense = weights.load_init_params(path, quant.float_like(abstract_params))
+  params = quant.quantize_like(dense, abstract_params)
+  report = quant.report(dense, params)
+  log.info("quantized base: %d matrices, %s parameters at %.3f bytes each, relative RMS "
+           "error %.4f", report["matrices"], f"{report['parameters']:,}",
+           report["bytes_per_parameter"], report["relative_rms_error"])
+  if workdir and jax.process_index() == 0:
+    with open(os.path.join(workdir, "quantization.json"), "w") as f:
+      json.dump(report, f, indent=2)
+  return params
