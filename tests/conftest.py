@@ -40,7 +40,7 @@ LONGEST_FIRST = [
     "test_curriculum_train.py",  # one 30-50 s test (unlisted, it came last and ran alone)
     "test_generate.py", "test_kernels.py", "test_resume.py", "test_launch.py",
     "test_evaluate.py", "test_rope_scaling.py", "test_extend_context.py", "test_time_budget.py",
-    "test_curate_score.py", "test_lora.py", "test_streaming.py", "test_synth.py",
+    "test_curate_score.py", "test_lora.py", "test_qlora.py", "test_streaming.py", "test_synth.py",
     "test_export.py", "test_dpo.py", "test_wandb.py", "test_train_cli.py",
     "test_code_eval.py", "test_model_hf.py", "test_own_corpus.py", "test_logs.py",
     "test_token_selection.py", "test_execute.py",

@@ -217,7 +217,7 @@ import json, sys
 import jax, numpy as np
 from ml_collections import ConfigDict
 from flax import linen as nn
-from phijax.model import Transformer, init_params, lora, sharding
+from phijax.model import Transformer, init_params, lora, quant, sharding
 from phijax.model.config import ModelConfig
 cfg = ModelConfig(arch="phi3", vocab_size=64, hidden_size=32, num_layers=1, num_heads=8,
                   num_kv_heads=8, head_dim=8, intermediate_size=64,
@@ -228,33 +228,45 @@ params = jax.tree_util.tree_map(
     jax.eval_shape(lambda: init_params(cfg, jax.random.key(0))))
 tokens = np.random.default_rng(0).integers(0, 64, (8, 12)).astype(np.int32)
 rules = list(sharding.DEFAULT_RULES)
+# QLoRA: the same model over its base in NF4 (the codes shard by the kernel's names).
+qcfg = cfg.replace(lora=dict(rank=4, targets=".", quantize="nf4"))
+qparams = quant.quantize_like(params, jax.eval_shape(lambda: init_params(qcfg, jax.random.key(0))))
 out = {}
-for shape in ((1, 1, 1), (2, 2, 2)):
-  mesh = sharding.make_mesh(ConfigDict(dict(data=shape[0], fsdp=shape[1], tensor=shape[2])),
-                            jax.devices()[:int(np.prod(shape))])
-  specs = nn.get_partition_spec(jax.eval_shape(
-      lambda: Transformer(cfg).init(jax.random.key(0), tokens[:1, :8]))["params"])
-  shardings = sharding.logical_sharding(mesh, rules, specs, params)
-  placed = jax.device_put(params, shardings)
-  with sharding.mesh_context(mesh), nn.logical_axis_rules(rules):
-    logits = jax.jit(lambda p, t: Transformer(cfg).apply({"params": p}, t))(placed, tokens)
-  q = placed["layers_0"]["attn"]["q_proj"]["lora"]
-  out[str(shape)] = {"logits": np.asarray(logits).tolist(),
-                     **{k: [list(x.sharding.spec), list(x.sharding.shard_shape(x.shape))]
-                        for k, x in q.items()}}
+for name, c, p in (("lora", cfg, params), ("qlora", qcfg, qparams)):
+  for shape in ((1, 1, 1), (2, 2, 2)):
+    mesh = sharding.make_mesh(ConfigDict(dict(data=shape[0], fsdp=shape[1], tensor=shape[2])),
+                              jax.devices()[:int(np.prod(shape))])
+    specs = nn.get_partition_spec(jax.eval_shape(
+        lambda: Transformer(c).init(jax.random.key(0), tokens[:1, :8]))["params"])
+    shardings = sharding.logical_sharding(mesh, rules, specs, p)
+    placed = jax.device_put(p, shardings)
+    with sharding.mesh_context(mesh), nn.logical_axis_rules(rules):
+      logits = jax.jit(lambda p, t: Transformer(c).apply({"params": p}, t))(placed, tokens)
+    q = dict(placed["layers_0"]["attn"]["q_proj"]["lora"])
+    if name == "qlora":
+      q["codes"] = placed["layers_0"]["attn"]["q_proj"]["kernel_nf4"]["codes"]
+    out[name + str(shape)] = {"logits": np.asarray(logits).tolist(),
+                              **{k: [list(x.sharding.spec), list(x.sharding.shard_shape(x.shape))]
+                                 for k, x in q.items()}}
 print("RESULT" + json.dumps(out))
 """
 
 
 def test_sharded_mesh_forward_equals_one_device():
   """Adapters carry their matrix's logical names plus an unsharded ``lora`` axis: on a
-  (2, 2, 2) mesh q_proj's A splits embed over fsdp, B splits heads over tensor."""
+  (2, 2, 2) mesh q_proj's A splits embed over fsdp, B splits heads over tensor; a
+  QLoRA base's NF4 codes split as the kernel they hold."""
   env = dict(os.environ, XLA_FLAGS=xla_flags(8), JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", MESH_SCRIPT], env=env, capture_output=True,
                         text=True, cwd=ROOT, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))[6:])
-  one, mesh = out["(1, 1, 1)"], out["(2, 2, 2)"]
-  np.testing.assert_allclose(mesh["logits"], one["logits"], atol=1e-5, rtol=0)
-  assert mesh["a"] == [["fsdp", None], [16, 4]]
-  assert mesh["b"] == [[None, "tensor", None], [4, 4, 8]]
+  for name in ("lora", "qlora"):
+    one, mesh = out[name + "(1, 1, 1)"], out[name + "(2, 2, 2)"]
+    np.testing.assert_allclose(mesh["logits"], one["logits"], atol=1e-5, rtol=0)
+    assert mesh["a"] == [["fsdp", None], [16, 4]]
+    assert mesh["b"] == [[None, "tensor", None], [4, 4, 8]]
+  # NF4 codes [D, H, E / 2]: embed over fsdp, heads over tensor, as the kernel.
+  assert out["qlora(2, 2, 2)"]["codes"] == [["fsdp", "tensor", None], [16, 4, 4]]
+  assert np.abs(np.subtract(out["qlora(1, 1, 1)"]["logits"],
+                            out["lora(1, 1, 1)"]["logits"])).max() > 0  # the base did change
