@@ -164,3 +164,43 @@ def test_bad_settings_are_one_line_naming_the_field():
   with pytest.raises(ValueError, match="not a multiple of the 64-value blocks") as e:
     init_params(odd, jax.random.key(0))
   assert "\n" not in str(e.value)
+
+
+def test_a_qlora_run_exports_its_adapters_alone_and_reads_back_exactly(tmp_path):
+  """A QLoRA run warm-started from a float base: ``--adapters_only`` writes the
+  adapters (a fraction of the model's bytes) and the base's path and hash; reading the
+  directory re-quantizes the base and gives the run's parameters bit for bit; a changed
+  base is refused in one line."""
+  from phijax.convert import adapters, weights
+  from phijax.train import loop
+
+  config = config_files.load("tiny:runlocal", [
+      "--config.train.steps=2", "--config.train.batch_size=2", "--config.data.seq_len=32",
+      "--config.train.samples=0", "--config.train.progress=false",
+      "--config.train.eval_every=0", "--config.train.final_eval_batches=1",
+      "--config.train.eval_batches=1", "--config.curriculum.lr.warmup_steps=0",
+      "--config.curriculum.seq_warmup.enabled=false"])
+  pre_cfg = ModelConfig.from_dict(config.model)
+  params_io.save_params(str(tmp_path / "pre"), pre_cfg, init_params(pre_cfg, jax.random.key(7)))
+  config.model.lora.update(rank=2, targets="attn", quantize="nf4")
+  config.train.init_from = str(tmp_path / "pre")
+  loop.train(config, str(tmp_path / "run"))
+  report = json.loads((tmp_path / "run" / "quantization.json").read_text())
+  assert report["matrices"] == 6 * pre_cfg.num_layers and report["relative_rms_error"] < 0.11
+  cfg, trained, _ = weights.load_run_params(str(tmp_path / "run"))
+
+  summary = adapters.export(str(tmp_path / "run"), str(tmp_path / "ad"))
+  assert summary["num_params"] == lora.count(trained)
+  stored = _flat(params_io.load_params(str(tmp_path / "ad"))[1])
+  assert stored and all("/lora/" in k for k in stored)
+  read_cfg, read = weights.read_params(str(tmp_path / "ad"))
+  assert read_cfg == cfg
+  flat, want = _flat(read), _flat(trained)
+  assert sorted(flat) == sorted(want)
+  for k in want:
+    assert flat[k].tobytes() == want[k].tobytes(), k
+
+  params_io.save_params(str(tmp_path / "pre"), pre_cfg, init_params(pre_cfg, jax.random.key(8)))
+  with pytest.raises(ValueError, match="not the one .* were trained over") as e:
+    weights.read_params(str(tmp_path / "ad"))
+  assert "\n" not in str(e.value)

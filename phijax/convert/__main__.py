@@ -4,11 +4,14 @@
     python -m phijax.convert --run=runs/tiny --step=200 --out=ckpt/tiny200       # run -> phijax
     python -m phijax.convert --hf_dir=path/to/phi-2 --out=ckpt/phi2              # HF -> phijax
     python -m phijax.convert --phijax_dir=ckpt/phi2 --to_hf --out=hf/phi2        # phijax -> HF
+    python -m phijax.convert --run=runs/lima_lora --adapters_only --out=ckpt/lima_ad  # LoRA
 
 A run export reads only the parameters of the newest checkpoint (or --step) and
 copies the run's tokenizer.model; with --to_hf it also writes a Hugging Face fast
 tokenizer (tokenizer.json) that encodes text to the same ids as phijax, so
 transformers' AutoModelForCausalLM and AutoTokenizer load the directory.
+--adapters_only writes a LoRA run's adapters alone, naming the base they go over
+(``phijax.convert.adapters``); every reader of a phijax directory puts them back on it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ parser.add_argument("--step", type=cli.positive_int, default=None,
                     help="with --run: the checkpoint step to export (default: the newest)")
 parser.add_argument("--to_hf", action="store_true",
                     help="write a Hugging Face directory (from --run or --phijax_dir)")
+parser.add_argument("--adapters_only", action="store_true",
+                    help="with --run of a LoRA run: its adapters alone (kilobytes), with "
+                         "the path and hash of the base they were trained over")
 parser.add_argument("--out", type=cli.new_dir, required=True, metavar="DIR",
                     help="output directory (created; files in it are overwritten)")
 
@@ -36,6 +42,15 @@ parser.add_argument("--out", type=cli.new_dir, required=True, metavar="DIR",
 def main(args):
   if args.step is not None and not args.run:
     raise cli.UsageError("--step picks a checkpoint of --run; give --run=RUN")
+  if args.adapters_only:
+    if not args.run or args.to_hf:
+      raise cli.UsageError("--adapters_only exports a LoRA run's adapters: give --run=RUN "
+                           "(and no --to_hf: Hugging Face Phi has no adapters)")
+    from phijax.convert import adapters
+    s = adapters.export(args.run, args.out, step=args.step)
+    print(f"wrote LoRA adapters to {s['out']}: step {s['step']} of {s['run']}, "
+          f"{s['num_params']:,} adapter parameters over the base {s['base']}")
+    return
   if args.run:
     from phijax.convert import export
     s = export.export_run(args.run, args.out, step=args.step, to_hf=args.to_hf)
@@ -53,7 +68,8 @@ def main(args):
     if not args.to_hf:
       raise cli.UsageError("--phijax_dir is already phijax parameters; add --to_hf to "
                            "write a Hugging Face directory")
-    cfg, params = params_io.load_params(args.phijax_dir)
+    from phijax.convert import weights
+    cfg, params = weights.read_params(args.phijax_dir, "--phijax_dir")  # adapters too
     convert.to_hf(cfg, params, args.out)
     print(f"wrote Hugging Face model to {args.out}: arch={cfg.arch}, "
           f"{count_params(cfg):,} parameters")

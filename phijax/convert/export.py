@@ -16,10 +16,8 @@ import json
 import os
 import shutil
 
-import jax
-
 from phijax.convert import weights
-from phijax.model import lora, params_io
+from phijax.model import lora, params_io, quant
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -43,7 +41,7 @@ def export_run(run: str, out: str, *, step: int | None = None, to_hf: bool = Fal
     notes.append(f"LoRA adapters (rank {cfg.lora.rank}, alpha {cfg.lora.alpha:g}) merged "
                  "into their matrices")
     cfg, params = lora.merge(cfg, params)
-  num_params = sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+  num_params = quant.parameter_count(params)
   tok = None
   tok_path = os.path.join(run, TOKENIZER_FILE)
   if os.path.isfile(tok_path):

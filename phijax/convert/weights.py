@@ -11,9 +11,11 @@ directory's format is written by ``phijax.train.checkpoint.Checkpointer``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -138,6 +140,8 @@ def read_params(path: str, what: str = "init_from", merged: bool = False):
       raise FileNotFoundError(f"{what}: {path} has no checkpoints")
     model_cfg, params, _ = load_run_params(path)
     return model_cfg, params
+  if is_adapters_dir(path):  # LoRA adapters alone (phijax.convert.adapters): over their base
+    return read_adapters(path, what)
   if os.path.exists(os.path.join(path, "model_config.json")):
     from phijax.model import params_io
     return params_io.load_params(path)
@@ -186,3 +190,55 @@ def check_shapes(params, abstract_params, path: str, what: str = "init_from",
                        f"{path} but the model needs {tuple(spec.shape)}")
     leaves.append(flat[name])
   return leaves
+
+
+# LoRA adapters exported alone (phijax.convert.adapters) and read back over their base.
+ADAPTERS_MANIFEST = "adapters.json"
+
+
+def base_hash(params) -> str:
+  """SHA-256 over a float32 base's leaves (tree order, names and bytes)."""
+  from phijax.model import sharding
+  h = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    h.update("/".join(sharding.path_names(path)).encode())
+    h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
+  return h.hexdigest()
+
+
+def is_adapters_dir(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, ADAPTERS_MANIFEST))
+
+
+def read_adapters(path: str, what: str = "init_from"):
+  """``(model_config, params)``: the adapters of ``path`` over the base it names."""
+  from phijax import files
+  from phijax.model import init_params, lora, params_io, quant
+
+  manifest = files.read_json_object(os.path.join(path, ADAPTERS_MANIFEST), "an adapters manifest")
+  cfg, adapters = params_io.load_params(path)
+  base = manifest.get("base", "")
+  if not os.path.exists(base):
+    raise FileNotFoundError(f"{what}: {path} holds LoRA adapters over the base {base}, "
+                            "which does not exist here; put the base back there (or edit "
+                            f"{ADAPTERS_MANIFEST}'s \"base\")")
+  _, float_base = read_params(base, what, merged=True)
+  if base_hash(float_base) != manifest.get("base_sha256"):
+    raise ValueError(f"{what}: the base {base} is not the one {path}'s adapters were "
+                     "trained over (its parameters' SHA-256 differs); the adapters only "
+                     "compute the trained model over that exact base")
+  abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
+  full = fit_params(float_base, quant.float_like(abstract), base, what)
+  if quant.quantized_nodes(abstract):
+    full = quant.quantize_like(full, abstract)
+  return cfg, jax.device_get(lora.with_adapters_from(full, _overlay(abstract, adapters)))
+
+
+def _overlay(abstract, adapters):
+  """``abstract``'s tree with the adapters where it has them (zeros elsewhere: unused)."""
+  from phijax.model import lora, sharding
+  flat = {jax.tree_util.keystr(k): v
+          for k, v in jax.tree_util.tree_flatten_with_path(adapters)[0]}
+  return jax.tree_util.tree_map_with_path(
+      lambda p, x: np.asarray(flat[jax.tree_util.keystr(p)])
+      if lora.is_adapter(sharding.path_names(p)) else np.zeros(x.shape, x.dtype), abstract)

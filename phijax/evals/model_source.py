@@ -74,9 +74,13 @@ def load_run(run: str, step: int | None = None) -> Loaded:
 
 
 def load_params_dir(directory: str) -> Loaded:
+  from phijax.convert import weights
   from phijax.model import params_io
   directory = os.path.abspath(directory)
-  cfg, params = params_io.load_params(directory)
+  if weights.is_adapters_dir(directory):  # LoRA adapters alone: over the base they name
+    cfg, params = weights.read_adapters(directory, "--params_dir")
+  else:
+    cfg, params = params_io.load_params(directory)
   tok = _sentencepiece(directory, "python -m phijax.convert --run=RUN copies the run's")
   _check_vocab(tok, cfg, directory)
   _check_params(cfg, params, directory)

@@ -118,8 +118,8 @@ def summary(cfg, params) -> str:
 
 def merge(cfg, params):
   """``(cfg without lora, params)`` with every adapter folded into its base kernel,
-  ``W + (alpha / rank) * A B`` in float32 on the host (a quantized ``W`` dequantized). A config without adapters is
-  returned as it is."""
+  ``W + (alpha / rank) * A B`` in float32 on the host (a quantized ``W`` dequantized).
+  A config without adapters is returned as it is."""
   if cfg.lora.rank == 0:
     return cfg, params
   scale = cfg.lora.alpha / cfg.lora.rank
@@ -134,6 +134,22 @@ def merge(cfg, params):
       out["kernel"] = np.asarray(out["kernel"], np.float32) + scale * np.tensordot(a, b, 1)
     return out
   return cfg.replace(lora=LoraConfig()), fold(dict(params))
+
+
+def adapters(params):
+  """The adapter factors of ``params`` alone, in its nesting (what a LoRA run adds to
+  its base: ``phijax.convert --adapters_only``)."""
+  def keep(node):
+    out = {}
+    for k, v in node.items():
+      if k == ADAPTER:
+        out[k] = dict(v)
+      elif isinstance(v, Mapping):
+        sub = keep(v)
+        if sub:
+          out[k] = sub
+    return out
+  return keep(params)
 
 
 def with_adapters_from(params, source):
