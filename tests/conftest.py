@@ -38,6 +38,7 @@ os.environ["XLA_FLAGS"] = " ".join(
 LONGEST_FIRST = [
     "test_multihost.py", "test_sweep.py", "test_notebooks.py", "test_attention_mesh.py",
     "test_curriculum_train.py",  # one 30-50 s test (unlisted, it came last and ran alone)
+    "test_host_rows.py",  # 4 processes x 2 devices against 1 x 8: ~35 s
     "test_generate.py", "test_kernels.py", "test_resume.py", "test_launch.py",
     "test_evaluate.py", "test_rope_scaling.py", "test_extend_context.py", "test_time_budget.py",
     "test_curate_score.py", "test_lora.py", "test_qlora.py", "test_streaming.py", "test_synth.py",
@@ -45,7 +46,7 @@ LONGEST_FIRST = [
     "test_code_eval.py", "test_model_hf.py", "test_own_corpus.py", "test_logs.py",
     "test_token_selection.py", "test_execute.py",
     "test_sharpness.py", "test_plan.py", "test_mup.py", "test_galore.py",
-    "test_freeze.py", "test_quality.py",
+    "test_freeze.py", "test_quality.py", "test_prepare.py",
 ]
 _RANK = {name: i for i, name in enumerate(LONGEST_FIRST)}
 

@@ -125,7 +125,8 @@ def defaults() -> ConfigDict:
       workers=0,  # grain worker processes (0: everything in the calling process)
       read_threads=2,  # threads reading + tokenizing documents per process
       # "global": each epoch's packed rows in one random order over the whole train
-      # split (tokenized into memory at the start, 8 bytes a token); "documents":
+      # split (tokenized into memory at the start, 8 bytes a token; with prepared, the
+      # lengths only); each host reads only its rows (phijax.data.hosts). "documents":
       # documents shuffled and streamed, rows shuffled in windows of shuffle_rows.
       shuffle="global",
       shuffle_rows=1024,  # shuffle="documents": rows shuffled in windows of this many
@@ -138,6 +139,10 @@ def defaults() -> ConfigDict:
       # makes (full-batch gradient descent on train.batch_size x seq_len fixed tokens,
       # as in experiments/edge_of_stability.py); workers are then not used.
       fixed_batch=False,
+      # A directory python -m phijax.data.prepare wrote: text sources read their tokens
+      # from its shards (nothing tokenized; a host reads only the documents its rows
+      # hold); "" = tokenize on the fly (phijax.data.prepare).
+      prepared="",
       tokenizer=ConfigDict(dict(
           path="",  # a sentencepiece .model; "" trains one on the sources' train split
           vocab_size=8192,  # pieces of a trained tokenizer (a loaded one: at most)

@@ -135,28 +135,55 @@ class PackedRows:
   documents' examples laid end to end (the last row padded). Every document is
   tokenized once, at construction (``Source.tokens_of``), so an epoch's rows
   can then be read in any order: grain's ``shuffle`` gives a corpus-wide random order,
-  resumable by index. Memory: 8 bytes a token (inputs and targets)."""
+  resumable by index. Memory: 8 bytes a token (inputs and targets); a prepared source
+  (``phijax.data.prepare``) keeps only the lengths and reads a row's documents when
+  the row is asked for."""
 
   def __init__(self, source, indices, tok, seq_len: int, *, order_seed: int,
                read_threads: int = 1, cache_path=None):
     indices = np.asarray(indices, np.int64)
-    docs = cached_tokens(source, indices, tok, read_threads, cache_path)
+    # A prepared source (phijax.data.prepare) knows its documents' lengths: the layout
+    # is computed from them and a row reads only its own documents (lazily).
+    store = getattr(source, "prepared", None)
+    if store is not None:
+      store_lengths = store.lengths[indices]
+      docs = None
+    else:
+      docs = cached_tokens(source, indices, tok, read_threads, cache_path)
+      store_lengths = np.asarray([len(d) for d in docs], np.int64)
     perm = np.random.default_rng(order_seed).permutation(len(indices))
-    kept = [k for k in perm if len(docs[k]) > 1]
+    kept = perm[store_lengths[perm] > 1]
     self.order = indices[kept]  # the documents in packing order
-    docs = [docs[k] for k in kept]
-    if not docs:
+    if not len(kept):
       raise DataError(f"data source {source.name!r}: its documents hold no tokens")
-    lengths = np.asarray([len(d) - 1 for d in docs], np.int64)  # examples: doc[:-1]
+    lengths = store_lengths[kept] - 1  # examples: doc[:-1]
     self.starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    self.inputs = np.concatenate([d[:-1] for d in docs]).astype(np.int32)
-    self.targets = np.concatenate([d[1:] for d in docs]).astype(np.int32)
+    self._num_tokens = int(lengths.sum())
     self.seq_len, self.pad_id = seq_len, tok.pad_id
-    self.num_documents = len(docs)
+    self.num_documents = len(kept)
+    self._source, self._tok = (source, tok) if store is not None else (None, None)
+    if docs is not None:
+      self.inputs = np.concatenate([docs[k][:-1] for k in kept]).astype(np.int32)
+      self.targets = np.concatenate([docs[k][1:] for k in kept]).astype(np.int32)
 
   @property
   def num_tokens(self) -> int:
-    return len(self.inputs)
+    return self._num_tokens
+
+  def _window(self, a: int, b: int):
+    """``(inputs, targets)`` of positions ``[a, b)``: from memory, or from the
+    prepared documents those positions fall in."""
+    if self._source is None:
+      return self.inputs[a:b], self.targets[a:b]
+    first, last = np.searchsorted(self.starts, [a, b - 1], "right") - 1
+    ins, outs = [], []
+    for d in range(first, last + 1):
+      doc = self._source.tokens(int(self.order[d]), self._tok)
+      start = int(self.starts[d])
+      lo, hi = max(a, start) - start, min(b, start + len(doc) - 1) - start
+      ins.append(doc[lo:hi])
+      outs.append(doc[lo + 1:hi + 1])
+    return np.concatenate(ins).astype(np.int32), np.concatenate(outs).astype(np.int32)
 
   def row_documents(self, r: int) -> np.ndarray:
     """The source's indices of the documents row ``r`` holds pieces of."""
@@ -165,10 +192,10 @@ class PackedRows:
     return self.order[first:last + 1]
 
   def __len__(self) -> int:
-    return -(-len(self.inputs) // self.seq_len)
+    return -(-self._num_tokens // self.seq_len)
 
   def __getitem__(self, r):
-    L, n = self.seq_len, len(self.inputs)
+    L, n = self.seq_len, self._num_tokens
     a = int(r) * L
     if not 0 <= a < n:
       raise IndexError(f"row {r} of {len(self)}")
@@ -177,9 +204,10 @@ class PackedRows:
     # A piece starts at its document's start, or at the row's start if it began before.
     positions = at - np.maximum(self.starts[doc], a)
     pad = L - len(at)
+    inputs, targets = self._window(a, min(a + L, n))
     return dict(
-        inputs=np.pad(self.inputs[a:a + L], (0, pad), constant_values=self.pad_id),
-        targets=np.pad(self.targets[a:a + L], (0, pad), constant_values=self.pad_id),
+        inputs=np.pad(inputs, (0, pad), constant_values=self.pad_id),
+        targets=np.pad(targets, (0, pad), constant_values=self.pad_id),
         segment_ids=np.pad(doc - doc[0] + 1, (0, pad)).astype(np.int32),
         positions=np.pad(positions, (0, pad)).astype(np.int32),
         loss_mask=np.pad(np.ones(len(at), np.float32), (0, pad)))
@@ -231,14 +259,11 @@ def source_rows(source, indices, tok, seq_len: int, *, shuffle_seed: int | None,
   keeps the documents' tokens between runs (``cached_tokens``).
   """
   if shuffle_seed is not None and row_order == "global" and source.split_documents:
-    rows = PackedRows(source, indices, tok, seq_len, order_seed=shuffle_seed,
-                      read_threads=read_threads, cache_path=token_cache)
-    log.info("data source %r: %s tokens of %d documents in %s rows, shuffled corpus-wide",
-             source.name, f"{rows.num_tokens:,}", rows.num_documents, f"{len(rows):,}")
     read_options = grain.ReadOptions(num_threads=read_threads,
                                      prefetch_buffer_size=max(16, 8 * read_threads))
-    return shuffled_rows(grain.MapDataset.source(rows), shuffle_seed).repeat().to_iter_dataset(
-        read_options)
+    return global_rows(source, indices, tok, seq_len, shuffle_seed=shuffle_seed,
+                       read_threads=read_threads, token_cache=token_cache).to_iter_dataset(
+                           read_options)
   docs = grain.MapDataset.source(np.asarray(indices, np.int64))
   if shuffle_seed is not None:
     docs = docs.shuffle(seed=shuffle_seed).repeat()
@@ -249,6 +274,18 @@ def source_rows(source, indices, tok, seq_len: int, *, shuffle_seed: int | None,
                    split_documents=source.split_documents,
                    has_loss_mask=not source.split_documents)
   return rows.map(FinalizeRows(tok.pad_id, token_bytes))
+
+
+def global_rows(source, indices, tok, seq_len: int, *, shuffle_seed: int, read_threads: int,
+                token_cache=None) -> grain.MapDataset:
+  """The endless corpus-wide shuffled rows of a pretraining source with random access:
+  element ``j`` is the source's ``j``-th training row (epoch ``j // len``, reshuffled
+  each epoch), what ``source_rows`` streams and ``hosts.HostBatches`` indexes."""
+  rows = PackedRows(source, indices, tok, seq_len, order_seed=shuffle_seed,
+                    read_threads=read_threads, cache_path=token_cache)
+  log.info("data source %r: %s tokens of %d documents in %s rows, shuffled corpus-wide",
+           source.name, f"{rows.num_tokens:,}", rows.num_documents, f"{len(rows):,}")
+  return shuffled_rows(grain.MapDataset.source(rows), shuffle_seed).repeat()
 
 
 def packing_efficiency(batches) -> float:

@@ -11,14 +11,20 @@ step). ``get_state()`` / ``set_state()`` on the iterator resume
 exactly (grain's checkpointing; orbax saves it with
 ``grain.checkpoint.CheckpointSave``).
 
-Hosts: with ``process_count > 1`` each process takes every ``process_count``-th
-document of each source (starting at ``process_index``) before shuffling, so hosts
-read disjoint shares whose union is the whole data set; ``batch_size`` is per
-process.
+Hosts: the training loop builds the global stream in every process
+(``process_index=0`` of 1) and asks for its ``rows`` of each global batch; where the
+stream has random access (``random_access``: global shuffle, pretraining sources)
+only those rows are read (``phijax.data.hosts``), so N hosts read the data once
+between them. ``process_count > 1`` here instead gives each process every
+``process_count``-th document of each source before shuffling (disjoint shares whose
+union is the data set; ``batch_size`` per process): another stream for every count.
+Text sources read their tokens from ``data.prepared`` when it is set
+(``phijax.data.prepare``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -27,7 +33,7 @@ from typing import Mapping, Sequence
 import grain
 import numpy as np
 
-from phijax.data import packing, sources as sources_lib
+from phijax.data import hosts, packing, sources as sources_lib
 from phijax.data.errors import DataError
 from phijax.data.mixture import WeightedMix
 
@@ -85,10 +91,12 @@ def source_weights(cfg_data, weights: Mapping[str, float] | None = None) -> dict
 
 def build_sources(cfg_data, names: Sequence[str] | None = None) -> dict:
   """``{name: Source}`` for ``names`` (default: all configured sources)."""
+  from phijax.data import prepare
   names = list(cfg_data.sources) if names is None else list(names)
-  return {n: sources_lib.build_source(n, cfg_data.sources[n], cfg_data.heldout_fraction,
-                                     cfg_data.seq_len)
-          for n in names}
+  return prepare.attach(cfg_data, {
+      n: sources_lib.build_source(n, cfg_data.sources[n], cfg_data.heldout_fraction,
+                                  cfg_data.seq_len)
+      for n in names})
 
 
 def _shard(indices: np.ndarray, source, process_index, process_count, split):
@@ -111,7 +119,7 @@ def make_train_dataset(cfg_data, tok, *, batch_size: int, seed: int,
                        weights: Mapping[str, float] | None = None,
                        process_index: int | None = None,
                        process_count: int | None = None,
-                       stage: int = 0) -> grain.IterDataset:
+                       stage: int = 0, rows=None, on_row=None) -> grain.IterDataset:
   """The endless training ``grain.IterDataset`` (see ``make_train_iterator``)."""
   _check_cfg(cfg_data)
   if batch_size < 1:
@@ -123,6 +131,18 @@ def make_train_dataset(cfg_data, tok, *, batch_size: int, seed: int,
     if src.kind == "preferences":
       raise DataError(f"data source {name!r} holds preference pairs, which train with "
                       "--config.train.objective=dpo (phijax.data.preferences)")
+  if random_access(cfg_data, srcs):
+    # The global stream indexed: this process materialises only its ``rows``.
+    maps = {}
+    for name, src in srcs.items():
+      share = _shard(src.train_indices(), src, process_index, process_count, "train")
+      maps[name] = packing.global_rows(
+          src, share, tok, cfg_data.seq_len, shuffle_seed=stage_seed(seed, stage, name),
+          read_threads=cfg_data.read_threads,
+          token_cache=token_cache_path(cfg_data, name, tok, share))
+    ds = hosts.HostBatches(maps, active, batch_size,
+                           np.arange(batch_size) if rows is None else rows, on_row=on_row)
+    return _with_workers(ds, cfg_data)
   streams = {}
   for name, src in srcs.items():
     share = _shard(src.train_indices(), src, process_index, process_count, "train")
@@ -130,21 +150,35 @@ def make_train_dataset(cfg_data, tok, *, batch_size: int, seed: int,
         src, share, tok, cfg_data.seq_len, shuffle_seed=stage_seed(seed, stage, name),
         read_threads=cfg_data.read_threads, row_order=cfg_data.shuffle,
         token_cache=token_cache_path(cfg_data, name, tok, share))
-  rows = WeightedMix(streams, active)
+  stream = WeightedMix(streams, active)
   if cfg_data.shuffle == "documents" and cfg_data.shuffle_rows > 1:
     # Packed rows come out in document order, so a batch of consecutive rows would
     # hold pieces of only one or two files: very correlated gradients, and (measured
     # on the tiny run) much slower learning. Shuffling rows in a window decorrelates
     # batches; the window restores exactly from its start state on resume.
-    rows = grain.experimental.WindowShuffleIterDataset(
-        rows, window_size=cfg_data.shuffle_rows,
+    stream = grain.experimental.WindowShuffleIterDataset(
+        stream, window_size=cfg_data.shuffle_rows,
         seed=stage_seed(seed, stage, "rows") % (1 << 31))
-  ds = rows.batch(batch_size, drop_remainder=True)
+  ds = stream.batch(batch_size, drop_remainder=True)
   if cfg_data.fixed_batch:
     # Full-batch training on a fixed set: the first batch, every step (copied out, so
     # no step can change another's). Its state is the step count: resume is exact.
     first = next(iter(ds))
-    return grain.MapDataset.source([first]).repeat().to_iter_dataset().map(_own_arrays)
+    ds = grain.MapDataset.source([first]).repeat().to_iter_dataset().map(_own_arrays)
+  else:
+    ds = _with_workers(ds, cfg_data)
+  # Every process builds the whole global batch here and keeps its rows.
+  return ds if rows is None else ds.map(functools.partial(hosts.select_rows, rows=rows))
+
+
+def random_access(cfg_data, srcs) -> bool:
+  """Whether the global stream can be indexed (``hosts.HostBatches``): rows shuffled
+  corpus-wide, every source a pretraining one (``PackedRows``), no fixed batch."""
+  return (cfg_data.shuffle == "global" and not cfg_data.fixed_batch
+          and all(src.split_documents for src in srcs.values()))
+
+
+def _with_workers(ds, cfg_data):
   if cfg_data.workers > 0:
     _ensure_absl_flags_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg_data.workers))
@@ -157,7 +191,7 @@ def make_train_iterator(cfg_data, tok, *, batch_size: int, seed: int,
                         weights: Mapping[str, float] | None = None,
                         process_index: int | None = None,
                         process_count: int | None = None,
-                        stage: int = 0) -> grain.DatasetIterator:
+                        stage: int = 0, rows=None, on_row=None) -> grain.DatasetIterator:
   """Endless iterator of training batches (dicts of numpy ``[batch_size, seq_len]``).
 
   ``inputs``, ``targets`` (the next token of the same document), ``segment_ids``
@@ -170,16 +204,24 @@ def make_train_iterator(cfg_data, tok, *, batch_size: int, seed: int,
     process_index, process_count: this host's share (default: jax's).
     stage: curriculum stage; each stage shuffles with its own seed, so a new stage
       does not replay the documents the previous one started with.
+    rows: positions of each ``batch_size``-row global batch to return (a multi-host
+      process's share, ``hosts.sharding_rows``; default all): batches are then
+      ``[len(rows), seq_len]``. Where the stream has random access (``random_access``)
+      only those rows are read; otherwise the whole batch is built and cut.
+    on_row: ``on_row(source, j)`` for every row read on the random-access path.
 
   The iterator's ``get_state()`` / ``set_state()`` resume exactly; restore into an
-  iterator built with the same arguments and ``config.data.workers`` (the worker
-  count changes the order). With workers, call ``it.close()`` when done with it
-  (e.g. before building the next stage's iterator) to stop its processes; a script
-  that starts workers needs the usual ``if __name__ == "__main__":`` guard (spawn).
+  iterator built with the same arguments and ``config.data.workers`` (on the
+  random-access path the state is the mixture's counts: any ``rows``, and the order is
+  the same for any worker count; elsewhere the worker count changes the order).
+  With workers, call ``it.close()`` when done with it (e.g. before building the next
+  stage's iterator) to stop its processes; a script that starts workers needs the
+  usual ``if __name__ == "__main__":`` guard (spawn).
   """
   ds = make_train_dataset(cfg_data, tok, batch_size=batch_size, seed=seed,
                           weights=weights, process_index=process_index,
-                          process_count=process_count, stage=stage)
+                          process_count=process_count, stage=stage, rows=rows,
+                          on_row=on_row)
   return iter(ds)
 
 

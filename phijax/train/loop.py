@@ -22,6 +22,7 @@ from phijax.train import (checkpoint, curriculum, distributed, metrics, objectiv
 # NonFiniteError is re-exported (phijax.train.NonFiniteError).
 from phijax.train.pieces import NonFiniteError, Run  # noqa: F401
 from phijax.train.pieces import time_budget
+from phijax.data import hosts
 from phijax.train.step import build, device_batch
 
 log = logging.getLogger("phijax")
@@ -73,9 +74,16 @@ def _step(run: Run, train_step) -> None:
       run.iterator.close()  # stops grain worker processes, if any
     run.stage = run.plan.stage
     run.iterator = run.objective.train_iterator(run.plan)
-  batch = curriculum.shorten_batch(next(run.iterator), run.plan.seq_len, run.cur.seq_mode)
-  rows, run.seq_len = batch["inputs"].shape
-  run.batch = device_batch(batch, run.fns.batch_sharding, run.objective.batch_keys)
+  full = next(run.iterator)
+  batch = curriculum.shorten_batch(full, run.plan.seq_len, run.cur.seq_mode)
+  local, run.seq_len = batch["inputs"].shape
+  # This host's rows of the global batch (all of them on one process); seq warmup's
+  # reshape mode cuts each row into `pieces` consecutive rows.
+  pieces = local // full["inputs"].shape[0]
+  rows = run.train.batch_size * pieces if run.objective.rows is not None else local
+  run.batch = device_batch(batch, run.fns.batch_sharding, run.objective.batch_keys,
+                           rows=hosts.split_rows(run.objective.rows, pieces),
+                           global_rows=rows)
   run.state, run.metrics = train_step(run.state, run.batch, jnp.float32(run.plan.lr))
   run.step += 1
   run.batch_tokens = rows * run.seq_len  # the global batch

@@ -30,9 +30,11 @@ from phijax.config_files import ConfigError
 from phijax.train import perplexity
 from phijax.train.step import BATCH_KEYS, PAIR_KEYS, SELECTIONS, device_batch
 
-# Every process reads the global stream (process_index=0 of 1) and device_batch puts
-# each process's shards on its devices: N processes train on exactly the rows, in the
-# order, one process would. The cost: each host builds the whole global batch.
+# Every process reads the global stream (process_index=0 of 1): N processes train on
+# exactly the rows, in the order, one process would. A language-modelling process
+# materialises only its rows of each batch (``rows``: phijax.data.hosts); evaluation
+# batches (small, fixed) are built whole, and device_batch puts each process's shards
+# on its devices.
 WHOLE = dict(process_index=0, process_count=1)
 
 
@@ -87,12 +89,26 @@ class LanguageModeling:
 
   def __init__(self, config, tok, fns):
     self.config, self.tok, self.fns = config, tok, fns
+    # This process's rows of each global batch (None: all of them, one process).
+    self.rows = None
+    if jax.process_count() > 1:
+      from phijax.data import hosts
+      self.rows = hosts.sharding_rows(fns.batch_sharding, config.train.batch_size,
+                                      config.data.seq_len)
+    self.rows_read = 0
+
+  def _count_row(self, source, j):
+    self.rows_read += 1
 
   def train_iterator(self, stage_plan, state=None):
     t = self.config.train
+    # Rows read on the random-access path, counted in this process (worker processes,
+    # data.workers > 0, count their own).
+    count = self._count_row if not self.config.data.workers else None
     it = data.make_train_iterator(self.config.data, self.tok, batch_size=t.batch_size,
                                   seed=data_seed(t), weights=stage_plan.weights,
-                                  stage=stage_plan.stage, **WHOLE)
+                                  stage=stage_plan.stage, rows=self.rows, on_row=count,
+                                  **WHOLE)
     if state is not None:
       it.set_state(state)
     return it
@@ -141,6 +157,7 @@ class DirectPreference(LanguageModeling):
                         "train.reference")
     self.reference = load_reference(reference, fns)
     self.step_args = (self.reference,)
+    self.rows = None  # preference pairs: every process builds the whole batch
 
   def train_iterator(self, stage_plan, state=None):
     t = self.config.train

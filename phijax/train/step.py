@@ -396,16 +396,37 @@ def random_batch(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) 
           "segment_ids": np.ones(shape, np.int32), "loss_mask": np.ones(shape, np.float32)}
 
 
-def device_batch(batch: dict, batch_sharding, keys=BATCH_KEYS):
-  """Host numpy global batch -> global sharded jax arrays.
+def device_batch(batch: dict, batch_sharding, keys=BATCH_KEYS, rows=None,
+                 global_rows: int | None = None):
+  """Host numpy batch -> global sharded jax arrays.
 
-  Every process holds the same global batch (the rows one process alone would
-  train on, in the same order) and puts on its own devices only the shards they
-  hold, whatever the mesh layout: N processes then train exactly as one does.
+  Without ``rows`` the batch is the whole global batch (every process builds the rows
+  one process alone would train on, in the same order) and each process puts on its
+  own devices only the shards they hold. With ``rows`` (sorted global row indices)
+  the batch holds only those rows of a ``global_rows``-row global batch (this host's
+  share, ``phijax.data.hosts``): they must cover what this process's devices hold.
+  Either way N processes train exactly as one does, whatever the mesh layout.
   """
   out = {}
+  local = None if rows is None else {int(r): i for i, r in enumerate(rows)}
   for k in keys:
     if k in batch:
       x = np.asarray(batch[k], dtype=BATCH_DTYPES.get(k, None))
-      out[k] = jax.make_array_from_callback(x.shape, batch_sharding, x.__getitem__)
+      if local is None:
+        out[k] = jax.make_array_from_callback(x.shape, batch_sharding, x.__getitem__)
+      else:
+        out[k] = jax.make_array_from_callback(
+            (global_rows, *x.shape[1:]), batch_sharding,
+            functools.partial(_local_rows, x, local, global_rows))
   return out
+
+
+def _local_rows(x, local: dict, global_rows: int, index):
+  """The block ``index`` of the global batch from the rows this host holds."""
+  try:
+    picked = [local[r] for r in range(global_rows)[index[0]]]
+  except KeyError as e:
+    raise ValueError(f"device_batch: this process's devices hold global row {e.args[0]}, "
+                     f"which its batch (rows {sorted(local)[:8]}...) does not have: the "
+                     "rows were assigned for another mesh") from None
+  return x[picked][(slice(None), *index[1:])]

@@ -90,3 +90,9 @@ class Done(Piece):
     if run.outcome == "finished":
       summary = run.objective.summary(self.final.ev, self.final.baseline)
       print(f"done: step {run.step}, {run.tokens:,} tokens; {summary}", flush=True)
+    read = getattr(run.objective, "rows_read", None)
+    if run.objective.rows is not None and read is not None:  # a multi-process run
+      import jax
+      print(f"data: process {jax.process_index()} of {jax.process_count()} read {read:,} "
+            f"training rows, {len(run.objective.rows)} of every {run.train.batch_size}-row "
+            "global batch", flush=True)
