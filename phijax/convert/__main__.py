@@ -69,7 +69,10 @@ def main(args):
       raise cli.UsageError("--phijax_dir is already phijax parameters; add --to_hf to "
                            "write a Hugging Face directory")
     from phijax.convert import weights
-    cfg, params = weights.read_params(args.phijax_dir, "--phijax_dir")  # adapters too
+    if weights.is_adapters_dir(args.phijax_dir):  # LoRA adapters alone: over their base
+      cfg, params = weights.read_adapters(args.phijax_dir, "--phijax_dir")
+    else:
+      cfg, params = params_io.load_params(args.phijax_dir)
     convert.to_hf(cfg, params, args.out)
     print(f"wrote Hugging Face model to {args.out}: arch={cfg.arch}, "
           f"{count_params(cfg):,} parameters")

@@ -49,8 +49,9 @@ from phijax.sweeps.tables import (CSV_METRICS, Table, arm_table, collect, groupe
 
 def write_hparams(table: Table, sweep_dir: str) -> None:
   """TensorBoard HParams: one run per arm under ``tb_hparams/`` (small sweeps only)."""
+  from phijax.train import metrics
   try:
-    from tensorboardX import SummaryWriter
+    SummaryWriter = metrics.summary_writer_class()  # without torch: ~1-5 s saved
   except ImportError:
     return
   root = os.path.join(sweep_dir, "tb_hparams")

@@ -76,7 +76,7 @@ class Writer:
     if self.enabled:
       self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
       try:
-        self._tb = _summary_writer_class()(os.path.join(workdir, "tb"))
+        self._tb = summary_writer_class()(os.path.join(workdir, "tb"))
       except ImportError:
         self._tb = None
 
@@ -105,7 +105,7 @@ class Writer:
     self._sinks = []
 
 
-def _summary_writer_class():
+def summary_writer_class():
   """tensorboardX's ``SummaryWriter``, imported without torch. tensorboardX imports
   torch when it is installed (about a second at every run's start, on a CPU) only to
   accept torch tensors; this writer is given Python floats. A torch imported later,
