@@ -77,6 +77,24 @@ def test_per_host_iterators_make_the_one_process_batches(two_sources):
         np.concatenate([next(f)["inputs"] for f in four]), want["inputs"])
 
 
+def test_a_state_resumes_only_with_its_worker_count(two_sources):
+  """Under grain workers each worker sits at its own position: a state saved with one
+  worker count is refused by another, in one line (the order itself is the same)."""
+  cfg_data, tok = two_sources
+  it = _iterator(cfg_data, tok)
+  next(it)
+  state = it.get_state()
+  assert state["workers"] == 1
+  ds = pipeline.make_train_dataset(cfg_data, tok, batch_size=6, seed=5, process_index=0,
+                                   process_count=1)
+  ds.set_slice(slice(1, None, 2))  # what grain does to worker 1 of 2
+  with pytest.raises(ValueError, match="saved with 1 grain worker") as e:
+    iter(ds).set_state(state)
+  assert "\n" not in str(e.value)
+  with pytest.raises(ValueError, match="saved with data.workers=2"):
+    _iterator(cfg_data, tok).set_state({"iterators_in_use_states": [state, state]})
+
+
 def _losses(workdir):
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   return {r["step"]: r["loss"] for r in rows if "loss" in r}

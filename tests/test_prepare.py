@@ -1,8 +1,8 @@
 """Prepared corpora (``python -m phijax.data.prepare``): shards written in parts by two
 processes (resumable), then read by a run: the same training and evaluation batches
 as tokenizing on the fly, each of 3 hosts reading about a third of the documents; a
-manifest of another tokenizer or another corpus, a missing or damaged shard: one line
-each. Oracle: the on-the-fly pipeline."""
+manifest of another tokenizer or another corpus, a missing or damaged shard, a rerun
+over shards of another make: one line each. Oracle: the on-the-fly pipeline."""
 
 import json
 import os
@@ -92,11 +92,7 @@ def test_mismatched_or_damaged_shards_are_refused(prepared, tmp_path):
 
   def edit(**fields):
     m = json.loads(json.dumps(manifest))
-    for k, v in fields.items():
-      if k == "identity":
-        m["sources"]["stdlib"]["identity"] = v
-      else:
-        m[k] = v
+    m["sources"]["stdlib"].update(fields)
     with open(os.path.join(bad, "manifest.json"), "w") as f:
       json.dump(m, f)
   edit(tokenizer_sha256="0" * 64)
@@ -114,3 +110,8 @@ def test_mismatched_or_damaged_shards_are_refused(prepared, tmp_path):
   c.data.prepared = str(tmp_path / "nowhere")
   _one_line(c.data, "no manifest.json there")
   c.data.prepared = ""
+  # Preparing into a directory of other shards (here: another shard size) is refused
+  # rather than keeping them.
+  with pytest.raises(DataError, match="prepared with another shard_documents") as e:
+    prepare.prepare(c.data, tok, out, shard_documents=50)
+  assert "\n" not in str(e.value)

@@ -194,6 +194,7 @@ def check_shapes(params, abstract_params, path: str, what: str = "init_from",
 
 # LoRA adapters exported alone (phijax.convert.adapters) and read back over their base.
 ADAPTERS_MANIFEST = "adapters.json"
+LORA_BASE = "lora_base.json"  # in a LoRA run's directory: the base its warm start read
 
 
 def base_hash(params) -> str:
@@ -229,8 +230,9 @@ def read_adapters(path: str, what: str = "init_from"):
                      "compute the trained model over that exact base")
   abstract = jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
   full = fit_params(float_base, quant.float_like(abstract), base, what)
-  if quant.quantized_nodes(abstract):
-    full = quant.quantize_like(full, abstract)
+  if quant.quantized_nodes(abstract):  # on the host CPU, as the run's warm start did
+    with jax.default_device(jax.devices("cpu")[0]):
+      full = jax.device_get(quant.quantize_like(full, abstract))
   return cfg, jax.device_get(lora.with_adapters_from(full, _overlay(abstract, adapters)))
 
 
@@ -239,6 +241,12 @@ def _overlay(abstract, adapters):
   from phijax.model import lora, sharding
   flat = {jax.tree_util.keystr(k): v
           for k, v in jax.tree_util.tree_flatten_with_path(adapters)[0]}
-  return jax.tree_util.tree_map_with_path(
-      lambda p, x: np.asarray(flat[jax.tree_util.keystr(p)])
-      if lora.is_adapter(sharding.path_names(p)) else np.zeros(x.shape, x.dtype), abstract)
+
+  def take(p, x):
+    if not lora.is_adapter(sharding.path_names(p)):
+      return np.zeros(x.shape, x.dtype)
+    if jax.tree_util.keystr(p) not in flat:
+      raise ValueError(f"the adapters directory lacks {'/'.join(sharding.path_names(p))}, "
+                       "which its model_config.json's LoRA targets: export it again")
+    return np.asarray(flat[jax.tree_util.keystr(p)])
+  return jax.tree_util.tree_map_with_path(take, abstract)

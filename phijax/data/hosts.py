@@ -17,7 +17,10 @@ processes holding equal, consecutive blocks of the batch): the simulated 64- and
 
 Sources without random access (SFT conversations packed first-fit, ``shuffle=
 "documents"`` streams) and ``data.fixed_batch`` keep the whole stream in every process,
-each process then keeping its rows (``WholeStreamRows``): exact, not cheaper.
+each process then keeping its rows (``select_rows``): exact, not cheaper. Without
+``data.prepared`` every process still tokenizes its sources' documents when the stream
+opens (``PackedRows``); only the rows are split (``phijax.data.prepare`` splits the
+reading too).
 """
 
 from __future__ import annotations
@@ -121,9 +124,19 @@ class _HostIterator(grain.DatasetIterator):
     return {k: np.stack([r[k] for r in out]) for k in out[0]}
 
   def get_state(self):
-    return {"counts": list(self._counts), "batch": self._batch}
+    # Each grain worker sits at its own position: the state says how many there were.
+    return {"counts": list(self._counts), "batch": self._batch,
+            "workers": self._ds.share[1]}
 
   def set_state(self, state):
+    if isinstance(state, dict) and "iterators_in_use_states" in state:
+      raise ValueError(f"the data state was saved with data.workers="
+                       f"{len(state['iterators_in_use_states'])}: resume with that many "
+                       "workers (the order is the same for any count; the state is not)")
+    workers = state.get("workers", 1) if isinstance(state, dict) else 1
+    if workers != self._ds.share[1]:
+      raise ValueError(f"the data state was saved with {workers} grain worker(s) (data."
+                       f"workers={0 if workers == 1 else workers}); resume with the same")
     counts = _counts_of(state)
     if counts is None:
       raise ValueError(f"data state {str(state)[:120]} holds no mixture counts: it is not "

@@ -14,8 +14,9 @@ exactly (grain's checkpointing; orbax saves it with
 Hosts: the training loop builds the global stream in every process
 (``process_index=0`` of 1) and asks for its ``rows`` of each global batch; where the
 stream has random access (``random_access``: global shuffle, pretraining sources)
-only those rows are read (``phijax.data.hosts``), so N hosts read the data once
-between them. ``process_count > 1`` here instead gives each process every
+only those rows are materialised (``phijax.data.hosts``); every process still tokenizes
+the documents when the stream opens, unless ``data.prepared`` is set, when it reads
+only the documents its rows hold. ``process_count > 1`` here instead gives each process every
 ``process_count``-th document of each source before shuffling (disjoint shares whose
 union is the data set; ``batch_size`` per process): another stream for every count.
 Text sources read their tokens from ``data.prepared`` when it is set

@@ -11,9 +11,11 @@ For each text source of the config (weight > 0, or ``--sources``), documents
 ``OUT/NAME/shard-SSSSS.array_record`` (one record per document: its int32 token ids,
 ``<|endoftext|>`` included) with their lengths in ``shard-SSSSS.lengths.npy`` (written
 last: a shard is finished when both exist). Shard ``s`` is written by process
-``s mod N``. ``manifest.json`` (written once every shard is there) names the
-tokenizer (SHA-256 of its model), and per source the documents, shards, tokens and
-what identifies its documents (their keys and the files' paths, sizes and times).
+``s mod N``. ``NAME/source.json`` says what the shards are made of (tokenizer, corpus,
+shard size): a rerun keeps finished shards only if it matches. ``manifest.json``
+(written once every shard is there) names per source the tokenizer (SHA-256 of its
+model), documents, shards, tokens and what identifies its documents (their keys and
+the files' sizes).
 
 A run with ``data.prepared=DIR`` reads its text sources' tokens from there: nothing is
 tokenized, and with ``data.shuffle="global"`` a row is packed from the stored lengths
@@ -45,12 +47,15 @@ def tokenizer_hash(tok) -> str:
 
 
 def identity(src, scfg) -> str:
-  """What a source's documents are: their keys, and its files' paths, sizes and times."""
-  from phijax import files as files_lib
+  """What a source's documents are: their keys and its files' sizes (not their times:
+  a corpus copied to each host is the same corpus)."""
+  import pathlib
+
   from phijax.data import sources
-  h = hashlib.sha256("\n".join(src.key(i) for i in range(src.num_documents)).encode())
   root, files = sources.source_files(src.name, scfg)
-  h.update(files_lib.stamp(root, files).encode())
+  h = hashlib.sha256("\n".join(src.key(i) for i in range(src.num_documents)).encode())
+  for f in files:
+    h.update(f"{pathlib.Path(f).relative_to(root).as_posix()}:{f.stat().st_size}\n".encode())
   return h.hexdigest()
 
 
@@ -88,10 +93,15 @@ def prepare(cfg_data, tok, out: str, *, names=None, shard_documents: int = 1024,
   if not srcs:
     raise DataError(f"no text source to prepare among {names} (generated, SFT and "
                     "preference sources are read as they are)")
+  if not 0 <= process_index < process_count:
+    raise DataError(f"--process_index={process_index} is not in [0, {process_count})")
   written = kept = 0
   for name, src in srcs.items():
     n = src.num_documents
     shards = -(-n // shard_documents)
+    _claim(out, name, {"tokenizer_sha256": tokenizer_hash(tok),
+                       "identity": identity(src, cfg_data.sources[name]),
+                       "documents": n, "shard_documents": shard_documents})
     mine = [s for s in range(shards) if s % process_count == process_index]
     progress = cli.Progress(f"prepare {name} (process {process_index} of {process_count})")
     for done, s in enumerate(mine):
@@ -117,6 +127,26 @@ def prepare(cfg_data, tok, out: str, *, names=None, shard_documents: int = 1024,
   return {"written": written, "kept": kept, "manifest": manifest, "skipped": skipped}
 
 
+def _claim(out, name, stamp: dict) -> None:
+  """``OUT/NAME/source.json``: what the shards there are made of. Finished shards are
+  kept only when it matches (another tokenizer, corpus or shard size is refused)."""
+  path = os.path.join(out, name, "source.json")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  if os.path.exists(path):
+    with open(path) as f:
+      have = json.load(f)
+    if have != stamp:
+      differ = sorted(k for k in stamp if have.get(k) != stamp[k])
+      raise DataError(f"{os.path.dirname(path)} holds shards of {name!r} prepared with "
+                      f"another {', '.join(differ)}; delete that directory or prepare "
+                      "into another --out")
+    return
+  tmp = f"{path}.{os.getpid()}.tmp"
+  with open(tmp, "w") as f:
+    json.dump(stamp, f, indent=2)
+  os.replace(tmp, path)
+
+
 def _write_manifest(cfg_data, tok, out, srcs, shard_documents):
   entries = {}
   for name, src in srcs.items():
@@ -130,17 +160,18 @@ def _write_manifest(cfg_data, tok, out, srcs, shard_documents):
     entries[name] = {"documents": src.num_documents, "shards": shards,
                      "shard_documents": shard_documents,
                      "tokens": int(sum(int(x.sum()) for x in lengths)),
-                     "identity": identity(src, cfg_data.sources[name])}
+                     "identity": identity(src, cfg_data.sources[name]),
+                     "tokenizer_sha256": tokenizer_hash(tok)}
   path = os.path.join(out, MANIFEST)
   old = {}
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f).get("sources", {})
-  manifest = {"format": FORMAT, "tokenizer_sha256": tokenizer_hash(tok),
-              "sources": {**old, **entries}}
-  with open(path + ".tmp", "w") as f:
+  manifest = {"format": FORMAT, "sources": {**old, **entries}}
+  tmp = f"{path}.{os.getpid()}.tmp"  # processes finishing together each write whole
+  with open(tmp, "w") as f:
     json.dump(manifest, f, indent=2)
-  os.replace(path + ".tmp", path)
+  os.replace(tmp, path)
   return path
 
 
@@ -256,7 +287,7 @@ def attach(cfg_data, srcs: dict) -> dict:
       raise DataError(f"data.prepared: source {name!r} is not the corpus prepared in "
                       f"{root} (its documents or files changed); prepare it again")
     out[name] = PreparedSource(src, PreparedTokens(root, name, entry,
-                                                   manifest["tokenizer_sha256"]))
+                                                   entry["tokenizer_sha256"]))
   return out
 
 

@@ -105,12 +105,19 @@ class LanguageModeling:
     # Rows read on the random-access path, counted in this process (worker processes,
     # data.workers > 0, count their own).
     count = self._count_row if not self.config.data.workers else None
+    if count is None:
+      self.rows_read = None  # counted inside the workers: not reported
     it = data.make_train_iterator(self.config.data, self.tok, batch_size=t.batch_size,
                                   seed=data_seed(t), weights=stage_plan.weights,
                                   stage=stage_plan.stage, rows=self.rows, on_row=count,
                                   **WHOLE)
     if state is not None:
-      it.set_state(state)
+      try:
+        it.set_state(state)
+      except (KeyError, TypeError, IndexError) as e:  # grain's own, on another layout
+        raise ValueError(f"the checkpoint's data state does not fit this stream "
+                         f"({type(e).__name__}: {e}): resume with the data.workers it was "
+                         "saved with") from None
     return it
 
   def eval_batches(self, num_batches):

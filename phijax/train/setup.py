@@ -192,18 +192,28 @@ def restore_or_init(config, fns, ckpt, abstract, workdir: str | None = None):
 
 
 def _warm_start_params(path: str, abstract_params, workdir: str | None):
-  """``train.init_from``'s parameters in the run's tree. A quantized base (QLoRA's
-  ``model.lora.quantize``) is read as float32 and quantized, and how far the stored
-  base is from the source's is logged and kept in ``quantization.json``."""
+  """``train.init_from``'s parameters in the run's tree. A LoRA run records the base it
+  trains over (absolute path and SHA-256, ``lora_base.json``: what ``phijax.convert
+  --adapters_only`` names). A quantized base (QLoRA's ``model.lora.quantize``) is read
+  as float32 and quantized (on the host CPU, so re-quantizing anywhere gives the same
+  codes), and how far it is from the source is logged and kept in
+  ``quantization.json``."""
+  raw = weights.read_params(path, merged=True)[1]
+  write = workdir and jax.process_index() == 0
+  if write and lora.count(abstract_params):
+    with open(os.path.join(workdir, weights.LORA_BASE), "w") as f:
+      json.dump({"base": os.path.abspath(os.path.expanduser(path)),
+                 "base_sha256": weights.base_hash(raw)}, f, indent=2)
   if not quant.quantized_nodes(abstract_params):
-    return weights.load_init_params(path, abstract_params)
-  dense = weights.load_init_params(path, quant.float_like(abstract_params))
-  params = quant.quantize_like(dense, abstract_params)
+    return weights.fit_params(raw, abstract_params, path)
+  dense = weights.fit_params(raw, quant.float_like(abstract_params), path)
+  with jax.default_device(jax.devices("cpu")[0]):
+    params = jax.device_get(quant.quantize_like(dense, abstract_params))
   report = quant.report(dense, params)
   log.info("quantized base: %d matrices, %s parameters at %.3f bytes each, relative RMS "
            "error %.4f", report["matrices"], f"{report['parameters']:,}",
            report["bytes_per_parameter"], report["relative_rms_error"])
-  if workdir and jax.process_index() == 0:
+  if write:
     with open(os.path.join(workdir, "quantization.json"), "w") as f:
       json.dump(report, f, indent=2)
   return params
