@@ -31,7 +31,7 @@ the 3,363 exercises on a 2-core CPU.
 
 from phijax import config as base
 from phijax.configs import tiny
-from phijax.data import config as data_config
+from phijax.data import config as data_config, exercises as data_exercises
 
 
 def get_config(arg=None):
@@ -53,4 +53,22 @@ def recipe(c, *, lr: float):
   c.model.update(resid_pdrop=0.2, resid_pdrop_schedule="linear")
   c.optim.update(name="adamw", lr=lr, b1=0.9, b2=0.95, weight_decay=0.1, clip=1.0)
   c.curriculum.lr.update(schedule="linear", warmup_steps=0, min_ratio=0.1)
+  return c
+
+
+def exercise_pretrain(*, steps: int, lr: float, exercises: int):
+  """The start experiments/exercise_sft.py and lora_vs_full.py fine-tune from: the
+  ablations' small phi on the stdlib for ``steps`` of 8 x 256 tokens (Muon at ``lr``,
+  cosine, checkpoints only at the end), with ``exercises`` training-file exercises as an
+  SFT source ``exercises`` at weight 0 (a recipe turns it on); every run is scored on
+  the stdlib."""
+  c = base.small_ablation(tiny.get_config(), tokens=steps * 8 * 256, batch_size=8,
+                          eval_every=0, final_eval_batches=16, log_every=5)
+  c.train.save_every_minutes = 0.0  # checkpoints only at the end: the arms are short
+  c.optim.lr = lr
+  c.curriculum.lr.update(schedule="cosine", warmup_steps=10, min_ratio=0.1,
+                         token_based_decay=True)
+  path = data_exercises.cached_jsonl("train", "sft", count=exercises)
+  c.data.sources.exercises = data_config.source("sft", path, weight=0.0)
+  c.data.eval_sources = "stdlib"
   return c

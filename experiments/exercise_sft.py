@@ -24,8 +24,8 @@ the runs train on different data, so no generic loss curves (PLOTS).
 """
 
 from phijax import config as base
-from phijax.configs import lima_sft, tiny
-from phijax.data import config as data_config, exercises as data_exercises
+from phijax.configs import lima_sft
+from phijax.data import config as data_config
 from phijax.sweeps.evals import ArmEval
 from phijax.sweeps.stats import Comparison
 from phijax.train import curriculum
@@ -41,23 +41,11 @@ FORMATS = ("text", "chat")
 PLOTS = ()
 
 
-def exercises_path() -> str:
-  return data_exercises.cached_jsonl("train", "sft", count=LIMA_EXERCISES)
-
-
 def get_config(arg=None):
   recipe = arg or "pretrain"
   if recipe not in RECIPES:
     raise ValueError(f"exercise_sft.py: recipe {recipe!r}; choose one of {RECIPES}")
-  c = base.small_ablation(tiny.get_config(), tokens=PRETRAIN_STEPS * STEP_TOKENS,
-                          batch_size=8, eval_every=0, final_eval_batches=16, log_every=5)
-  c.train.save_every_minutes = 0.0  # checkpoints only at the end: the arms are short
-  c.optim.lr = PEAK_LR
-  c.curriculum.lr.update(schedule="cosine", warmup_steps=10, min_ratio=0.1,
-                         token_based_decay=True)
-  # Weight 0 unless a recipe trains on it; every run is scored on the stdlib.
-  c.data.sources.exercises = data_config.source("sft", exercises_path(), weight=0.0)
-  c.data.eval_sources = "stdlib"
+  c = lima_sft.exercise_pretrain(steps=PRETRAIN_STEPS, lr=PEAK_LR, exercises=LIMA_EXERCISES)
   if recipe in ("sft", "cpt"):
     lima_sft.recipe(c, lr=SFT_LR)
     c.train.update(steps=SFT_STEPS, tokens=0)

@@ -36,15 +36,13 @@ import os
 import jax
 
 from phijax import config as base
-from phijax.configs import lima_sft, tiny
+from phijax.configs import lima_sft
 from phijax.convert import weights
-from phijax.data import config as data_config, exercises as data_exercises
 from phijax.model import lora, quant
 from phijax.sweeps.evals import ArmEval
 from phijax.sweeps.stats import Comparison
 
 RECIPES = ("pretrain", "full", "lora", "qlora")
-STEP_TOKENS = 8 * 256
 PRETRAIN_STEPS = 400
 PEAK_LR = 2.4e-2  # Muon, experiments/lr_sweep.py
 LIMA_EXERCISES = 1000
@@ -60,14 +58,7 @@ def get_config(arg=None):
   recipe = arg or "pretrain"
   if recipe not in RECIPES:
     raise ValueError(f"lora_vs_full.py: recipe {recipe!r}; choose one of {RECIPES}")
-  c = base.small_ablation(tiny.get_config(), tokens=PRETRAIN_STEPS * STEP_TOKENS,
-                          batch_size=8, eval_every=0, final_eval_batches=16, log_every=5)
-  c.train.save_every_minutes = 0.0  # checkpoints only at the end: the arms are short
-  c.optim.lr = PEAK_LR
-  c.curriculum.lr.update(schedule="cosine", warmup_steps=10, min_ratio=0.1)
-  path = data_exercises.cached_jsonl("train", "sft", count=LIMA_EXERCISES)
-  c.data.sources.exercises = data_config.source("sft", path, weight=0.0)
-  c.data.eval_sources = "stdlib"
+  c = lima_sft.exercise_pretrain(steps=PRETRAIN_STEPS, lr=PEAK_LR, exercises=LIMA_EXERCISES)
   if recipe != "pretrain":
     lima_sft.recipe(c, lr=FULL_LR if recipe == "full" else LORA_LR)
     c.train.update(steps=SFT_STEPS, tokens=0)

@@ -7,11 +7,8 @@ a third of the rows, and their state (the mixture's counts) resumes the same str
 1 or 4 processes; 4 real processes x 2 devices train exactly as 1 process x 8 devices,
 each reading a quarter of the rows. Oracle: the 1-process stream."""
 
-import json
-import os
+import concurrent.futures
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,8 +16,7 @@ import pytest
 from phijax import config_files, data
 from phijax.data import config as data_config, hosts, pipeline
 from tests.devices import xla_flags
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.test_multihost import _env, _launch, _rows, _run, _train_cmd
 
 
 @pytest.mark.parametrize("processes", [64, 256])
@@ -95,35 +91,24 @@ def test_a_state_resumes_only_with_its_worker_count(two_sources):
     _iterator(cfg_data, tok).set_state({"iterators_in_use_states": [state, state]})
 
 
-def _losses(workdir):
-  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
-  return {r["step"]: r["loss"] for r in rows if "loss" in r}
-
-
 def test_four_processes_train_like_one_reading_a_quarter_each(tmp_path):
   args = ["--config=configs/tiny.py:runlocal", "--config.train.steps=3",
           "--config.train.log_every=1", "--config.train.eval_every=0",
           "--config.train.save_every=0", "--config.train.samples=0",
           "--config.train.final_eval_batches=1", "--config.train.progress=false"]
-  env = {k: v for k, v in os.environ.items()
-         if not k.startswith(("JAX_COORDINATOR", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"))}
-  env["JAX_PLATFORMS"] = "cpu"
-  train = [sys.executable, "-m", "phijax.train"]
-  four = subprocess.run(
-      [sys.executable, os.path.join(ROOT, "launch", "local.py"), "--processes=4",
-       "--devices_per_process=2", "--", *train, f"--workdir={tmp_path / 'four'}", *args],
-      capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
-  assert four.returncode == 0, four.stderr[-3000:]
-  one = subprocess.run([*train, f"--workdir={tmp_path / 'one'}", *args], capture_output=True,
-                       text=True, cwd=ROOT, env=dict(env, XLA_FLAGS=xla_flags(8)), timeout=300)
-  assert one.returncode == 0, one.stderr[-3000:]
-  a, b = _losses(tmp_path / "four"), _losses(tmp_path / "one")
+  four, one = tmp_path / "four", tmp_path / "one"
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:  # the 4 wait in collectives
+    done = [pool.submit(_run, _launch(four, args, processes=4)),
+            pool.submit(_run, _train_cmd(one, args), _env(XLA_FLAGS=xla_flags(8)))]
+    for future in done:
+      future.result()
+  (a, _), (b, _) = _rows(four), _rows(one)
   assert sorted(a) == sorted(b) == [1, 2, 3]
   np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=2e-5)
   # tiny:runlocal's 8-row batches over 8 devices: 2 rows of each batch per process.
   lines = []
   for i in range(4):
-    text = open(tmp_path / "four" / "logs" / f"process_{i}.log").read()
+    text = open(four / "logs" / f"process_{i}.log").read()
     lines += re.findall(r"data: process (\d) of 4 read (\d+) training rows, 2 of every 8",
                         text)
   assert sorted(lines) == [(str(i), "6") for i in range(4)]

@@ -174,10 +174,21 @@ def test_merged_hf_export_equals_the_adapter_model(tmp_path):
   np.testing.assert_allclose(hf, ours, atol=1e-5, rtol=0)
 
 
+def two_step_config():
+  """tiny:runlocal cut to 2 steps of 2 x 32 tokens, one eval batch, no samples: an
+  in-process warm-started run in a few seconds (test_qlora.py's too)."""
+  from phijax import config_files
+  return config_files.load("tiny:runlocal", [
+      "--config.train.steps=2", "--config.train.batch_size=2", "--config.data.seq_len=32",
+      "--config.train.samples=0", "--config.train.progress=false",
+      "--config.train.eval_every=0", "--config.train.final_eval_batches=1",
+      "--config.train.eval_batches=1", "--config.curriculum.lr.warmup_steps=0",
+      "--config.curriculum.seq_warmup.enabled=false"])
+
+
 def test_init_from_loads_the_base_and_a_lora_source_merged(tmp_path):
   """A LoRA run warm-started from a base model trains its adapters over that base, which
   stays bit for bit; a LoRA source is read as the model it computes."""
-  from phijax import config_files
   from phijax.convert import weights
   from phijax.train import loop
 
@@ -188,12 +199,7 @@ def test_init_from_loads_the_base_and_a_lora_source_merged(tmp_path):
   loaded = weights.load_init_params(str(tmp_path / "lora_src"), abstract)
   np.testing.assert_allclose(_logits(PHI, loaded), _logits(lcfg, source), atol=1e-5, rtol=0)
 
-  config = config_files.load("tiny:runlocal", [
-      "--config.train.steps=2", "--config.train.batch_size=2", "--config.data.seq_len=32",
-      "--config.train.samples=0", "--config.train.progress=false",
-      "--config.train.eval_every=0", "--config.train.final_eval_batches=1",
-      "--config.train.eval_batches=1", "--config.curriculum.lr.warmup_steps=0",
-      "--config.curriculum.seq_warmup.enabled=false"])
+  config = two_step_config()
   pre_cfg = ModelConfig.from_dict(config.model)
   pretrained = _random_params(pre_cfg, seed=7)
   params_io.save_params(str(tmp_path / "pre"), pre_cfg, pretrained)

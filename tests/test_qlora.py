@@ -23,7 +23,7 @@ from phijax.model.config import ModelConfig
 from phijax.train import optim, setup
 from phijax.train.step import build, device_batch, random_batch
 from tests.test_freeze import _flat, resumed_step_is_exact
-from tests.test_lora import PHI, _logits, _opt
+from tests.test_lora import PHI, _logits, _opt, two_step_config
 
 QLORA = PHI.replace(lora=dict(rank=4, alpha=8.0, targets=".", quantize="nf4"))
 
@@ -174,12 +174,7 @@ def test_a_qlora_run_exports_its_adapters_alone_and_reads_back_exactly(tmp_path)
   from phijax.convert import adapters, weights
   from phijax.train import loop
 
-  config = config_files.load("tiny:runlocal", [
-      "--config.train.steps=2", "--config.train.batch_size=2", "--config.data.seq_len=32",
-      "--config.train.samples=0", "--config.train.progress=false",
-      "--config.train.eval_every=0", "--config.train.final_eval_batches=1",
-      "--config.train.eval_batches=1", "--config.curriculum.lr.warmup_steps=0",
-      "--config.curriculum.seq_warmup.enabled=false"])
+  config = two_step_config()
   pre_cfg = ModelConfig.from_dict(config.model)
   params_io.save_params(str(tmp_path / "pre"), pre_cfg, init_params(pre_cfg, jax.random.key(7)))
   config.model.lora.update(rank=2, targets="attn", quantize="nf4")

@@ -177,7 +177,7 @@ def _write_manifest(cfg_data, tok, out, srcs, shard_documents):
 
 class PreparedTokens:
   """One source's prepared documents: ``lengths`` (tokens of each, ``<|endoftext|>``
-  included) and ``tokens(i)``; ``reads`` counts the documents read."""
+  included) and ``tokens(i)``."""
 
   def __init__(self, root: str, name: str, entry: dict, tokenizer_sha256: str):
     import grain
@@ -207,7 +207,6 @@ class PreparedTokens:
     if found != len(self.lengths):
       raise DataError(f"data.prepared: the shards of {name!r} hold {found} records for "
                       f"{len(self.lengths)} documents: damaged; prepare again")
-    self.reads = 0
 
   def check_tokenizer(self, tok) -> None:
     if self._checked is not tok:
@@ -228,7 +227,6 @@ class PreparedTokens:
       raise DataError(f"data.prepared: document {i} of {self.name!r} has {len(ids)} "
                       f"tokens, its shard's lengths say {int(self.lengths[int(i)])}: "
                       "damaged; prepare it again")
-    self.reads += 1
     return ids
 
 
