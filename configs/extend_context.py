@@ -47,7 +47,7 @@ def get_config(arg=None):
     raise base.ConfigError(f"config argument {arg!r} names {len(kinds)} scaling types "
                            f"({', '.join(kinds)}); pick one of {', '.join(TYPES)}")
   kind = kinds[0] if kinds else "yarn"
-  c = tiny.get_config()
+  c = tiny.small_phi()
   c = base.finish(c, ",".join(sorted(words & set(base.RUN_ARGS))) or None)
   # After runlocal's shrink: the extension follows the (possibly shrunk) trained length
   # and head dims; runlocal keeps its own short schedule.

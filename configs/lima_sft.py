@@ -35,7 +35,7 @@ from phijax.data import config as data_config, exercises as data_exercises
 
 
 def get_config(arg=None):
-  c = tiny.get_config()
+  c = tiny.small_phi()
   c.data.sources = {"sft": data_config.source("sft", "", template="plain")}
   recipe(c, lr=1e-4)
   c.train.update(epochs=10, batch_size=16, keep_best=1, best_metric="eval_loss",
@@ -62,7 +62,7 @@ def exercise_pretrain(*, steps: int, lr: float, exercises: int):
   cosine, checkpoints only at the end), with ``exercises`` training-file exercises as an
   SFT source ``exercises`` at weight 0 (a recipe turns it on); every run is scored on
   the stdlib."""
-  c = base.small_ablation(tiny.get_config(), tokens=steps * 8 * 256, batch_size=8,
+  c = base.small_ablation(tiny.small_phi(), tokens=steps * 8 * 256, batch_size=8,
                           eval_every=0, final_eval_batches=16, log_every=5)
   c.train.save_every_minutes = 0.0  # checkpoints only at the end: the arms are short
   c.optim.lr = lr

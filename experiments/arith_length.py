@@ -53,7 +53,7 @@ FORMATS = ["plain", "reversed", "padded", "spaces"]
 
 
 def get_config(arg=None):
-  c = base.small_ablation(tiny.get_config(), tokens=TOKENS, batch_size=16, eval_every=0,
+  c = base.small_ablation(tiny.small_phi(), tokens=TOKENS, batch_size=16, eval_every=0,
                          final_eval_batches=8, log_every=8)
   c.model.update(vocab_size=300, max_position_embeddings=256)
   c.data.tokenizer.vocab_size = 300

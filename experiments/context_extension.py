@@ -53,7 +53,7 @@ def get_config(arg=None):
   kind = arg or "base"
   if kind not in ("base",) + KINDS:
     raise ValueError(f"context_extension.py: arm {kind!r}; choose base or one of {KINDS}")
-  c = base.small_ablation(tiny.get_config(), tokens=BASE_STEPS * 16 * 256, batch_size=16,
+  c = base.small_ablation(tiny.small_phi(), tokens=BASE_STEPS * 16 * 256, batch_size=16,
                           eval_every=0, final_eval_batches=8, log_every=10)
   c.train.save_every_minutes = 0.0  # checkpoints only at the end: the arms are short
   c.optim.lr = PEAK_LR

@@ -3,18 +3,20 @@ wall time on 2 cores? (The modded-nanogpt speedrun's "time to a target loss" tur
 round: a fixed time, the lowest loss. Target: 1.30 bits/byte, against the default's
 1.41-1.46.)
 
-    # stage 1, proxies: every recipe at a 150 s budget, seed 0, one at a time (~25 min)
+    # stage 1, proxies: every recipe (STAGE1, STAGE1B) at a 150 s budget, seed 0,
+    # one at a time (~3 min each)
     python -m phijax.sweep experiments/cpu_speedrun.py \\
         --workdir=experiments/results/cpu_speedrun --parallel=1 --only='budget=150'
-    # stage 2, finals: FINALISTS and the old default at 600 s, seeds 0-2 (~70 min)
+    # stage 2, finals: FINALISTS and the old default at 600 s, seeds 0-2 (~65 min)
     python -m phijax.sweep experiments/cpu_speedrun.py \\
         --workdir=experiments/results/cpu_speedrun --parallel=1 --only='budget=600'
 
 Timing is the point, so arms run one at a time (``--parallel=1``) on an otherwise idle
-machine. Every arm is configs/tiny.py (the default run: 4.9M parameters, Muon at 1e-2,
-16 x 256 tokens a step, cosine, an 8k tokenizer) with ``train.time_budget_s`` (the run
-decides its number of steps when its LR warmup ends, from the measured step time, so
-it ends decayed within the budget: phijax/train/pieces/time_budget.py) and one change:
+machine. Every arm is the old default (configs/tiny.py's ``small_phi``: 4.9M parameters, Muon at
+1e-2, 16 x 256 tokens a step, cosine, an 8k tokenizer) with ``train.time_budget_s``
+(the run decides its number of steps when its LR warmup ends, from the measured step
+time, so it ends decayed within the budget: phijax/train/pieces/time_budget.py) and the
+changes its recipe names (CHANGES, joined by "+"):
 
 - ``old``: none (the control every recipe is paired with);
 - ``lr2e-2``: Muon at 2e-2 (experiments/lr_sweep.py's best for the small phi, 2.4e-2);
@@ -23,51 +25,81 @@ it ends decayed within the budget: phijax/train/pieces/time_budget.py) and one c
   tokens a second;
 - ``seq128``: rows of 128 tokens, 32 a step: the same tokens, cheaper attention;
 - ``wsd``: warmup-stable-decay (20% decay) instead of cosine;
-- ``adamw``: AdamW at 3e-3 instead of Muon.
+- ``adamw``: AdamW at 3e-3 instead of Muon;
+- ``seqwarmup``: sequence-length warmup from 32 tokens over the first 30% (truncate);
+- ``vocab4k``: a 4k tokenizer (fewer bytes a token, a cheaper head);
+- ``6layers``: 6 layers instead of 4.
 
-The tokenizer is trained once and cached (one vocabulary here), so its training time
-is not inside the budgets; the README figure states it separately. Stage 1 narrows
-the field (one seed each: a proxy, not a verdict); stage 2 is the claim: FINALISTS
-against ``old`` at the full budget, 3 seeds (initialisation and data order), paired.
+Stage 1 narrows the field (one seed each: a proxy, not a verdict; the proxies share
+one cached tokenizer per vocabulary). Stage 2 is the claim: FINALISTS against ``old``
+at the full budget, 3 seeds (initialisation and data order), paired, each arm
+training its tokenizer, tokenizing the corpus and compiling inside its budget
+(``tok_cache=`` and ``xla_cache=``: ``data.tokenizer.cache_dir=""`` and
+``train.compile_cache_dir=""``): 10 minutes from nothing, as a first run is.
 """
 
 from phijax.configs import tiny
 from phijax.sweeps.stats import Comparison
 
-RECIPES = ("old", "lr2e-2", "batch8", "narrow", "seq128", "wsd", "adamw")
+
+def _seq_warmup(c):
+  c.curriculum.seq_warmup.update(enabled=True, kind="linear", start=32, duration=0.3,
+                                 duration_unit="fraction", buckets="pow2", mode="truncate")
+
+
+def _vocab(n):
+  def change(c):
+    c.model.vocab_size = c.data.tokenizer.vocab_size = n
+  return change
+
+
+# One change each from the old default; a recipe is changes joined by "+" (applied in
+# order): "narrow+seq128+lr2e-2".
+CHANGES = {
+    "lr2e-2": lambda c: c.optim.update(lr=2e-2),
+    "batch8": lambda c: c.train.update(batch_size=8),
+    "narrow": lambda c: c.model.update(hidden_size=128, num_heads=4, intermediate_size=512),
+    "seq128": lambda c: (c.data.update(seq_len=128), c.train.update(batch_size=32)),
+    "wsd": lambda c: c.curriculum.lr.update(schedule="wsd", decay_fraction=0.2),
+    "adamw": lambda c: c.optim.update(name="adamw", lr=3e-3),
+    "seqwarmup": _seq_warmup,
+    "vocab4k": _vocab(4096),
+    "6layers": lambda c: c.model.update(num_layers=6),
+}
+STAGE1 = ("old", "lr2e-2", "batch8", "narrow", "seq128", "wsd", "adamw")
+# Stage 1b: the rest of the search space one change at a time, and the best three
+# stage-1 changes together (they compound only if throughput and LR do not interact).
+STAGE1B = ("seqwarmup", "vocab4k", "narrow+seq128+lr2e-2", "narrow+seq128+lr2e-2+vocab4k",
+           "narrow+seq128+lr2e-2+6layers")
 PROXY_S, FULL_S = 150.0, 600.0
-FINALISTS = ()  # set from stage 1's table before running stage 2
-ALIASES = {"train.time_budget_s": "budget"}
+FINALISTS = ()  # set from the proxies' table before running stage 2
+# Stage 2 trains the tokenizer, tokenizes the corpus and compiles inside the budget
+# ("" = no cache: the question's "tokenizer training included"); the proxies share
+# cached ones.
+FROM_NOTHING = {"data.tokenizer.cache_dir": "", "train.compile_cache_dir": ""}
+ALIASES = {"train.time_budget_s": "budget", "data.tokenizer.cache_dir": "tok_cache",
+           "train.compile_cache_dir": "xla_cache"}
 PLOTS = ("final",)
 
 
 def get_config(arg=None):
   recipe = arg or "old"
-  if recipe not in RECIPES:
-    raise ValueError(f"cpu_speedrun.py: recipe {recipe!r}; choose one of {RECIPES}")
-  c = tiny.get_config()
+  c = tiny.small_phi()
+  for change in ([] if recipe == "old" else recipe.split("+")):
+    if change not in CHANGES:
+      raise ValueError(f"cpu_speedrun.py: recipe {recipe!r}: no change {change!r}; a "
+                       f"recipe is 'old' or changes joined by '+' from {tuple(CHANGES)}")
+    CHANGES[change](c)
   c.train.update(steps=2000, save_every=0, save_every_minutes=0.0, samples=0,
                  eval_every=0)  # the budget sets the steps; only the final evaluation
-  if recipe == "lr2e-2":
-    c.optim.lr = 2e-2
-  elif recipe == "batch8":
-    c.train.batch_size = 8
-  elif recipe == "narrow":
-    c.model.update(hidden_size=128, num_heads=4, intermediate_size=512)
-  elif recipe == "seq128":
-    c.data.seq_len = 128
-    c.train.batch_size = 32
-  elif recipe == "wsd":
-    c.curriculum.lr.update(schedule="wsd", decay_fraction=0.2)
-  elif recipe == "adamw":
-    c.optim.update(name="adamw", lr=3e-3)
   return c
 
 
 def get_sweep(h):
-  arms = [{"config": r, "train.time_budget_s": PROXY_S, "train.seed": 0} for r in RECIPES]
+  arms = [{"config": r, "train.time_budget_s": PROXY_S, "train.seed": 0}
+          for r in STAGE1 + STAGE1B]
   for seed in h.seeds(3):
-    arms += [{"config": r, "train.time_budget_s": FULL_S, **seed}
+    arms += [{"config": r, "train.time_budget_s": FULL_S, **FROM_NOTHING, **seed}
              for r in ("old",) + tuple(FINALISTS)]
   return arms
 

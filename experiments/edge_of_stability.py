@@ -41,7 +41,7 @@ PLOTS = ()
 
 
 def get_config(arg=None):
-  c = base.small_ablation(tiny.get_config(), tokens=0, batch_size=8, eval_every=0,
+  c = base.small_ablation(tiny.small_phi(), tokens=0, batch_size=8, eval_every=0,
                          final_eval_batches=2, log_every=1)
   c.model.update(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=128,
                  vocab_size=2048)

@@ -42,7 +42,7 @@ def get_config(arg=None):
   recipe = arg or "pretrain"
   if recipe not in ("pretrain", "finetune"):
     raise ValueError(f"freeze_sgd.py: recipe {recipe!r}; choose pretrain or finetune")
-  c = base.small_ablation(tiny.get_config(), tokens=600 * STEP_TOKENS, batch_size=8,
+  c = base.small_ablation(tiny.small_phi(), tokens=600 * STEP_TOKENS, batch_size=8,
                           eval_every=0, final_eval_batches=32, log_every=2)
   c.train.save_every_minutes = 0.0  # checkpoints only at the end: the arms are short
   c.optim.update(name="adamw", lr=8e-3, b1=0.9, b2=0.95, weight_decay=0.1, clip=1.0)

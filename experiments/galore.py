@@ -45,7 +45,7 @@ GALORE_LRS, GALORE_BEST = (8e-3, 1.6e-2, 3.2e-2, 6.4e-2, 1.28e-1), 3.2e-2
 
 
 def get_config(arg=None):
-  c = base.small_ablation(tiny.get_config(), tokens=TOKENS, batch_size=8, eval_every=20,
+  c = base.small_ablation(tiny.small_phi(), tokens=TOKENS, batch_size=8, eval_every=20,
                           final_eval_batches=FINAL_EVAL_BATCHES, log_every=2)
   c.optim.update(lr=ADAMW_BEST, galore_update_every=UPDATE_EVERY, galore_scale=SCALE)
   c.curriculum.lr.update(schedule="cosine", warmup_steps=10, min_ratio=0.1,

@@ -51,7 +51,7 @@ def get_config(arg=None):
   if arg is not None and not arg.isdigit():
     raise ValueError(f"mup_transfer.py: argument {arg!r}; give the width, e.g. :128")
   width = int(arg or BASE_WIDTH)
-  c = base.small_ablation(tiny.get_config(), tokens=TOKENS, batch_size=BATCH,
+  c = base.small_ablation(tiny.small_phi(), tokens=TOKENS, batch_size=BATCH,
                          eval_every=STEPS, final_eval_batches=FINAL_EVAL_BATCHES,
                          log_every=2)
   c.model.update(hidden_size=width, num_heads=width // HEAD_DIM,

@@ -58,7 +58,7 @@ ALIASES = {"data.sources.stdlib.quality_scores": "scores"}
 @functools.cache
 def _textbook_heldout() -> str:
   """The held-out files the rubric labels good, as a stdlib glob."""
-  c = tiny.get_config()
+  c = tiny.small_phi()
   src = pipeline.build_sources(c.data)["stdlib"]
   return ",".join(src.key(i) for i in src.heldout_indices() if rubric.label(src.text(i)))
 
@@ -72,7 +72,7 @@ def _train_mb(arm_dir: str) -> float:
 
 
 def get_config(arg=None):
-  c = base.small_ablation(tiny.get_config(), tokens=TOKENS, batch_size=16, eval_every=0,
+  c = base.small_ablation(tiny.small_phi(), tokens=TOKENS, batch_size=16, eval_every=0,
                           final_eval_batches=32, log_every=10)
   c.optim.lr = 2.4e-2  # lr_sweep.py's best Muon LR for this model
   c.curriculum.lr.update(schedule="cosine", warmup_steps=15, min_ratio=0.1)

@@ -45,7 +45,7 @@ PLOTS = ("curves",)  # final.png would plot against "select", which LM arms leav
 
 
 def get_config(arg=None):
-  c = base.small_ablation(tiny.get_config(), tokens=TOKENS, batch_size=8, eval_every=40,
+  c = base.small_ablation(tiny.small_phi(), tokens=TOKENS, batch_size=8, eval_every=40,
                           final_eval_batches=FINAL_EVAL_BATCHES, log_every=2)
   c.optim.update(name="muon", lr=LR)
   c.curriculum.lr.update(schedule="cosine", warmup_steps=10, min_ratio=0.1,

@@ -31,7 +31,7 @@ LRS = (3e-3, 3e-2, 1e-1)
 
 
 def get_config(arg=None):
-  c = base.small_ablation(tiny.get_config(), tokens=640_000, batch_size=16, eval_every=25)
+  c = base.small_ablation(tiny.small_phi(), tokens=640_000, batch_size=16, eval_every=25)
   c.optim.update(name="adamw", lr=3e-3)  # the paper's optimizer; the arms' LRs are AdamW's
   c.curriculum.lr.update(schedule="cosine", warmup_steps=10, min_ratio=0.1,
                          token_based_decay=True)

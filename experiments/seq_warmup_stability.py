@@ -42,7 +42,7 @@ TRUNCATE = {"curriculum.seq_warmup.enabled": True,
 
 
 def get_config(arg=None):
-  c = base.small_ablation(tiny.get_config(), tokens=TOKENS, batch_size=8, eval_every=40,
+  c = base.small_ablation(tiny.small_phi(), tokens=TOKENS, batch_size=8, eval_every=40,
                          final_eval_batches=FINAL_EVAL_BATCHES)
   # The harsh setting: no gradient clipping (train/optim.py clips only when clip > 0), a
   # short second-moment memory and no LR warmup.

@@ -44,7 +44,7 @@ DIAGNOSTICS = [("wsd-exp", {"curriculum.lr.decay_fraction": 0.5}),
 
 
 def get_config(arg=None):
-  c = base.small_ablation(tiny.get_config(), tokens=BUDGETS[-1], batch_size=8,
+  c = base.small_ablation(tiny.small_phi(), tokens=BUDGETS[-1], batch_size=8,
                           eval_every=STEPS[0], final_eval_batches=EVAL_BATCHES)
   c.train.eval_batches = EVAL_BATCHES  # periodic evals on the final eval's rows
   c.optim.lr = PEAK_LR

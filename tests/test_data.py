@@ -256,6 +256,20 @@ def test_stdlib_tokenizer_is_cached(stdlib_cfg, stdlib_tok):
   assert stdlib_tok.vocab_size == 8192
 
 
+def test_no_cache_dir_trains_and_writes_nothing(stdlib_cfg, stdlib_tok, tmp_path,
+                                                monkeypatch):
+  """cache_dir "" (a from-nothing timing): the same tokenizer, trained again, and no
+  file written anywhere (once it cached in ./tokenizers)."""
+  monkeypatch.chdir(tmp_path)
+  cfg = copy.deepcopy(stdlib_cfg)
+  cfg.tokenizer.cache_dir = ""
+  tok = data.load_tokenizer(cfg)
+  assert tok.model_proto == stdlib_tok.model_proto
+  assert list(tmp_path.iterdir()) == []
+  from phijax.data import pipeline
+  assert pipeline.token_cache_path(cfg, "stdlib", tok, [0, 1]) is None
+
+
 def test_stdlib_default_pipeline(stdlib_cfg, stdlib_tok):
   it = data.make_train_iterator(stdlib_cfg, stdlib_tok, batch_size=4, seed=0,
                                 process_index=0, process_count=1)

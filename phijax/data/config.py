@@ -147,7 +147,9 @@ def defaults() -> ConfigDict:
           path="",  # a sentencepiece .model; "" trains one on the sources' train split
           vocab_size=8192,  # pieces of a trained tokenizer (a loaded one: at most)
           model_type="bpe",  # or "unigram"
-          cache_dir="~/.cache/phijax",  # trained tokenizers, keyed by settings and files
+          # trained tokenizers and tokenized text, keyed by settings and files; "" = no
+          # cache (every run trains and tokenizes: a from-nothing timing)
+          cache_dir="~/.cache/phijax",
           train_bytes=64_000_000,  # cap on tokenizer training text
       )),
       sources=ConfigDict(dict(stdlib=source("stdlib"))),

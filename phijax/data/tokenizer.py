@@ -277,17 +277,23 @@ def _cached_corpus_tokenizer(cfg_data) -> Tokenizer:
   settings = dict(**corpus_settings, vocab_size=tcfg.vocab_size,
                   model_type=tcfg.model_type, train_bytes=tcfg.train_bytes,
                   heldout_fraction=cfg_data.heldout_fraction)
-  cache_dir = pathlib.Path(tcfg.cache_dir).expanduser() / "tokenizers"
-  path = cache_dir / f"{label}-{tcfg.model_type}{tcfg.vocab_size}-{_cache_key(settings)}.model"
-  if path.is_file():
+  name = f"{label}-{tcfg.model_type}{tcfg.vocab_size}-{_cache_key(settings)}.model"
+  # cache_dir "" = no cache: trained (and the text tokenized) by every run, as a
+  # from-nothing timing needs (experiments/cpu_speedrun.py); never a ./tokenizers.
+  path = (pathlib.Path(tcfg.cache_dir).expanduser() / "tokenizers" / name
+          if tcfg.cache_dir else None)
+  if path is not None and path.is_file():
     return Tokenizer.load(path)
   srcs = pipeline.build_sources(cfg_data, names)
-  log.info("training a %d-piece %s tokenizer on the train split of %s (%d documents); "
-           "caching it at %s", tcfg.vocab_size, tcfg.model_type, ", ".join(srcs),
-           sum(len(s.train_indices()) for s in srcs.values()), path)
+  log.info("training a %d-piece %s tokenizer on the train split of %s (%d documents); %s",
+           tcfg.vocab_size, tcfg.model_type, ", ".join(srcs),
+           sum(len(s.train_indices()) for s in srcs.values()),
+           f"caching it at {path}" if path else "not cached (data.tokenizer.cache_dir='')")
   tok, _ = train_on_sources(srcs.values(), vocab_size=tcfg.vocab_size,
                             model_type=tcfg.model_type, max_bytes=tcfg.train_bytes,
-                            name=str(path))
+                            name=str(path or name))
+  if path is None:
+    return tok
   try:
     tok.save(path)
     with open(path.with_suffix(".json"), "w") as f:
