@@ -89,3 +89,28 @@ def test_a_warmup_shorter_than_the_measurement_is_an_error():
   config = _config("--config.train.time_budget_s=60", "--config.curriculum.lr.warmup_steps=4")
   with pytest.raises(curriculum.CurriculumError, match="warmup_steps=4 must be at least 10"):
     time_budget.check(config)
+
+
+def test_a_fractional_sequence_warmup_is_planned_on_the_plan_it_makes():
+  """Sequence-length warmup over 30% of the run stretches with the plan: the steps
+  that fit are counted on each candidate plan's own trajectory. The provisional plan's
+  (short rows until step 600 of 2000) would fit 2.7x the steps here (315: what an arm
+  of experiments/cpu_speedrun.py planned, then took 261 s of its 150)."""
+  config = config_files.load("tiny", [
+      "--config.train.steps=2000", "--config.curriculum.seq_warmup.enabled=true",
+      "--config.curriculum.seq_warmup.start=32",
+      "--config.curriculum.seq_warmup.duration=0.3",
+      "--config.curriculum.seq_warmup.duration_unit=fraction"])
+  step, per_token, room = 40, 0.19 / 512, 118.0  # that arm's measurements at its decision
+  n = time_budget.fitting_steps(config, step, per_token, room)
+
+  def cost(steps):
+    traj = curriculum.Curriculum(time_budget.with_steps(config, steps)).trajectory
+    return (traj.tokens_at(steps) - traj.tokens_at(step)) * per_token
+
+  assert cost(n) <= room < cost(n + 1)
+  provisional = curriculum.Curriculum(config).trajectory
+  overstated = time_budget._last_fitting(
+      lambda m: (provisional.tokens_at(m) - provisional.tokens_at(step)) * per_token <= room,
+      step)
+  assert overstated > 2.5 * n, (overstated, n)
