@@ -70,7 +70,7 @@ STAGE1 = ("old", "lr2e-2", "batch8", "narrow", "seq128", "wsd", "adamw")
 # Stage 1b: the rest of the search space one change at a time, and the best three
 # stage-1 changes together (they compound only if throughput and LR do not interact).
 STAGE1B = ("seqwarmup", "vocab4k", "narrow+seq128+lr2e-2", "narrow+seq128+lr2e-2+vocab4k",
-           "narrow+seq128+lr2e-2+6layers")
+           "narrow+seq128+lr2e-2+6layers", "narrow+seq128+lr2e-2+seqwarmup")
 PROXY_S, FULL_S = 150.0, 600.0
 FINALISTS = ()  # set from the proxies' table before running stage 2
 # Stage 2 trains the tokenizer, tokenizes the corpus and compiles inside the budget
