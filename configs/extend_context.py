@@ -4,11 +4,11 @@ embeddings stretched by a ``rope_scaling`` type, for a short continued training.
     python -m phijax.train --config=configs/tiny.py --workdir=runs/tiny
     python -m phijax.train --config=configs/extend_context.py:yarn --workdir=runs/tiny_yarn \\
         --config.train.init_from=runs/tiny
-    python -m phijax.evaluate --workdir=runs/tiny_yarn --task=positions --seq_len=1024
-    python -m phijax.evaluate --workdir=runs/tiny --task=positions --seq_len=1024
+    python -m phijax.evaluate --workdir=runs/tiny_yarn --task=positions --seq_len=512
+    python -m phijax.evaluate --workdir=runs/tiny --task=positions --seq_len=512
 
 The argument picks the scaling (``phijax/model/rope_scaling.py``), all with factor 4
-over the trained length L (tiny's 256) and ``max_position_embeddings`` = 4 L:
+over the trained length L (tiny's 128) and ``max_position_embeddings`` = 4 L:
 
 - ``linear``: position interpolation (Chen et al. 2023, arXiv 2306.15595);
 - ``yarn`` (the default): NTK-by-parts + attention factor (Peng et al. 2023,
@@ -22,12 +22,12 @@ over the trained length L (tiny's 256) and ``max_position_embeddings`` = 4 L:
 ``train.init_from`` is a run (or a parameter / Hugging Face directory) of tiny's
 architecture (change ``model.*`` for another); its tokenizer is used, and it is
 evaluated before the first step (at 4 L, with the new scaling). Training: 150 steps of
-4 rows of 4 L tokens (tiny's 4,096 tokens a step at full length), sequence-length
+8 rows of 4 L tokens (tiny's 4,096 tokens a step at full length), sequence-length
 warmup from L to 4 L over the first 30% (pow2 buckets: L, 2 L, 4 L; rows truncated,
-Li et al. 2022), Muon at a peak LR of 3e-3 (tiny pretrains at 1e-2) after 10 warmup
+Li et al. 2022), Muon at a peak LR of 3e-3 (tiny pretrains at 2e-2) after 10 warmup
 steps, cosine to a tenth. The positions evaluation (the last two commands) shows the
 held-out loss by position bucket before and after: the warm-started model's loss
-rising past L (256) is what the continued training should flatten. LRs and lengths are
+rising past L (128) is what the continued training should flatten. LRs and lengths are
 chosen, not tuned; no timing was measured. ``configs/extend_context.py:yarn,runlocal``
 is a smoke run (L = 64 after tiny's runlocal shrink).
 """
@@ -47,7 +47,7 @@ def get_config(arg=None):
     raise base.ConfigError(f"config argument {arg!r} names {len(kinds)} scaling types "
                            f"({', '.join(kinds)}); pick one of {', '.join(TYPES)}")
   kind = kinds[0] if kinds else "yarn"
-  c = tiny.small_phi()
+  c = tiny.get_config()  # the default run's shape: train.init_from=runs/tiny loads into it
   c = base.finish(c, ",".join(sorted(words & set(base.RUN_ARGS))) or None)
   # After runlocal's shrink: the extension follows the (possibly shrunk) trained length
   # and head dims; runlocal keeps its own short schedule.

@@ -20,11 +20,12 @@ checkpoint picked between epochs 5 and 10 on a 50-example development set.
 
 Kept as is: the optimizer and its betas and decay, no warmup, the linear decay to a
 tenth of the peak, the dropout rule (the smaller models' 0.2), the end-of-turn token
-(the ``plain`` chat template), loss on responses only. Scaled for the 4.9M-parameter
-tiny model: LR 1e-4 -> 1e-5 (tiny pretrains at 1e-2; 1e-5 barely moves it), batch 16
-of 256 tokens, 10 epochs, and the development set is the source's held-out 5% (by a
-hash of each record), evaluated after every epoch; the best checkpoint by held-out
-loss on the responses is kept in ``runs/lima/best/`` (``train.keep_best``).
+(the ``plain`` chat template), loss on responses only. Scaled for the default tiny
+model (configs/tiny.py, 2.9M parameters): LR 1e-4 -> 1e-5 (tiny pretrains at 2e-2;
+1e-5 barely moves it), batch 16 of 256 tokens (tiny pretrains on 128), 10 epochs, and
+the development set is the source's held-out 5% (by a hash of each record), evaluated
+after every epoch; the best checkpoint by held-out loss on the responses is kept in
+``runs/lima/best/`` (``train.keep_best``).
 ``configs/lima_sft.py:runlocal`` is a smoke run. Expect about a minute per epoch of
 the 3,363 exercises on a 2-core CPU.
 """
@@ -35,8 +36,9 @@ from phijax.data import config as data_config, exercises as data_exercises
 
 
 def get_config(arg=None):
-  c = tiny.small_phi()
+  c = tiny.get_config()  # the default run's shape: train.init_from=runs/tiny loads into it
   c.data.sources = {"sft": data_config.source("sft", "", template="plain")}
+  c.data.seq_len = 256  # exercises are longer than tiny's pretraining rows
   recipe(c, lr=1e-4)
   c.train.update(epochs=10, batch_size=16, keep_best=1, best_metric="eval_loss",
                  eval_batches=0, final_eval_batches=0, save_every=0, samples=0, log_every=5)

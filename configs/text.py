@@ -1,5 +1,5 @@
-"""text: the tiny model (configs/tiny.py: 4 layers, hidden 192, Muon, 400 steps of
-16 x 256 tokens) trained on your own code or text instead of the standard library.
+"""text: the tiny model (configs/tiny.py: 4 layers, hidden 128, Muon, 1,100 steps of
+32 x 128 tokens) trained on your own code or text instead of the standard library.
 
     python -m phijax.train --config=configs/text.py --workdir=runs/mine \
         --config.data.sources.text.path='~/src/myproject/**/*.py'
@@ -15,7 +15,7 @@ byte beside gzip -9 all come from your data alone. A single text file is one
 document, so nothing can be held out: the run stops at start-up and says to cut it
 into parts. ``model.vocab_size`` follows ``data.tokenizer.vocab_size``: set that to
 the size ``python -m phijax.data.tokenizer`` printed when you bring your own
-tokenizer. Expect what configs/tiny.py gives for the same model and steps (about 8
+tokenizer. Expect what configs/tiny.py gives for the same model and steps (about 10
 minutes on a 2-core CPU) plus seconds of tokenizer training;
 ``configs/text.py:runlocal`` is a smoke run.
 """

@@ -45,3 +45,26 @@ def test_config_docstring_gives_the_command(path):
   doc = _module(path).__doc__
   name = os.path.basename(path)
   assert f"python -m phijax.train --config=configs/{name}" in doc
+
+
+def test_tiny_is_the_speedruns_winner_on_the_small_phi():
+  """configs/tiny.py's default run is experiments/cpu_speedrun.py's winning recipe (all
+  but the length of training and its evaluations and checkpoints, which the speedrun's
+  arms set from their time budget), and ``small_phi`` is the speedrun's ``old``."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "cpu_speedrun", os.path.join(ROOT, "experiments", "cpu_speedrun.py"))
+  speedrun = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(speedrun)
+  tiny = _module(os.path.join(ROOT, "configs", "tiny.py"))
+  (winner,) = speedrun.FINALISTS
+
+  def recipe(c):
+    d = c.to_dict()
+    d["train"] = {k: v for k, v in d["train"].items() if k not in (
+        "steps", "eval_every", "save_every", "save_every_minutes", "samples")}
+    return d
+
+  assert recipe(tiny.get_config()) == recipe(speedrun.get_config(winner))
+  assert recipe(tiny.small_phi()) == recipe(speedrun.get_config("old"))
+  assert recipe(tiny.get_config()) != recipe(tiny.small_phi())

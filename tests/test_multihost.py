@@ -29,6 +29,10 @@ ARGS = ["--config=configs/tiny.py:runlocal", "--config.train.steps=12",
         "--config.train.eval_batches=1", "--config.train.save_every=2",
         "--config.train.keep_last=10", "--config.train.samples=0",
         "--config.train.final_eval_batches=2", "--config.train.progress=false"]
+# The runs fixture's runs and their resumes in the other layout read one checkpoint, step
+# 8's: saving every 4 steps rather than ARGS's 2 (the dead-process test's, killed at step
+# ~3) spares each run 3 saves, each of which slows the next step. Later overrides win.
+FIXTURE_ARGS = ARGS + ["--config.train.save_every=4"]
 HEARTBEAT_S = 6
 # The survivor of a SIGKILLed peer must be gone within this long (measured 4-7 s with a
 # 6 s timeout: JAX's coordinator declares a task dead after the heartbeat timeout).
@@ -79,8 +83,8 @@ def runs(tmp_path_factory):
   base = tmp_path_factory.mktemp("mh")
   two, one = base / "two", base / "one"
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    done = [pool.submit(_run, _launch(two)),
-            pool.submit(_run, _train_cmd(one), _env(XLA_FLAGS=xla_flags(4)))]
+    done = [pool.submit(_run, _launch(two, FIXTURE_ARGS)),
+            pool.submit(_run, _train_cmd(one, FIXTURE_ARGS), _env(XLA_FLAGS=xla_flags(4)))]
     for future in done:
       future.result()  # _run's failed assertion, if any, with the run's output
   return two, one
@@ -121,11 +125,11 @@ def test_checkpoint_restores_in_the_other_layout(runs, tmp_path, direction):
     if d.isdigit() and int(d) > 8:
       shutil.rmtree(work / "checkpoints" / d)
   if direction == "2->1":
-    proc = _run(_train_cmd(work),
+    proc = _run(_train_cmd(work, FIXTURE_ARGS),
                 env=_env(XLA_FLAGS=xla_flags(4)))
     said = proc.stderr + proc.stdout
   else:
-    _run(_launch(work))
+    _run(_launch(work, FIXTURE_ARGS))
     said = (work / "logs" / "process_0.log").read_text()
     assert "resumed from step 8" in (work / "logs" / "process_1.log").read_text()
   assert "resumed from step 8" in said
@@ -162,10 +166,11 @@ def _pids(proc):
 
 
 def test_dead_process_stops_the_other_and_the_rerun_resumes(runs, tmp_path):
-  """The 12-step run of the `runs` fixture, process 1 SIGKILLed at step ~4; the same
-  launch rerun (stopped once on the way by a SIGTERM to process 1 alone, a preemption
-  notice, which checkpoints both processes at one step) then run to the end gives the
-  uninterrupted run's losses after the resume point and its final evaluation."""
+  """The 12-step run of the `runs` fixture, saving every 2 steps (ARGS), process 1
+  SIGKILLed at step ~4; the same launch rerun (stopped once on the way by a SIGTERM to
+  process 1 alone, a preemption notice, which checkpoints both processes at one step)
+  then run to the end gives the uninterrupted run's losses after the resume point and
+  its final evaluation."""
   two, _ = runs
   work = tmp_path / "kill"
   hb = f"--config.mesh.heartbeat_timeout_s={HEARTBEAT_S}"
@@ -262,8 +267,12 @@ def test_simulated_slurm_job_matches(runs, tmp_path):
                SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_NODEID="0",
                JAX_COORDINATOR_PORT=str(port),
                XLA_FLAGS=xla_flags(2))
+    # Only the training losses are compared: no saves but the last, no periodic evals, a
+    # final eval of one batch (neither touches the data stream or the RNG).
     procs.append(subprocess.Popen(
-        _train_cmd(work, ARGS, "--config.mesh.distributed=true"), cwd=ROOT, env=env,
+        _train_cmd(work, ARGS, "--config.mesh.distributed=true", "--config.train.save_every=0",
+                   "--config.train.eval_every=0", "--config.train.final_eval_batches=1"),
+        cwd=ROOT, env=env,
         stdout=open(tmp_path / f"slurm_{rank}.log", "w"), stderr=subprocess.STDOUT))
   for rank, p in enumerate(procs):
     assert p.wait(timeout=300) == 0, (tmp_path / f"slurm_{rank}.log").read_text()[-3000:]

@@ -32,7 +32,7 @@
 # the same tokens; WSD holds the peak LR for most of the run; and a short run of
 # the designed curriculum logs exactly the planned learning rate, length and
 # mixture at every step (at the smoke size and on CPU it trains the 1M-parameter
-# `tiny:runlocal` model; on a GPU or TPU the 4.9M `tiny`).
+# `tiny:runlocal` model; on a GPU or TPU the 2.9M `tiny`).
 
 # %%
 # Install: in Colab (or anywhere without phijax) clone the repository and install
@@ -104,7 +104,7 @@ PLATFORM = jax.default_backend()  # "cpu", "gpu" or "tpu"
 SIZES = {  # config of the check run, its steps
     "smoke": ("tiny:runlocal", 16),
     "cpu": ("tiny:runlocal", 200),
-    "gpu": ("tiny", 400),
+    "gpu": ("tiny", 400),  # 400 of its 1,100 steps: the curriculum is the point
     "tpu": ("tiny", 400),
 }
 size = "smoke" if SMOKE else PLATFORM if PLATFORM in SIZES else "cpu"
@@ -116,8 +116,8 @@ print(f"{jax.device_count()} {PLATFORM} device(s): size {size!r}; check run: "
 # %% [markdown]
 # ## Sequence-length warmup pacings
 #
-# `configs/tiny.py` (batch 16 x 256) on a budget of 1.64M tokens, its 400 steps
-# at full length. Warmup starts at 32 tokens a row and reaches 256 after 30% of
+# `configs/tiny.py` at the small phi's rows (batch 16 x 256) on a budget of 1.64M
+# tokens, 400 steps at full length. Warmup starts at 32 tokens a row and reaches 256 after 30% of
 # the tokens; lengths snap down to powers of two (one compiled step per length).
 # With `truncate` a short row is cut, so a warmup run takes more steps.
 
@@ -138,7 +138,8 @@ from phijax import config_files
 from phijax.train.curriculum import Curriculum
 
 TOKENS = 400 * 16 * 256
-BASE = [f"--config.train.tokens={TOKENS}", "--config.curriculum.seq_warmup.start=32"]
+BASE = [f"--config.train.tokens={TOKENS}", "--config.curriculum.seq_warmup.start=32",
+        "--config.data.seq_len=256", "--config.train.batch_size=16"]
 PACINGS = {
     "no warmup": [],
     "linear": ["--config.curriculum.seq_warmup.enabled=true"],
@@ -163,7 +164,7 @@ show_table([{"pacing": k, "steps": c.total_steps, "tokens": c.total_tokens,
 # %% [markdown]
 # ## Learning-rate schedules
 #
-# The same budget, peak 1e-2 and 40 warmup steps: cosine and linear decay to 10%,
+# The same budget, peak 2e-2 and 40 warmup steps: cosine and linear decay to 10%,
 # and WSD (warmup, stable, decay over the last 20%) with exponential or linear
 # decay.
 
