@@ -6,7 +6,8 @@
 
 Steps, in order (``--steps`` picks some): ``create`` the slice (``--queued``: through
 queued resources, waiting until it is ACTIVE; ``--spot`` for spot capacity), ``copy``
-this checkout to every worker, ``install`` it (``pip install -e .[tpu]``), ``run`` the
+this checkout to every worker (its code: not ``.git``, ``runs/``, sweep arms' run
+directories under ``experiments/results/`` or a virtual environment), ``install`` it (``pip install -e .[tpu]``), ``run`` the
 command on ``--worker=all`` (one process per host; their output streams here),
 ``delete`` the slice. ``--dry-run`` prints every command and runs none.
 
@@ -90,8 +91,11 @@ def commands(args, command, archive=None) -> list[list[str]]:
                   *(["--spot"] if args.spot else [])])
   remote = args.remote_dir
   if "copy" in steps:
+    # The code, not what runs left in the checkout: run directories, sweep arms (their
+    # names hold "=": checkpoints, hundreds of MB), virtual environments.
     out.append(["tar", "czf", archive, "--exclude=.git", "--exclude=runs",
-                "--exclude=__pycache__", "-C", _common.ROOT, "."])
+                "--exclude=__pycache__", "--exclude=experiments/results/*/*=*",
+                "--exclude=.venv", "--exclude=venv", "-C", _common.ROOT, "."])
     out.append([*vm, "scp", archive, f"{args.name}:{os.path.basename(archive)}", *f,
                 "--worker=all"])
     out.append([*vm, "ssh", args.name, *f, "--worker=all",
