@@ -9,7 +9,8 @@ queued resources, waiting until it is ACTIVE; ``--spot`` for spot capacity), ``c
 this checkout to every worker (its code: not ``.git``, ``runs/``, sweep arms' run
 directories under ``experiments/results/`` or a virtual environment), ``install`` it
 (``pip install -e .[tpu]``), ``run`` the command on ``--worker=all`` (one process per
-host; their output streams here), ``delete`` the slice. ``--dry-run`` prints every command and runs none.
+host; their output streams here), ``delete`` the slice. ``--dry-run`` prints every
+command and runs none.
 
 ``--commands=FILE`` (what ``python -m phijax.sweep ... --launcher=tpu -- --name=...
 --zone=...`` passes: the sweep's ``launch_arms.json``) creates, copies and installs
