@@ -51,11 +51,8 @@ def test_tiny_is_the_speedruns_winner_on_the_small_phi():
   """configs/tiny.py's default run is experiments/cpu_speedrun.py's winning recipe (all
   but the length of training and its evaluations and checkpoints, which the speedrun's
   arms set from their time budget), and ``small_phi`` is the speedrun's ``old``."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      "cpu_speedrun", os.path.join(ROOT, "experiments", "cpu_speedrun.py"))
-  speedrun = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(speedrun)
+  speedrun = config_files._load_module(  # pylint: disable=protected-access
+      os.path.join(ROOT, "experiments", "cpu_speedrun.py"))
   tiny = _module(os.path.join(ROOT, "configs", "tiny.py"))
   (winner,) = speedrun.FINALISTS
 

@@ -96,12 +96,9 @@ def test_a_fractional_sequence_warmup_is_planned_on_the_plan_it_makes():
   that fit are counted on each candidate plan's own trajectory. The provisional plan's
   (short rows until step 600 of 2000) would fit 2.7x the steps here (315: what an arm
   of experiments/cpu_speedrun.py planned, then took 261 s of its 150)."""
-  config = config_files.load("tiny", [  # that arm's rows: the small phi's 16 x 256
-      "--config.data.seq_len=256", "--config.train.batch_size=16",
-      "--config.train.steps=2000", "--config.curriculum.seq_warmup.enabled=true",
-      "--config.curriculum.seq_warmup.start=32",
-      "--config.curriculum.seq_warmup.duration=0.3",
-      "--config.curriculum.seq_warmup.duration_unit=fraction"])
+  config = config_files.load(os.path.join(  # that arm's own config
+      os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
+      "cpu_speedrun.py:seqwarmup"), ["--config.train.time_budget_s=150"])
   step, per_token, room = 40, 0.19 / 512, 118.0  # that arm's measurements at its decision
   n = time_budget.fitting_steps(config, step, per_token, room)
 

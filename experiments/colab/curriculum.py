@@ -117,8 +117,9 @@ print(f"{jax.device_count()} {PLATFORM} device(s): size {size!r}; check run: "
 # ## Sequence-length warmup pacings
 #
 # `configs/tiny.py` at the small phi's rows (batch 16 x 256) on a budget of 1.64M
-# tokens, 400 steps at full length. Warmup starts at 32 tokens a row and reaches 256 after 30% of
-# the tokens; lengths snap down to powers of two (one compiled step per length).
+# tokens, 400 steps at full length. Warmup starts at 32 tokens a row and reaches 256
+# after 30% of the tokens; lengths snap down to powers of two (one compiled step per
+# length).
 # With `truncate` a short row is cut, so a warmup run takes more steps.
 
 # %%
